@@ -1,0 +1,69 @@
+/*
+ * Server configuration: every command-line flag, its default, range and
+ * help text come from one table in config.c, so --help, validation and the
+ * parsed struct cannot drift apart.
+ *
+ * Parsed once by main before any worker starts; read-only afterwards, so any
+ * thread may read it without locks.
+ */
+#ifndef MS_CORE_CONFIG_H
+#define MS_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define MS_MAX_WORKERS 64
+
+enum ms_taskrun { MS_TASKRUN_DEFER = 0, MS_TASKRUN_COOP = 1 };
+enum ms_diag_root { MS_DIAG_ROOT_NONE = 0, MS_DIAG_ROOT_ECHO, MS_DIAG_ROOT_ROOM };
+
+typedef struct ms_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[64]; /* as given, for logs */
+} ms_addr;
+
+typedef struct ms_config {
+	/* workers */
+	uint32_t cores;          /* 0 = one per CPU of the allowed set */
+	char cpus[256];          /* "0-3,6" or "" = every allowed CPU */
+	uint32_t max_conns;      /* per process, split over workers */
+	uint32_t taskrun;        /* enum ms_taskrun */
+	uint32_t min_wait_us;    /* IORING_FEAT_MIN_TIMEOUT bound on batching waits */
+	uint32_t wait_batch;     /* max wait_nr */
+	uint32_t recv_bufs;      /* provided buffers per worker (power of 2) */
+	uint32_t recv_buf_size;  /* bytes per provided buffer */
+	/* sockets */
+	ms_addr listen;
+	uint32_t sndbuf;         /* SO_SNDBUF for accepted sockets */
+	uint32_t backlog;
+	/* protocol limits and timers (seconds unless noted) */
+	uint32_t max_message;
+	uint32_t max_backpressure;
+	uint32_t handshake_timeout;
+	uint32_t idle_timeout;
+	uint32_t drain_timeout;
+	/* modes */
+	bool dev;
+	bool diag;
+	uint32_t diag_root;      /* enum ms_diag_root */
+	char secret_file[2][256];
+	char secret[256];
+	uint32_t log_level;
+} ms_config;
+
+/* Fill *cfg with defaults, then apply argv. On a bad flag or value prints a
+ * one-line error naming the flag and its accepted range and returns -EINVAL;
+ * on --help / --version prints and returns 1. Returns 0 otherwise. */
+int ms_config_parse(ms_config *cfg, int argc, char **argv);
+
+/* Parse "HOST:PORT" / "[V6]:PORT" into *a. Returns 0 or -EINVAL. */
+int ms_addr_parse(ms_addr *a, const char *text);
+
+/* Parse a CPU list ("0-3,6") into a bitmask of up to 1024 CPUs; returns the
+ * number of CPUs set, or -EINVAL. */
+int ms_cpulist_parse(const char *text, uint64_t mask[16]);
+
+#endif

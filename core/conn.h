@@ -1,0 +1,96 @@
+/*
+ * Connections and their per-worker pool.
+ *
+ * A connection lives on the worker that accepted it, in a slot of that
+ * worker's preallocated pool, addressed by (index, generation). Reusing a
+ * slot bumps the generation, so a late completion or a stale handle is
+ * recognised and dropped. The slot is the hot part: what the loop touches per
+ * event (80 bytes) followed by `ext_size` bytes the protocol layer owns
+ * (ms_conn_ext()); everything larger hangs off pointers allocated only while
+ * used (spilled input, queued output), so an idle connection costs one slot.
+ *
+ * Only the owning worker's thread touches a connection. Fields marked
+ * "core" are private to core/; `state` belongs to the protocol layer.
+ */
+#ifndef MS_CORE_CONN_H
+#define MS_CORE_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ms_outq_node ms_outq_node;
+
+enum {
+	MS_CONN_F_RECV = 1 << 0,     /* multishot recv armed */
+	MS_CONN_F_SEND = 1 << 1,     /* a send is in flight */
+	MS_CONN_F_DIRTY = 1 << 2,    /* on the flush list */
+	MS_CONN_F_CLOSING = 1 << 3,  /* no more input to the protocol layer */
+	MS_CONN_F_FLUSH = 1 << 4,    /* close once the output queue drains */
+	MS_CONN_F_LINGER = 1 << 5,   /* FIN sent, reading to EOF before close */
+	MS_CONN_F_DEAD = 1 << 6,     /* teardown started: cancels in flight */
+	MS_CONN_F_REARM = 1 << 7,    /* recv stopped, on the re-arm list */
+	MS_CONN_F_FREED = 1 << 8,    /* on the free-at-end-of-iteration list */
+};
+
+typedef struct ms_conn {
+	uint32_t gen;          /* core: bumped when the slot is freed */
+	int32_t fidx;          /* core: direct descriptor, -1 when none */
+	uint32_t idx;          /* core: slot index */
+	uint16_t flags;        /* core: MS_CONN_F_* */
+	uint8_t inflight;      /* core: ops in flight (recv, send, shutdown) */
+	uint8_t state;         /* protocol layer's state */
+	uint32_t t_prev;       /* core: timer wheel links, index + 1 */
+	uint32_t t_next;
+	uint32_t deadline;     /* core: worker second of the timeout, 0 = none */
+	uint32_t last_active;  /* core: worker second of the last input */
+	uint32_t out_bytes;    /* core: queued output not yet sent */
+	uint32_t spill_len;    /* core: unconsumed input kept for next time */
+	uint32_t spill_cap;
+	uint32_t _pad;
+	ms_outq_node *out_head; /* core: output queue */
+	ms_outq_node *out_tail;
+	uint8_t *spill;
+	void *sendctx;          /* core: msghdr of a gathered send in flight */
+} ms_conn;
+
+_Static_assert(sizeof(ms_conn) == 80, "ms_conn is the hot slot: keep it small");
+
+/* The protocol layer's inline area after the slot. */
+static inline void *ms_conn_ext(ms_conn *c)
+{
+	return c + 1;
+}
+
+/* Handle valid on every worker: worker (8) | index (24) | generation (32). */
+typedef uint64_t ms_conn_ref;
+
+typedef struct ms_pool {
+	uint8_t *slots;
+	size_t slot_size;
+	size_t map_size;
+	uint32_t cap;      /* slots */
+	uint32_t used;     /* allocated now */
+	uint32_t fresh;    /* slots below this were handed out at least once */
+	uint32_t nfree;
+	uint32_t *free;    /* LIFO: reused slots are warm in cache */
+} ms_pool;
+
+/* Reserve cap slots of sizeof(ms_conn) + ext_size bytes. Pages are touched
+ * only as slots are first used, so an empty pool costs no resident memory.
+ * Returns 0 or -errno. */
+int ms_pool_init(ms_pool *p, uint32_t cap, size_t ext_size);
+void ms_pool_fini(ms_pool *p);
+
+static inline ms_conn *ms_pool_at(const ms_pool *p, uint32_t idx)
+{
+	return (ms_conn *)(p->slots + (size_t)idx * p->slot_size);
+}
+
+/* A free slot with a fresh generation and zeroed fields (ext zeroed too),
+ * or NULL when all cap slots are in use. */
+ms_conn *ms_pool_alloc(ms_pool *p);
+
+/* Return a slot; its generation moves on so old handles go stale. */
+void ms_pool_free(ms_pool *p, ms_conn *c);
+
+#endif

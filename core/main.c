@@ -1,0 +1,220 @@
+/*
+ * mezon-sock entry point: parse flags, refuse insecure configurations, bind
+ * one SO_REUSEPORT listener per worker, start the pinned workers, and turn
+ * SIGTERM/SIGINT into a graceful drain (a second signal exits at once).
+ * This file is the one place that wires core/ to net/.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "net/server.h"
+
+static int make_listener(const ms_config *cfg, ms_addr *a)
+{
+	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1, sndbuf = (int)cfg->sndbuf;
+	/* Accepted direct descriptors take no setsockopt(): everything they
+	 * need is inherited from the listener. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)))
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&a->ss, a->len) || listen(fd, (int)cfg->backlog))
+		goto fail;
+	/* Port 0: the first listener picks the port; the others join it. */
+	struct sockaddr_storage got;
+	socklen_t len = sizeof(got);
+	if (getsockname(fd, (struct sockaddr *)&got, &len) == 0) {
+		if (got.ss_family == AF_INET)
+			((struct sockaddr_in *)&a->ss)->sin_port = ((struct sockaddr_in *)&got)->sin_port;
+		else
+			((struct sockaddr_in6 *)&a->ss)->sin6_port = ((struct sockaddr_in6 *)&got)->sin6_port;
+	}
+	return fd;
+fail:;
+	int err = -errno;
+	close(fd);
+	return err;
+}
+
+static uint16_t addr_port(const ms_addr *a)
+{
+	return ntohs(a->ss.ss_family == AF_INET ? ((const struct sockaddr_in *)&a->ss)->sin_port
+						: ((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+}
+
+/* CPUs to pin to, in order: --cpus, else the process's allowed set. */
+static int cpu_list(const ms_config *cfg, int *cpus, int max)
+{
+	int n = 0;
+	if (cfg->cpus[0]) {
+		uint64_t m[16];
+		ms_cpulist_parse(cfg->cpus, m);
+		for (int c = 0; c < 1024 && n < max; c++)
+			if (m[c / 64] & (1ull << (c % 64)))
+				cpus[n++] = c;
+		return n;
+	}
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		for (int c = 0; c < CPU_SETSIZE && n < max; c++)
+			if (CPU_ISSET(c, &set))
+				cpus[n++] = c;
+	return n;
+}
+
+static void print_stats(ms_worker **w, uint32_t n)
+{
+	ms_worker_stats sum;
+	memset(&sum, 0, sizeof(sum));
+	for (uint32_t i = 0; i <= n; i++) {
+		const ms_worker_stats *s = i < n ? ms_worker_stats_of(w[i]) : &sum;
+		double per = s->msgs_in ? (double)s->enters / (double)s->msgs_in : 0;
+		char label[24];
+		if (i < n)
+			snprintf(label, sizeof(label), "worker=%u", i);
+		else
+			snprintf(label, sizeof(label), "total");
+		ms_info("stats %s: accepts=%llu max_conns=%llu rejects=%llu closes=%llu "
+			"enters=%llu iterations=%llu cqes=%llu recvs=%llu sends=%llu "
+			"partial_sends=%llu bytes_in=%llu bytes_out=%llu msgs_in=%llu "
+			"msgs_out=%llu recv_stops=%llu recv_nobufs=%llu accept_stops=%llu "
+			"cq_overflows=%llu stale=%llu enters_per_msg=%.4f",
+			label,
+			(unsigned long long)s->accepts, (unsigned long long)s->max_conns,
+			(unsigned long long)s->rejects, (unsigned long long)s->closes,
+			(unsigned long long)s->enters, (unsigned long long)s->iterations,
+			(unsigned long long)s->cqes, (unsigned long long)s->recvs,
+			(unsigned long long)s->sends, (unsigned long long)s->partial_sends,
+			(unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
+			(unsigned long long)s->msgs_in, (unsigned long long)s->msgs_out,
+			(unsigned long long)s->recv_stops, (unsigned long long)s->recv_nobufs,
+			(unsigned long long)s->accept_stops, (unsigned long long)s->cq_overflows,
+			(unsigned long long)s->stale, per);
+		if (i < n) {
+			const uint64_t *src = (const uint64_t *)s;
+			uint64_t *dst = (uint64_t *)&sum;
+			for (size_t k = 0; k < sizeof(sum) / sizeof(uint64_t); k++)
+				dst[k] += src[k];
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static ms_config cfg;
+	int ret = ms_config_parse(&cfg, argc, argv);
+	if (ret)
+		return ret > 0 ? 0 : 2;
+	if (!cfg.dev && !cfg.secret[0] && !cfg.secret_file[0][0]) {
+		fprintf(stderr, "mezon-sock: refusing to start without authentication: give "
+				"--secret-file FILE (HS256 JWT key), or --dev for open "
+				"development mode\n");
+		return 2;
+	}
+	if (cfg.dev)
+		ms_warn("DEVELOPMENT MODE (--dev): /ws?user=ID is accepted WITHOUT a token "
+			"and every stream is open. Never run this in production.");
+	if (cfg.secret[0])
+		ms_warn("--secret is visible in the process list; use --secret-file outside tests");
+
+	int cpus[1024];
+	int ncpus = cpu_list(&cfg, cpus, 1024);
+	if (ncpus <= 0) {
+		ncpus = 1;
+		cpus[0] = -1;
+	}
+	if (cfg.cores == 0)
+		cfg.cores = (uint32_t)ncpus;
+	uint32_t share = (cfg.max_conns + cfg.cores - 1) / cfg.cores;
+	if (share > 19872)
+		ms_warn("--max-conns %u over %u workers is %u per worker, above what one ring's "
+			"descriptor table holds here (RLIMIT_NOFILE); each worker serves at most "
+			"19872: use --cores %u or more", cfg.max_conns, cfg.cores, share,
+			(cfg.max_conns + 19871) / 19872);
+
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* workers inherit the mask */
+
+	ms_worker *workers[MS_MAX_WORKERS];
+	uint32_t started = 0;
+	for (uint32_t i = 0; i < cfg.cores; i++) {
+		int fd = make_listener(&cfg, &cfg.listen);
+		if (fd < 0) {
+			ms_err("listen %s: %s", cfg.listen.text, strerror(-fd));
+			goto stop;
+		}
+		int cpu = cpus[i % (uint32_t)ncpus];
+		workers[i] = ms_worker_create(&cfg, i, cpu, fd, &ms_net_handlers,
+					      ms_net_ext_size(), NULL);
+		if (!workers[i] || (ret = ms_worker_start(workers[i])) != 0) {
+			ms_err("worker %u failed to start: %s", i, strerror(workers[i] ? -ret : ENOMEM));
+			if (workers[i])
+				ms_worker_destroy(workers[i]);
+			goto stop;
+		}
+		started++;
+	}
+	char host[INET6_ADDRSTRLEN] = "?";
+	if (cfg.listen.ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&cfg.listen.ss)->sin_addr, host, sizeof(host));
+	else
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&cfg.listen.ss)->sin6_addr, host, sizeof(host));
+	ms_info("listening on ws://%s%s%s:%u/ws with %u workers%s", cfg.listen.ss.ss_family == AF_INET6 ? "[" : "",
+		host, cfg.listen.ss.ss_family == AF_INET6 ? "]" : "", addr_port(&cfg.listen),
+		cfg.cores, cfg.diag ? " (diagnostics on: /echo /room)" : "");
+
+	for (;;) {
+		int sig = sigwaitinfo(&sigs, NULL);
+		if (sig == SIGTERM || sig == SIGINT)
+			break;
+	}
+	ms_info("shutting down: draining connections (up to %u s; signal again to exit now)",
+		cfg.drain_timeout);
+stop:
+	for (uint32_t i = 0; i < started; i++)
+		ms_worker_stop(workers[i]);
+	/* A second signal exits at once; otherwise wait for the workers. */
+	for (uint32_t i = 0; i < started; i++) {
+		for (;;) {
+			struct timespec ts = { 0, 50 * 1000000 };
+			sigset_t term;
+			sigemptyset(&term);
+			sigaddset(&term, SIGTERM);
+			sigaddset(&term, SIGINT);
+			int sig = sigtimedwait(&term, NULL, &ts);
+			if (sig == SIGTERM || sig == SIGINT) {
+				ms_warn("second signal: exiting without waiting");
+				print_stats(workers, started);
+				_exit(1);
+			}
+			if (ms_worker_tryjoin(workers[i]) == 0)
+				break;
+		}
+	}
+	print_stats(workers, started);
+	for (uint32_t i = 0; i < started; i++)
+		ms_worker_destroy(workers[i]);
+	return started == cfg.cores ? 0 : 1;
+}

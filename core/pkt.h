@@ -1,0 +1,46 @@
+/*
+ * Refcounted packets: one allocation holding a reference count, a length and
+ * the bytes (a complete server frame, or a connection's gathered output).
+ *
+ *   ms_pkt  [refs | len | cap | data ......... ]
+ *              ^ atomic: holders live on several cores (a broadcast
+ *                takes one reference per queued send; the send's
+ *                completion drops it; the last holder frees it)
+ *
+ * Thread-safe refcounting (ck_pr); the bytes are immutable once a second
+ * holder exists.
+ */
+#ifndef MS_CORE_PKT_H
+#define MS_CORE_PKT_H
+
+#include <ck_pr.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef struct ms_pkt {
+	uint32_t refs;
+	uint32_t len; /* bytes used */
+	uint32_t cap; /* bytes allocated after the header */
+	uint32_t _pad;
+	uint8_t data[];
+} ms_pkt;
+
+/* New packet with room for cap bytes, len 0, one reference (returned). */
+ms_pkt *ms_pkt_new(uint32_t cap);
+
+/* Take one more reference. */
+static inline void ms_pkt_ref(ms_pkt *p)
+{
+	ck_pr_inc_32(&p->refs);
+}
+
+/* Drop one reference; the last one frees the packet. */
+static inline void ms_pkt_unref(ms_pkt *p)
+{
+	bool zero;
+	ck_pr_dec_32_zero(&p->refs, &zero);
+	if (zero)
+		free(p);
+}
+
+#endif

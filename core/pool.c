@@ -1,0 +1,66 @@
+/*
+ * Connection pool. The slot array is one anonymous mapping made at start
+ * (--max-conns is a capacity, not a commitment): the kernel backs a page only
+ * when a slot in it is first used, and freed slots are reused LIFO so the
+ * working set stays as small as the number of live connections.
+ */
+#include "core/conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+int ms_pool_init(ms_pool *p, uint32_t cap, size_t ext_size)
+{
+	memset(p, 0, sizeof(*p));
+	p->slot_size = (sizeof(ms_conn) + ext_size + 15) & ~(size_t)15;
+	p->map_size = p->slot_size * cap;
+	p->slots = mmap(NULL, p->map_size, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p->slots == MAP_FAILED)
+		return -errno;
+	p->free = malloc(sizeof(uint32_t) * cap);
+	if (!p->free) {
+		munmap(p->slots, p->map_size);
+		return -ENOMEM;
+	}
+	p->cap = cap;
+	return 0;
+}
+
+void ms_pool_fini(ms_pool *p)
+{
+	if (p->slots)
+		munmap(p->slots, p->map_size);
+	free(p->free);
+	memset(p, 0, sizeof(*p));
+}
+
+ms_conn *ms_pool_alloc(ms_pool *p)
+{
+	uint32_t idx;
+	if (p->nfree)
+		idx = p->free[--p->nfree];
+	else if (p->fresh < p->cap)
+		idx = p->fresh++;
+	else
+		return NULL;
+	ms_conn *c = ms_pool_at(p, idx);
+	uint32_t gen = c->gen ? c->gen : 1;
+	memset(c, 0, p->slot_size);
+	c->gen = gen;
+	c->idx = idx;
+	c->fidx = -1;
+	p->used++;
+	return c;
+}
+
+void ms_pool_free(ms_pool *p, ms_conn *c)
+{
+	c->gen++;
+	if (c->gen == 0)
+		c->gen = 1;
+	p->free[p->nfree++] = c->idx;
+	p->used--;
+}

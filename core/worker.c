@@ -1,0 +1,901 @@
+/*
+ * The per-core proactor.
+ *
+ * Everything a worker owns is touched by its thread only; other threads
+ * reach it through the stop flag and a MSG_RING doorbell. Completions are
+ * dispatched by op kind from user_data (core/udata.h). Connection lifetime:
+ *
+ *   accept ──► open ──(on_data...)──► close(FLUSH): drain output queue
+ *                                       │ then shutdown(SHUT_WR), read to EOF
+ *                                       ▼ (or 2 s), i.e. "linger"
+ *                     close(ABORT) ──► DEAD: cancel recv/send in flight
+ *                                       │ inflight == 0
+ *                                       ▼
+ *                         close_direct, on_free, slot freed at iteration end
+ *
+ * Output: a connection's queue is a list of (packet, range) nodes. Small
+ * writes append to a private tail buffer, so everything a connection got in
+ * one iteration usually leaves as one contiguous send; queued shared packets
+ * go out as one sendmsg iovec list. At most one send is in flight; a partial
+ * send advances the head offset and the rest goes next iteration.
+ */
+#include "core/worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/ring.h"
+#include "core/timer.h"
+#include "core/udata.h"
+
+#define WRITE_BUF_MIN 4000u   /* private tail buffer: ~one page with header */
+#define SEND_IOV_MAX 64
+#define LINGER_SECONDS 2
+#define FLUSH_SECONDS 10      /* a closing peer that will not read */
+#define ACCEPT_SLACK 128      /* slots above the cap, to answer 503 */
+
+struct ms_outq_node {
+	ms_outq_node *next;
+	ms_pkt *pkt;
+	uint32_t off, end;
+	bool writable; /* private tail buffer: appendable */
+};
+
+typedef struct sendctx {
+	struct sendctx *next;
+	struct msghdr msg;
+	struct iovec iov[SEND_IOV_MAX];
+} sendctx;
+
+struct ms_worker {
+	const ms_config *cfg;
+	const ms_handlers *h;
+	void *app;
+	uint32_t id;
+	int cpu;
+	int listen_fd;
+	size_t ext_size;
+	pthread_t thread;
+
+	ms_ring ring;
+	ms_pool pool;
+	ms_wheel wheel;
+	uint32_t cap;       /* connections served; above it: 503 */
+	uint32_t live;      /* allocated slots */
+
+	uint32_t *dirty, ndirty;
+	uint32_t *rearm, nrearm;
+	uint32_t *freeq, nfreeq;
+	ms_outq_node *free_nodes;
+	sendctx *free_ctx;
+
+	bool accept_armed;
+	bool accept_parked; /* no slot or table entry: re-arm when one frees */
+	bool draining;
+	uint32_t drain_deadline;
+	int stop;           /* set by ms_worker_stop (any thread) */
+
+	uint64_t start_ns;
+	uint64_t now_ns;
+	uint32_t now_s;
+
+	pthread_mutex_t lock; /* start handshake only */
+	pthread_cond_t cond;
+	int start_state;      /* 0 starting, 1 running, <0 -errno */
+
+	ms_worker_stats st;
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n);
+	if (!p) {
+		fprintf(stderr, "mezon-sock: out of memory (%zu bytes)\n", n);
+		abort();
+	}
+	return p;
+}
+
+static struct io_uring_sqe *sqe_get(ms_worker *w)
+{
+	struct io_uring_sqe *sqe = ms_ring_sqe(&w->ring, &w->st.enters);
+	if (!sqe) {
+		/* The ring is broken beyond a full SQ: nothing can recover it. */
+		ms_err("io_uring submission failed irrecoverably");
+		abort();
+	}
+	return sqe;
+}
+
+/* ---- accessors ---------------------------------------------------------- */
+
+uint32_t ms_worker_id(const ms_worker *w) { return w->id; }
+void *ms_worker_app(const ms_worker *w) { return w->app; }
+const ms_config *ms_worker_config(const ms_worker *w) { return w->cfg; }
+ms_worker_stats *ms_worker_stats_of(ms_worker *w) { return &w->st; }
+bool ms_worker_draining(const ms_worker *w) { return w->draining; }
+uint32_t ms_worker_now(const ms_worker *w) { return w->now_s; }
+uint32_t ms_worker_conns(const ms_worker *w) { return w->live; }
+
+ms_conn_ref ms_conn_ref_of(const ms_worker *w, const ms_conn *c)
+{
+	return (uint64_t)w->id << 56 | (uint64_t)c->idx << 32 | c->gen;
+}
+
+void ms_worker_foreach(ms_worker *w, void (*fn)(ms_worker *, ms_conn *, void *),
+		       void *arg)
+{
+	for (uint32_t i = 0; i < w->pool.fresh; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, i);
+		if (c->fidx >= 0 && !(c->flags & MS_CONN_F_FREED))
+			fn(w, c, arg);
+	}
+}
+
+/* ---- output queue ------------------------------------------------------- */
+
+static ms_outq_node *node_get(ms_worker *w)
+{
+	ms_outq_node *n = w->free_nodes;
+	if (n)
+		w->free_nodes = n->next;
+	else
+		n = xmalloc(sizeof(*n));
+	n->next = NULL;
+	return n;
+}
+
+static void node_put(ms_worker *w, ms_outq_node *n)
+{
+	ms_pkt_unref(n->pkt);
+	n->next = w->free_nodes;
+	w->free_nodes = n;
+}
+
+static void mark_dirty(ms_worker *w, ms_conn *c)
+{
+	if (!(c->flags & MS_CONN_F_DIRTY)) {
+		c->flags |= MS_CONN_F_DIRTY;
+		w->dirty[w->ndirty++] = c->idx;
+	}
+}
+
+static void enqueue(ms_worker *w, ms_conn *c, ms_outq_node *n)
+{
+	if (c->out_tail)
+		c->out_tail->next = n;
+	else
+		c->out_head = n;
+	c->out_tail = n;
+}
+
+uint8_t *ms_conn_reserve(ms_worker *w, ms_conn *c, size_t n)
+{
+	ms_outq_node *t = c->out_tail;
+	if (t && t->writable && t->pkt->cap - t->end >= n)
+		return t->pkt->data + t->end;
+	ms_outq_node *node = node_get(w);
+	node->pkt = ms_pkt_new(n > WRITE_BUF_MIN ? (uint32_t)n : WRITE_BUF_MIN);
+	node->off = node->end = 0;
+	node->writable = true;
+	enqueue(w, c, node);
+	return node->pkt->data;
+}
+
+void ms_conn_commit(ms_worker *w, ms_conn *c, size_t n)
+{
+	ms_outq_node *t = c->out_tail;
+	t->end += (uint32_t)n;
+	t->pkt->len = t->end;
+	c->out_bytes += (uint32_t)n;
+	if (!(c->flags & MS_CONN_F_DEAD))
+		mark_dirty(w, c);
+}
+
+void ms_conn_write(ms_worker *w, ms_conn *c, const void *p, size_t n)
+{
+	memcpy(ms_conn_reserve(w, c, n), p, n);
+	ms_conn_commit(w, c, n);
+}
+
+void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
+		      uint32_t len)
+{
+	if (c->flags & MS_CONN_F_DEAD)
+		return;
+	ms_pkt_ref(pkt);
+	ms_outq_node *n = node_get(w);
+	n->pkt = pkt;
+	n->off = off;
+	n->end = off + len;
+	n->writable = false;
+	enqueue(w, c, n);
+	c->out_bytes += len;
+	mark_dirty(w, c);
+}
+
+static void outq_release(ms_worker *w, ms_conn *c)
+{
+	ms_outq_node *n = c->out_head;
+	while (n) {
+		ms_outq_node *next = n->next;
+		node_put(w, n);
+		n = next;
+	}
+	c->out_head = c->out_tail = NULL;
+	c->out_bytes = 0;
+}
+
+/* A send of `sent` bytes completed: drop what is fully sent. */
+static void outq_advance(ms_worker *w, ms_conn *c, uint32_t sent)
+{
+	c->out_bytes -= sent;
+	while (sent) {
+		ms_outq_node *n = c->out_head;
+		uint32_t avail = n->end - n->off;
+		if (sent < avail) {
+			n->off += sent;
+			return;
+		}
+		sent -= avail;
+		c->out_head = n->next;
+		if (!c->out_head)
+			c->out_tail = NULL;
+		node_put(w, n);
+	}
+}
+
+/* ---- submissions -------------------------------------------------------- */
+
+static void arm_recv(ms_worker *w, ms_conn *c)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_recv_multishot(sqe, c->fidx, NULL, 0, 0);
+	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+	sqe->buf_group = MS_RING_BGID;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_RECV, c->idx, c->gen));
+	c->flags |= MS_CONN_F_RECV;
+	c->inflight++;
+}
+
+static void arm_accept(ms_worker *w)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_multishot_accept_direct(sqe, w->listen_fd, NULL, NULL, 0);
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_ACCEPT, 0, 0));
+	w->accept_armed = true;
+	w->accept_parked = false;
+}
+
+static void submit_cancel(ms_worker *w, uint64_t udata)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_cancel64(sqe, udata, 0);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_CANCEL, 0, 0));
+}
+
+static void close_fidx(ms_worker *w, int fidx)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_close_direct(sqe, (unsigned)fidx);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_CLOSE, 0, 0));
+}
+
+static void submit_send(ms_worker *w, ms_conn *c)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+	ms_outq_node *n = c->out_head;
+	if (!n->next) {
+		io_uring_prep_send(sqe, c->fidx, n->pkt->data + n->off,
+				   n->end - n->off, MSG_NOSIGNAL);
+	} else {
+		sendctx *x = w->free_ctx;
+		if (x)
+			w->free_ctx = x->next;
+		else
+			x = xmalloc(sizeof(*x));
+		int k = 0;
+		for (; n && k < SEND_IOV_MAX; n = n->next, k++) {
+			x->iov[k].iov_base = n->pkt->data + n->off;
+			x->iov[k].iov_len = n->end - n->off;
+		}
+		memset(&x->msg, 0, sizeof(x->msg));
+		x->msg.msg_iov = x->iov;
+		x->msg.msg_iovlen = (size_t)k;
+		c->sendctx = x;
+		io_uring_prep_sendmsg(sqe, c->fidx, &x->msg, MSG_NOSIGNAL);
+	}
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_SEND, c->idx, c->gen));
+	c->flags |= MS_CONN_F_SEND;
+	c->inflight++;
+	w->st.sends++;
+}
+
+/* ---- close -------------------------------------------------------------- */
+
+static void maybe_finish(ms_worker *w, ms_conn *c)
+{
+	if (!(c->flags & MS_CONN_F_DEAD) || c->inflight || (c->flags & MS_CONN_F_FREED))
+		return;
+	close_fidx(w, c->fidx);
+	outq_release(w, c);
+	free(c->spill);
+	c->spill = NULL;
+	c->spill_len = c->spill_cap = 0;
+	if (c->sendctx) {
+		sendctx *x = c->sendctx;
+		x->next = w->free_ctx;
+		w->free_ctx = x;
+		c->sendctx = NULL;
+	}
+	w->h->on_free(w, c);
+	c->flags |= MS_CONN_F_FREED;
+	w->freeq[w->nfreeq++] = c->idx;
+	w->st.closes++;
+}
+
+static void teardown(ms_worker *w, ms_conn *c)
+{
+	if (c->flags & MS_CONN_F_DEAD)
+		return;
+	c->flags |= MS_CONN_F_DEAD | MS_CONN_F_CLOSING;
+	ms_wheel_set(&w->wheel, &w->pool, c, 0);
+	if (c->flags & MS_CONN_F_RECV)
+		submit_cancel(w, ms_udata(MS_OP_RECV, c->idx, c->gen));
+	if (c->flags & MS_CONN_F_SEND)
+		submit_cancel(w, ms_udata(MS_OP_SEND, c->idx, c->gen));
+	maybe_finish(w, c);
+}
+
+/* Output drained after close(FLUSH): send FIN, then read until the peer's
+ * EOF so unread input never turns our close into a reset that could destroy
+ * the close frame we just sent. */
+static void start_linger(ms_worker *w, ms_conn *c)
+{
+	if (!(c->flags & MS_CONN_F_RECV) || (c->flags & MS_CONN_F_LINGER)) {
+		teardown(w, c);
+		return;
+	}
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_shutdown(sqe, c->fidx, SHUT_WR);
+	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_SHUTDOWN, c->idx, c->gen));
+	c->flags |= MS_CONN_F_LINGER;
+	ms_wheel_set(&w->wheel, &w->pool, c, w->now_s + LINGER_SECONDS);
+}
+
+void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
+{
+	if (c->flags & MS_CONN_F_DEAD)
+		return;
+	c->flags |= MS_CONN_F_CLOSING;
+	if (mode == MS_CLOSE_ABORT) {
+		teardown(w, c);
+		return;
+	}
+	if (c->flags & MS_CONN_F_FLUSH)
+		return;
+	c->flags |= MS_CONN_F_FLUSH;
+	ms_wheel_set(&w->wheel, &w->pool, c, w->now_s + FLUSH_SECONDS);
+	if (!c->out_head && !(c->flags & MS_CONN_F_SEND))
+		start_linger(w, c);
+}
+
+bool ms_conn_closing(const ms_conn *c)
+{
+	return (c->flags & MS_CONN_F_CLOSING) != 0;
+}
+
+void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds)
+{
+	if (c->flags & MS_CONN_F_CLOSING)
+		return; /* closing connections run the linger timer only */
+	ms_wheel_set(&w->wheel, &w->pool, c, seconds ? w->now_s + seconds : 0);
+}
+
+/* ---- completions -------------------------------------------------------- */
+
+static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
+{
+	uint8_t *buf = p;
+	size_t len = n;
+	if (c->spill_len) {
+		size_t need = c->spill_len + n;
+		if (need > c->spill_cap) {
+			size_t cap = c->spill_cap * 2 > need ? c->spill_cap * 2 : need;
+			c->spill = realloc(c->spill, cap);
+			if (!c->spill)
+				abort();
+			c->spill_cap = (uint32_t)cap;
+		}
+		memcpy(c->spill + c->spill_len, p, n);
+		buf = c->spill;
+		len = need;
+	}
+	size_t used = w->h->on_data(w, c, buf, len);
+	size_t rest = len - used;
+	if (rest == 0 || (c->flags & MS_CONN_F_CLOSING)) {
+		free(c->spill);
+		c->spill = NULL;
+		c->spill_len = c->spill_cap = 0;
+		return;
+	}
+	if (buf == c->spill) {
+		memmove(c->spill, c->spill + used, rest);
+	} else {
+		c->spill = xmalloc(rest);
+		c->spill_cap = (uint32_t)rest;
+		memcpy(c->spill, buf + used, rest);
+	}
+	c->spill_len = (uint32_t)rest;
+}
+
+static void park_rearm(ms_worker *w, ms_conn *c)
+{
+	if (!(c->flags & (MS_CONN_F_REARM | MS_CONN_F_DEAD))) {
+		c->flags |= MS_CONN_F_REARM;
+		w->rearm[w->nrearm++] = c->idx;
+	}
+}
+
+static void on_recv(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
+{
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	int res = cqe->res;
+	if (!more) {
+		c->flags &= (uint16_t)~MS_CONN_F_RECV;
+		c->inflight--;
+	}
+	if (res > 0) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		w->st.recvs++;
+		w->st.bytes_in += (uint64_t)res;
+		c->last_active = w->now_s;
+		if (!(c->flags & MS_CONN_F_CLOSING))
+			deliver(w, c, ms_ring_buf(&w->ring, bid), (size_t)res);
+		ms_ring_buf_put(&w->ring, bid);
+		if (!more) {
+			w->st.recv_stops++;
+			park_rearm(w, c);
+		}
+	} else if (res == -ENOBUFS) {
+		w->st.recv_nobufs++;
+		park_rearm(w, c);
+	} else if (res != -ECANCELED) {
+		/* EOF (0) or a socket error. */
+		if (c->flags & MS_CONN_F_CLOSING) {
+			teardown(w, c);
+		} else {
+			w->h->on_eof(w, c, res);
+			if (!(c->flags & MS_CONN_F_CLOSING))
+				ms_conn_close(w, c, res == 0 ? MS_CLOSE_FLUSH : MS_CLOSE_ABORT);
+			if ((c->flags & MS_CONN_F_FLUSH) && !(c->flags & MS_CONN_F_RECV) &&
+			    !c->out_head && !(c->flags & MS_CONN_F_SEND))
+				teardown(w, c);
+		}
+	}
+	maybe_finish(w, c);
+}
+
+static void on_send(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
+{
+	c->flags &= (uint16_t)~MS_CONN_F_SEND;
+	c->inflight--;
+	if (c->sendctx) {
+		sendctx *x = c->sendctx;
+		x->next = w->free_ctx;
+		w->free_ctx = x;
+		c->sendctx = NULL;
+	}
+	if (cqe->res < 0) {
+		if (cqe->res != -ECANCELED)
+			ms_debug("conn %u: send failed: %s", c->idx, strerror(-cqe->res));
+		teardown(w, c);
+	} else if (!(c->flags & MS_CONN_F_DEAD)) {
+		uint32_t sent = (uint32_t)cqe->res;
+		w->st.bytes_out += sent;
+		uint32_t asked = 0;
+		for (ms_outq_node *n = c->out_head; n && asked <= sent; n = n->next)
+			asked += n->end - n->off;
+		outq_advance(w, c, sent);
+		if (c->out_head) {
+			if (sent < asked)
+				w->st.partial_sends++;
+			mark_dirty(w, c);
+		} else if (c->flags & MS_CONN_F_FLUSH) {
+			start_linger(w, c);
+		}
+	}
+	maybe_finish(w, c);
+}
+
+static void on_accept(ms_worker *w, struct io_uring_cqe *cqe)
+{
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		w->accept_armed = false;
+		w->st.accept_stops++;
+	}
+	if (cqe->res < 0) {
+		if (cqe->res == -ENFILE || cqe->res == -EMFILE || cqe->res == -ENOMEM)
+			w->accept_parked = true; /* until a slot frees */
+		else if (cqe->res != -ECANCELED && cqe->res != -EINVAL)
+			ms_warn("accept: %s", strerror(-cqe->res));
+		return;
+	}
+	int fidx = cqe->res;
+	if (w->draining) {
+		close_fidx(w, fidx);
+		return;
+	}
+	ms_conn *c = ms_pool_alloc(&w->pool);
+	if (!c) {
+		close_fidx(w, fidx);
+		w->st.rejects++;
+		w->accept_parked = true;
+		return;
+	}
+	c->fidx = fidx;
+	c->last_active = w->now_s;
+	w->live++;
+	w->st.accepts++;
+	if (w->live > w->st.max_conns)
+		w->st.max_conns = w->live;
+	bool over = w->live > w->cap;
+	if (over)
+		w->st.rejects++;
+	arm_recv(w, c);
+	w->h->on_open(w, c, over);
+}
+
+static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t u = io_uring_cqe_get_data64(cqe);
+	enum ms_op op = ms_udata_op(u);
+	if (op == MS_OP_ACCEPT) {
+		on_accept(w, cqe);
+		return;
+	}
+	if (op != MS_OP_RECV && op != MS_OP_SEND)
+		return; /* cancel/close/shutdown failures and doorbells: nothing to do */
+	uint32_t idx = ms_udata_idx(u);
+	ms_conn *c = idx < w->pool.fresh ? ms_pool_at(&w->pool, idx) : NULL;
+	if (!c || c->gen != ms_udata_gen(u) || (c->flags & MS_CONN_F_FREED)) {
+		w->st.stale++;
+		if (cqe->flags & IORING_CQE_F_BUFFER)
+			ms_ring_buf_put(&w->ring, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		return;
+	}
+	if (op == MS_OP_RECV)
+		on_recv(w, cqe, c);
+	else
+		on_send(w, cqe, c);
+}
+
+/* ---- loop ---------------------------------------------------------------- */
+
+static void flush_dirty(ms_worker *w)
+{
+	for (uint32_t i = 0; i < w->ndirty; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, w->dirty[i]);
+		c->flags &= (uint16_t)~MS_CONN_F_DIRTY;
+		if ((c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SEND)) || !c->out_head)
+			continue;
+		submit_send(w, c);
+	}
+	w->ndirty = 0;
+}
+
+static void rearm_stopped(ms_worker *w)
+{
+	if (w->nrearm)
+		ms_ring_buf_publish(&w->ring); /* never re-arm onto an empty ring */
+	for (uint32_t i = 0; i < w->nrearm; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, w->rearm[i]);
+		c->flags &= (uint16_t)~MS_CONN_F_REARM;
+		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV)))
+			arm_recv(w, c);
+	}
+	w->nrearm = 0;
+	if (!w->accept_armed && !w->draining && (!w->accept_parked || w->pool.used < w->pool.cap))
+		arm_accept(w);
+}
+
+static void free_closed(ms_worker *w)
+{
+	for (uint32_t i = 0; i < w->nfreeq; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, w->freeq[i]);
+		c->fidx = -1;
+		ms_pool_free(&w->pool, c);
+		w->live--;
+	}
+	w->nfreeq = 0;
+}
+
+static void fire_timer(void *arg, ms_conn *c)
+{
+	ms_worker *w = arg;
+	if (c->flags & MS_CONN_F_DEAD)
+		return;
+	if (c->flags & MS_CONN_F_CLOSING) {
+		teardown(w, c); /* linger or flush took too long */
+		return;
+	}
+	w->h->on_timeout(w, c);
+}
+
+static void abort_conn(ms_worker *w, ms_conn *c, void *arg)
+{
+	teardown(w, c);
+}
+
+static void begin_drain(ms_worker *w)
+{
+	w->draining = true;
+	w->drain_deadline = w->now_s + w->cfg->drain_timeout;
+	if (w->accept_armed)
+		submit_cancel(w, ms_udata(MS_OP_ACCEPT, 0, 0));
+	w->h->on_drain(w);
+}
+
+static void update_clock(ms_worker *w)
+{
+	w->now_ns = mono_ns();
+	w->now_s = (uint32_t)((w->now_ns - w->start_ns) / 1000000000u) + 1;
+}
+
+static void run(ms_worker *w)
+{
+	const ms_config *cfg = w->cfg;
+	struct io_uring *ring = &w->ring.ring;
+	arm_accept(w);
+	for (;;) {
+		/* Wait for a batch: the completions we can expect are bounded by
+		 * the live connections (one multishot recv each) plus accept. */
+		unsigned expect = w->live + 1;
+		unsigned wait_nr = expect < cfg->wait_batch ? expect : cfg->wait_batch;
+		uint64_t next_tick = (uint64_t)w->now_s * 1000000000u + w->start_ns;
+		uint64_t timeout = next_tick > w->now_ns ? next_tick - w->now_ns : 1000000;
+		if (w->draining && timeout > 100000000u)
+			timeout = 100000000u;
+		int ret = ms_ring_enter(&w->ring, wait_nr, cfg->min_wait_us, timeout);
+		w->st.enters++;
+		w->st.iterations++;
+		if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
+			ms_err("io_uring_enter: %s", strerror(-ret));
+			break;
+		}
+		if (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+			w->st.cq_overflows++;
+		update_clock(w);
+
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(ring, head, cqe) {
+			dispatch(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(ring, n);
+		w->st.cqes += n;
+
+		if (!w->draining && ck_pr_load_int(&w->stop))
+			begin_drain(w);
+		ms_wheel_advance(&w->wheel, &w->pool, w->now_s, fire_timer, w);
+		if (w->draining && w->now_s >= w->drain_deadline)
+			ms_worker_foreach(w, abort_conn, NULL);
+		flush_dirty(w);
+		rearm_stopped(w);
+		free_closed(w);
+		if (w->draining && w->live == 0)
+			break;
+	}
+}
+
+/* ---- thread ---------------------------------------------------------------- */
+
+static void set_start_state(ms_worker *w, int state)
+{
+	pthread_mutex_lock(&w->lock);
+	w->start_state = state;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void *thread_main(void *arg)
+{
+	ms_worker *w = arg;
+	char name[16];
+	snprintf(name, sizeof(name), "w%u", w->id);
+	ms_log_set_thread(name);
+	pthread_setname_np(pthread_self(), name);
+	if (w->cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(w->cpu, &set);
+		int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+		if (err)
+			ms_warn("cannot pin to CPU %d: %s", w->cpu, strerror(err));
+	}
+	/* Everything below is allocated after pinning: first touch puts it on
+	 * this CPU's NUMA node. */
+	uint32_t slots = w->cap + ACCEPT_SLACK;
+	uint32_t cq = 2 * slots;
+	if (cq < 4096)
+		cq = 4096;
+	if (cq > 65536)
+		cq = 65536;
+	ms_ring_opts ro = {
+		.sq_entries = 4096,
+		.cq_entries = cq,
+		.files = slots,
+		.nbufs = w->cfg->recv_bufs,
+		.buf_size = w->cfg->recv_buf_size,
+		.coop = w->cfg->taskrun == MS_TASKRUN_COOP,
+	};
+	int ret = ms_ring_init(&w->ring, &ro);
+	if (ret) {
+		ms_err("io_uring setup failed: %s", strerror(-ret));
+		set_start_state(w, ret);
+		return NULL;
+	}
+	ret = ms_pool_init(&w->pool, slots, w->ext_size);
+	if (!ret) {
+		w->dirty = xmalloc(sizeof(uint32_t) * slots);
+		w->rearm = xmalloc(sizeof(uint32_t) * slots);
+		w->freeq = xmalloc(sizeof(uint32_t) * slots);
+		w->start_ns = mono_ns();
+		update_clock(w);
+		ms_wheel_init(&w->wheel, w->now_s);
+		ret = w->h->on_start ? w->h->on_start(w) : 0;
+	}
+	if (ret) {
+		set_start_state(w, ret);
+		return NULL;
+	}
+	ms_info("worker %u: cpu %d, ring %s%s, %u connections (+%u to answer 503), "
+		"%u x %u B recv buffers", w->id, w->cpu,
+		(w->ring.setup_flags & IORING_SETUP_DEFER_TASKRUN) ? "defer_taskrun" :
+		(w->ring.setup_flags & IORING_SETUP_COOP_TASKRUN) ? "coop_taskrun" : "plain",
+		w->ring.min_timeout ? "+min_wait" : "", w->cap, ACCEPT_SLACK,
+		w->cfg->recv_bufs, w->cfg->recv_buf_size);
+	set_start_state(w, 1);
+	run(w);
+	if (w->h->on_stop)
+		w->h->on_stop(w);
+	return NULL;
+}
+
+ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
+			    int listen_fd, const ms_handlers *h, size_t ext_size,
+			    void *app)
+{
+	ms_worker *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->cfg = cfg;
+	w->h = h;
+	w->app = app;
+	w->id = id;
+	w->cpu = cpu;
+	w->listen_fd = listen_fd;
+	w->ext_size = ext_size;
+	uint32_t share = (cfg->max_conns + cfg->cores - 1) / cfg->cores;
+	struct rlimit rl;
+	uint32_t table_max = 20000;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY)
+		table_max = (uint32_t)rl.rlim_max;
+	if (share + ACCEPT_SLACK > table_max)
+		share = table_max - ACCEPT_SLACK;
+	w->cap = share;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	return w;
+}
+
+int ms_worker_start(ms_worker *w)
+{
+	int err = pthread_create(&w->thread, NULL, thread_main, w);
+	if (err)
+		return -err;
+	pthread_mutex_lock(&w->lock);
+	while (w->start_state == 0)
+		pthread_cond_wait(&w->cond, &w->lock);
+	int st = w->start_state;
+	pthread_mutex_unlock(&w->lock);
+	if (st < 0) {
+		pthread_join(w->thread, NULL);
+		w->thread = 0;
+		return st;
+	}
+	return 0;
+}
+
+void ms_worker_stop(ms_worker *w)
+{
+	static __thread struct io_uring waker;
+	static __thread bool have_waker;
+	ck_pr_store_int(&w->stop, 1);
+	ck_pr_fence_memory();
+	if (!have_waker)
+		have_waker = io_uring_queue_init(8, &waker, 0) == 0;
+	if (have_waker) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&waker);
+		if (sqe) {
+			io_uring_prep_msg_ring(sqe, w->ring.ring.ring_fd, 0,
+					       ms_udata(MS_OP_WAKE, 0, 0), 0);
+			sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+			io_uring_submit(&waker);
+		}
+	}
+}
+
+void ms_worker_join(ms_worker *w)
+{
+	if (w->thread)
+		pthread_join(w->thread, NULL);
+	w->thread = 0;
+}
+
+int ms_worker_tryjoin(ms_worker *w)
+{
+	if (w->thread && pthread_tryjoin_np(w->thread, NULL) == EBUSY)
+		return -EBUSY;
+	w->thread = 0;
+	return 0;
+}
+
+void ms_worker_destroy(ms_worker *w)
+{
+	if (!w)
+		return;
+	ms_worker_join(w);
+	for (uint32_t i = 0; i < w->pool.fresh; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, i);
+		if (c->fidx >= 0) {
+			outq_release(w, c);
+			free(c->spill);
+			if (c->sendctx)
+				free(c->sendctx);
+			w->h->on_free(w, c);
+		}
+	}
+	while (w->free_nodes) {
+		ms_outq_node *n = w->free_nodes;
+		w->free_nodes = n->next;
+		free(n);
+	}
+	while (w->free_ctx) {
+		sendctx *x = w->free_ctx;
+		w->free_ctx = x->next;
+		free(x);
+	}
+	ms_wheel_fini(&w->wheel);
+	ms_pool_fini(&w->pool);
+	ms_ring_fini(&w->ring);
+	if (w->listen_fd >= 0)
+		close(w->listen_fd);
+	free(w->dirty);
+	free(w->rearm);
+	free(w->freeq);
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	free(w);
+}

@@ -1,0 +1,130 @@
+/*
+ * Workers: one pinned thread per core, each with its own ring, listener,
+ * connection pool and timer wheel; nothing shared but the read-only config
+ * and the stop flag. The protocol layer plugs in through ms_handlers and
+ * drives connections with the ms_conn_* calls below, on the worker thread.
+ *
+ * Loop (DESIGN §3): one enter (submit + wait) → every CQE → flush dirty
+ * connections (one send each) → re-arm stopped multishot requests → timers →
+ * free the connections closed this iteration.
+ */
+#ifndef MS_CORE_WORKER_H
+#define MS_CORE_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/conn.h"
+#include "core/pkt.h"
+
+typedef struct ms_worker ms_worker;
+
+/* Per-worker counters, written by the worker only; read at exit. */
+typedef struct ms_worker_stats {
+	uint64_t enters;        /* io_uring_enter calls, loop + SQ-full */
+	uint64_t iterations;
+	uint64_t cqes;
+	uint64_t accepts;
+	uint64_t rejects;       /* accepted over capacity (503) or dropped */
+	uint64_t closes;
+	uint64_t recvs;
+	uint64_t bytes_in;
+	uint64_t sends;
+	uint64_t bytes_out;
+	uint64_t partial_sends;
+	uint64_t recv_stops;    /* multishot recv ended without error */
+	uint64_t recv_nobufs;   /* ... because the buffer ring ran dry */
+	uint64_t accept_stops;
+	uint64_t cq_overflows;  /* iterations that saw IORING_SQ_CQ_OVERFLOW */
+	uint64_t stale;         /* completions of a freed slot */
+	uint64_t msgs_in;       /* counted by the protocol layer */
+	uint64_t msgs_out;
+	uint64_t max_conns;     /* high-water mark */
+} ms_worker_stats;
+
+typedef struct ms_handlers {
+	/* Runs on the worker thread before the loop / after it. */
+	int (*on_start)(ms_worker *w);
+	void (*on_stop)(ms_worker *w);
+	/* New connection. over_cap: the worker is at its --max-conns share;
+	 * answer (503) and close. */
+	void (*on_open)(ms_worker *w, ms_conn *c, bool over_cap);
+	/* Input buf[0..len) (earlier unconsumed input first). Returns the
+	 * bytes consumed; the rest is kept and offered again with the next
+	 * input. buf is borrowed for the call; it may be modified in place. */
+	size_t (*on_data)(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len);
+	/* The peer closed (err 0) or the socket failed (-errno). Core closes
+	 * the connection after the call unless the handler already did. */
+	void (*on_eof)(ms_worker *w, ms_conn *c, int err);
+	/* The deadline set with ms_conn_timeout() passed. */
+	void (*on_timeout)(ms_worker *w, ms_conn *c);
+	/* The slot is being freed: release what the protocol layer holds. */
+	void (*on_free)(ms_worker *w, ms_conn *c);
+	/* Graceful shutdown began: start closing every connection. */
+	void (*on_drain)(ms_worker *w);
+} ms_handlers;
+
+/* Create worker `id` (not started). listen_fd: its SO_REUSEPORT listener
+ * (ownership passes to the worker). cpu: CPU to pin to, -1 for none.
+ * ext_size: bytes of protocol state inline in each connection slot. */
+ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
+			    int listen_fd, const ms_handlers *h, size_t ext_size,
+			    void *app);
+/* Start the thread; returns once its ring is set up (0) or failed (-errno). */
+int ms_worker_start(ms_worker *w);
+/* Ask for a graceful stop (any thread, async-signal-unsafe). */
+void ms_worker_stop(ms_worker *w);
+/* Join the thread (ms_worker_tryjoin: only if it has ended; 0 joined,
+ * -EBUSY still running). */
+void ms_worker_join(ms_worker *w);
+int ms_worker_tryjoin(ms_worker *w);
+void ms_worker_destroy(ms_worker *w);
+
+uint32_t ms_worker_id(const ms_worker *w);
+void *ms_worker_app(const ms_worker *w);
+const ms_config *ms_worker_config(const ms_worker *w);
+ms_worker_stats *ms_worker_stats_of(ms_worker *w);
+bool ms_worker_draining(const ms_worker *w);
+/* Worker clock: whole seconds since the worker started (coarse). */
+uint32_t ms_worker_now(const ms_worker *w);
+/* Call fn for every live connection (e.g. to drain). */
+void ms_worker_foreach(ms_worker *w, void (*fn)(ms_worker *, ms_conn *, void *),
+		       void *arg);
+/* Live connections on this worker. */
+uint32_t ms_worker_conns(const ms_worker *w);
+
+/* ---- connection operations (owning worker thread only) ---------------- */
+
+/* Room for n more output bytes at the tail of c's queue; write them, then
+ * ms_conn_commit(). The pointer is valid until the next ms_conn_* call. */
+uint8_t *ms_conn_reserve(ms_worker *w, ms_conn *c, size_t n);
+void ms_conn_commit(ms_worker *w, ms_conn *c, size_t n);
+/* Copy n bytes to the output queue. */
+void ms_conn_write(ms_worker *w, ms_conn *c, const void *p, size_t n);
+/* Queue pkt->data[off..off+len); takes one reference of its own. */
+void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
+		      uint32_t len);
+/* Bytes queued and not yet acknowledged by a send completion. */
+static inline uint32_t ms_conn_pending(const ms_conn *c)
+{
+	return c->out_bytes;
+}
+
+enum ms_close_mode {
+	MS_CLOSE_FLUSH, /* send what is queued, FIN, read to EOF (2 s), close */
+	MS_CLOSE_ABORT, /* drop queued output and close now */
+};
+/* Close c. No more on_data after this call; on_free follows once every
+ * operation in flight has completed. Idempotent (ABORT overrides FLUSH). */
+void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode);
+bool ms_conn_closing(const ms_conn *c);
+
+/* Fire on_timeout after `seconds` (0 cancels). One deadline per connection. */
+void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds);
+
+/* Handle of c, valid on every worker. */
+ms_conn_ref ms_conn_ref_of(const ms_worker *w, const ms_conn *c);
+
+#endif
