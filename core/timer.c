@@ -48,9 +48,14 @@ static void link_conn(ms_wheel *w, ms_pool *p, ms_conn *c, uint32_t deadline)
 	w->count++;
 }
 
+/* deadline value of a connection taken off the wheel to fire this tick */
+#define DUE UINT32_MAX
+
 void ms_wheel_set(ms_wheel *w, ms_pool *p, ms_conn *c, uint32_t deadline)
 {
-	if (c->deadline)
+	if (c->deadline == DUE)
+		c->deadline = 0; /* due but not fired yet: cancelling stops it */
+	else if (c->deadline)
 		unlink_conn(w, p, c);
 	if (deadline) {
 		if (deadline <= w->now)
@@ -76,7 +81,7 @@ void ms_wheel_advance(ms_wheel *w, ms_pool *p, uint32_t now,
 				link_conn(w, p, c, c->deadline);
 			} else {
 				c->t_prev = c->t_next = 0;
-				c->deadline = 0;
+				c->deadline = DUE;
 				if (w->ndue == w->due_cap) {
 					w->due_cap = w->due_cap ? w->due_cap * 2 : 256;
 					w->due = realloc(w->due, w->due_cap * sizeof(*w->due));
@@ -89,9 +94,11 @@ void ms_wheel_advance(ms_wheel *w, ms_pool *p, uint32_t now,
 		}
 		for (uint32_t k = 0; k < w->ndue; k++) {
 			ms_conn *c = ms_pool_at(p, (uint32_t)w->due[k]);
-			/* Skip a slot freed meanwhile, or re-armed by an earlier fire. */
-			if (c->gen == (uint32_t)(w->due[k] >> 32) && !c->deadline)
+			/* Skip a slot freed, cancelled or re-armed by an earlier fire. */
+			if (c->gen == (uint32_t)(w->due[k] >> 32) && c->deadline == DUE) {
+				c->deadline = 0;
 				fire(arg, c);
+			}
 		}
 	}
 }

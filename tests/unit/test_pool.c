@@ -1,0 +1,98 @@
+/* Connection pool and handles: generations, LIFO reuse, capacity, user_data. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "core/conn.h"
+#include "core/udata.h"
+
+static void alloc_until_full(void **state)
+{
+	ms_pool p;
+	assert_int_equal(ms_pool_init(&p, 3, 16), 0);
+	ms_conn *a = ms_pool_alloc(&p), *b = ms_pool_alloc(&p), *c = ms_pool_alloc(&p);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_non_null(c);
+	assert_null(ms_pool_alloc(&p));
+	assert_int_equal(p.used, 3);
+	assert_int_not_equal(a->idx, b->idx);
+	assert_int_not_equal(b->idx, c->idx);
+	assert_int_equal(a->fidx, -1);
+	ms_pool_fini(&p);
+}
+
+static void generation_moves_on_free(void **state)
+{
+	ms_pool p;
+	assert_int_equal(ms_pool_init(&p, 2, 0), 0);
+	ms_conn *a = ms_pool_alloc(&p);
+	uint32_t idx = a->idx, gen = a->gen;
+	assert_int_not_equal(gen, 0);
+	ms_pool_free(&p, a);
+	ms_conn *again = ms_pool_alloc(&p);
+	assert_ptr_equal(again, a);           /* LIFO: the warm slot comes back */
+	assert_int_equal(again->idx, idx);
+	assert_int_not_equal(again->gen, gen); /* old handles are stale */
+	assert_int_equal(p.used, 1);
+	ms_pool_fini(&p);
+}
+
+static void generation_skips_zero(void **state)
+{
+	ms_pool p;
+	assert_int_equal(ms_pool_init(&p, 1, 0), 0);
+	ms_conn *a = ms_pool_alloc(&p);
+	a->gen = UINT32_MAX;
+	ms_pool_free(&p, a);
+	a = ms_pool_alloc(&p);
+	assert_int_equal(a->gen, 1);
+	ms_pool_fini(&p);
+}
+
+static void ext_is_zeroed_and_private(void **state)
+{
+	ms_pool p;
+	assert_int_equal(ms_pool_init(&p, 2, 40), 0);
+	ms_conn *a = ms_pool_alloc(&p);
+	ms_conn *b = ms_pool_alloc(&p);
+	memset(ms_conn_ext(a), 0xab, 40);
+	uint8_t *eb = ms_conn_ext(b);
+	for (int i = 0; i < 40; i++)
+		assert_int_equal(eb[i], 0);
+	ms_pool_free(&p, a);
+	a = ms_pool_alloc(&p);
+	uint8_t *ea = ms_conn_ext(a);
+	for (int i = 0; i < 40; i++)
+		assert_int_equal(ea[i], 0);
+	assert_true((uint8_t *)ms_conn_ext(a) + 40 <= (uint8_t *)b ||
+		    (uint8_t *)a >= (uint8_t *)ms_conn_ext(b) + 40);
+	ms_pool_fini(&p);
+}
+
+static void udata_round_trip(void **state)
+{
+	uint64_t u = ms_udata(MS_OP_SEND, 0xabcdef, 0xdeadbeef);
+	assert_int_equal(ms_udata_op(u), MS_OP_SEND);
+	assert_int_equal(ms_udata_idx(u), 0xabcdef);
+	assert_int_equal(ms_udata_gen(u), 0xdeadbeef);
+	/* The index is 24 bits: larger values must not leak into the op. */
+	u = ms_udata(MS_OP_RECV, 0x1ffffff, 7);
+	assert_int_equal(ms_udata_op(u), MS_OP_RECV);
+	assert_int_equal(ms_udata_idx(u), 0xffffff);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(alloc_until_full),
+		cmocka_unit_test(generation_moves_on_free),
+		cmocka_unit_test(generation_skips_zero),
+		cmocka_unit_test(ext_is_zeroed_and_private),
+		cmocka_unit_test(udata_round_trip),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
