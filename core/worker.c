@@ -375,12 +375,17 @@ static void start_linger(ms_worker *w, ms_conn *c)
 		teardown(w, c);
 		return;
 	}
+	/* Counted in flight like a send: a fixed file is resolved when the op
+	 * runs, which (punted to io-wq) can be after a close_direct we issued
+	 * later; with the slot reused by a new accept, the FIN would hit the
+	 * new connection. The close waits for this completion instead. */
 	struct io_uring_sqe *sqe = sqe_get(w);
 	io_uring_prep_shutdown(sqe, c->fidx, SHUT_WR);
-	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_CQE_SKIP_SUCCESS;
+	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_SHUTDOWN, c->idx, c->gen));
+	c->inflight++;
 	c->flags |= MS_CONN_F_LINGER;
-	ms_wheel_set(&w->wheel, &w->pool, c, w->now_s + LINGER_SECONDS);
+	ms_wheel_set(&w->wheel, &w->pool, c, w->now_s + LINGER_SECONDS + 1);
 }
 
 void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
@@ -395,7 +400,7 @@ void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
 	if (c->flags & MS_CONN_F_FLUSH)
 		return;
 	c->flags |= MS_CONN_F_FLUSH;
-	ms_wheel_set(&w->wheel, &w->pool, c, w->now_s + FLUSH_SECONDS);
+	ms_wheel_set(&w->wheel, &w->pool, c, w->now_s + FLUSH_SECONDS + 1);
 	if (!c->out_head && !(c->flags & MS_CONN_F_SEND))
 		start_linger(w, c);
 }
@@ -409,7 +414,8 @@ void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds)
 {
 	if (c->flags & MS_CONN_F_CLOSING)
 		return; /* closing connections run the linger timer only */
-	ms_wheel_set(&w->wheel, &w->pool, c, seconds ? w->now_s + seconds : 0);
+	/* +1: the wheel ticks on whole seconds, so this never fires early. */
+	ms_wheel_set(&w->wheel, &w->pool, c, seconds ? w->now_s + seconds + 1 : 0);
 }
 
 /* ---- completions -------------------------------------------------------- */
@@ -574,8 +580,8 @@ static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 		on_accept(w, cqe);
 		return;
 	}
-	if (op != MS_OP_RECV && op != MS_OP_SEND)
-		return; /* cancel/close/shutdown failures and doorbells: nothing to do */
+	if (op != MS_OP_RECV && op != MS_OP_SEND && op != MS_OP_SHUTDOWN)
+		return; /* cancel/close failures and doorbells: nothing to do */
 	uint32_t idx = ms_udata_idx(u);
 	ms_conn *c = idx < w->pool.fresh ? ms_pool_at(&w->pool, idx) : NULL;
 	if (!c || c->gen != ms_udata_gen(u) || (c->flags & MS_CONN_F_FREED)) {
@@ -584,10 +590,14 @@ static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 			ms_ring_buf_put(&w->ring, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		return;
 	}
-	if (op == MS_OP_RECV)
+	if (op == MS_OP_RECV) {
 		on_recv(w, cqe, c);
-	else
+	} else if (op == MS_OP_SEND) {
 		on_send(w, cqe, c);
+	} else {
+		c->inflight--;
+		maybe_finish(w, c);
+	}
 }
 
 /* ---- loop ---------------------------------------------------------------- */

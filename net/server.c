@@ -79,7 +79,8 @@ static void ws_send(ms_worker *w, ms_conn *c, uint8_t opcode, const void *p,
 	size_t h = ms_ws_header_len(len);
 	uint8_t *out = ms_conn_reserve(w, c, h + len);
 	ms_ws_header(out, true, opcode, len, NULL);
-	memcpy(out + h, p, len);
+	if (len)
+		memcpy(out + h, p, len);
 	ms_conn_commit(w, c, h + len);
 	const ms_config *cfg = ms_worker_config(w);
 	if (ms_conn_pending(c) > cfg->max_backpressure) {
@@ -140,6 +141,8 @@ static void on_message(ms_worker *w, ms_conn *c, uint8_t opcode, uint8_t *p,
 
 static void gather(net_conn *x, const uint8_t *p, size_t len)
 {
+	if (len == 0)
+		return;
 	if (x->frag_len + len > x->frag_cap) {
 		size_t cap = x->frag_cap ? x->frag_cap : 1024;
 		while (cap < x->frag_len + len)
