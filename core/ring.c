@@ -166,10 +166,10 @@ int ms_ring_enter(ms_ring *r, unsigned wait_nr, unsigned min_wait_us,
 	memset(&arg, 0, sizeof(arg));
 	arg.sigmask_sz = _NSIG / 8;
 	arg.ts = (uint64_t)(uintptr_t)&ts;
-	if (r->min_timeout && wait_nr > 1)
+	if (wait_nr > 1 && r->min_timeout && min_wait_us)
 		arg.pad = min_wait_us; /* min_wait_usec on 6.12+ */
 	else if (wait_nr > 1)
-		wait_nr = 1;
+		wait_nr = 1; /* no bound on the wait: never wait for more than one */
 	unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
 	return enter(r, submit, wait_nr, flags, &arg, sizeof(arg)); /* -errno on failure */
 }

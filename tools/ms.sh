@@ -64,6 +64,9 @@ cmd_test() {
 	(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --output-on-failure -L 'unit|integration' -LE 'scale' --timeout 600) || fails=$((fails + 1))
+	log "TSan build: cross-core tests"
+	build build-tsan -DCMAKE_BUILD_TYPE=Tsan
+	(cd build-tsan && ctest --output-on-failure -L tsan --timeout 600) || fails=$((fails + 1))
 	if [ -f tests/fuzz/CMakeLists.txt ]; then
 		log "fuzz targets (clang + libFuzzer), bounded runs"
 		build build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DMS_FUZZ=ON
