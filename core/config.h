@@ -45,6 +45,9 @@ typedef struct ms_config {
 	uint32_t handshake_timeout;
 	uint32_t idle_timeout;
 	uint32_t drain_timeout;
+	uint32_t max_streams_per_conn;
+	uint32_t presence_max_members;
+	uint32_t presence_page;
 	/* modes */
 	bool dev;
 	bool diag;

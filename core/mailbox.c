@@ -67,6 +67,7 @@ struct ms_mbox_hub {
 	uint32_t slots;
 	pair *pairs;          /* [from * n + to] */
 	int *sleeping;        /* per receiver */
+	int *bell;            /* per receiver: ring fd for MSG_RING */
 	ms_mbox **boxes;
 };
 
@@ -112,6 +113,9 @@ ms_mbox_hub *ms_mbox_hub_create(uint32_t n, uint32_t ring_slots)
 		ck_ring_init(&hub->pairs[i].ring, ring_slots);
 	}
 	hub->sleeping = xcalloc(n, sizeof(int));
+	hub->bell = xcalloc(n, sizeof(int));
+	for (uint32_t i = 0; i < n; i++)
+		hub->bell[i] = -1;
 	hub->boxes = xcalloc(n, sizeof(ms_mbox *));
 	return hub;
 }
@@ -143,8 +147,24 @@ void ms_mbox_hub_destroy(ms_mbox_hub *hub, void (*release)(ms_msg *m))
 			ms_mbox_destroy(hub->boxes[i]);
 	free(hub->pairs);
 	free(hub->sleeping);
+	free(hub->bell);
 	free(hub->boxes);
 	free(hub);
+}
+
+void ms_mbox_set_bell(ms_mbox_hub *hub, uint32_t idx, int fd)
+{
+	__atomic_store_n(&hub->bell[idx], fd, __ATOMIC_RELEASE);
+}
+
+int ms_mbox_bell(const ms_mbox_hub *hub, uint32_t idx)
+{
+	return __atomic_load_n(&hub->bell[idx], __ATOMIC_ACQUIRE);
+}
+
+uint32_t ms_mbox_hub_size(const ms_mbox_hub *hub)
+{
+	return hub->n;
 }
 
 ms_mbox *ms_mbox_create(ms_mbox_hub *hub, uint32_t self)

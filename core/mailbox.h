@@ -57,6 +57,13 @@ ms_mbox_hub *ms_mbox_hub_create(uint32_t n, uint32_t ring_slots);
  * release(m) for each undelivered message so references are dropped). */
 void ms_mbox_hub_destroy(ms_mbox_hub *hub, void (*release)(ms_msg *m));
 
+/* Doorbell target of worker idx (its ring fd), set once it exists; -1
+ * until then (a message still waits in the queue and is drained on the
+ * receiver's first iteration). Any thread. */
+void ms_mbox_set_bell(ms_mbox_hub *hub, uint32_t idx, int fd);
+int ms_mbox_bell(const ms_mbox_hub *hub, uint32_t idx);
+uint32_t ms_mbox_hub_size(const ms_mbox_hub *hub);
+
 /* Worker `self`'s endpoint. */
 ms_mbox *ms_mbox_create(ms_mbox_hub *hub, uint32_t self);
 void ms_mbox_destroy(ms_mbox *mb);

@@ -19,8 +19,12 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/mailbox.h"
 #include "core/worker.h"
 #include "net/server.h"
+#include "shard/chat.h"
+
+#define MAILBOX_SLOTS 4096 /* batches in flight per ordered worker pair */
 
 static int make_listener(const ms_config *cfg, ms_addr *a)
 {
@@ -51,6 +55,28 @@ fail:;
 	int err = -errno;
 	close(fd);
 	return err;
+}
+
+/* A secret file's bytes, one trailing newline stripped. */
+static int read_secret(const char *path, ms_str *out)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return -errno;
+	char *buf = malloc(4097);
+	size_t n = buf ? fread(buf, 1, 4097, f) : 0;
+	fclose(f);
+	if (!buf || n == 0 || n > 4096) {
+		free(buf);
+		return -EINVAL;
+	}
+	if (buf[n - 1] == '\n')
+		n--;
+	if (n && buf[n - 1] == '\r')
+		n--;
+	out->p = buf;
+	out->n = n;
+	return n ? 0 : -EINVAL;
 }
 
 static uint16_t addr_port(const ms_addr *a)
@@ -94,7 +120,7 @@ static void print_stats(ms_worker **w, uint32_t n)
 		ms_info("stats %s: accepts=%llu max_conns=%llu rejects=%llu closes=%llu "
 			"enters=%llu iterations=%llu cqes=%llu recvs=%llu sends=%llu "
 			"partial_sends=%llu bytes_in=%llu bytes_out=%llu msgs_in=%llu "
-			"msgs_out=%llu recv_stops=%llu recv_nobufs=%llu accept_stops=%llu "
+			"msgs_out=%llu deliveries=%llu recv_stops=%llu recv_nobufs=%llu accept_stops=%llu "
 			"cq_overflows=%llu stale=%llu enters_per_msg=%.4f",
 			label,
 			(unsigned long long)s->accepts, (unsigned long long)s->max_conns,
@@ -104,6 +130,7 @@ static void print_stats(ms_worker **w, uint32_t n)
 			(unsigned long long)s->sends, (unsigned long long)s->partial_sends,
 			(unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 			(unsigned long long)s->msgs_in, (unsigned long long)s->msgs_out,
+			(unsigned long long)s->deliveries,
 			(unsigned long long)s->recv_stops, (unsigned long long)s->recv_nobufs,
 			(unsigned long long)s->accept_stops, (unsigned long long)s->cq_overflows,
 			(unsigned long long)s->stale, per);
@@ -149,6 +176,32 @@ int main(int argc, char **argv)
 			"19872: use --cores %u or more", cfg.max_conns, cfg.cores, share,
 			(cfg.max_conns + 19871) / 19872);
 
+	ms_net_opts nopts;
+	memset(&nopts, 0, sizeof(nopts));
+	for (int k = 0; k < 2 && cfg.secret_file[k][0]; k++) {
+		if ((ret = read_secret(cfg.secret_file[k], &nopts.secrets[nopts.nsecrets])) != 0) {
+			fprintf(stderr, "mezon-sock: --secret-file %s: %s\n", cfg.secret_file[k],
+				ret == -EINVAL ? "empty or larger than 4096 bytes" : strerror(-ret));
+			return 2;
+		}
+		nopts.nsecrets++;
+	}
+	if (cfg.secret[0] && nopts.nsecrets < 2) {
+		nopts.secrets[nopts.nsecrets].p = cfg.secret;
+		nopts.secrets[nopts.nsecrets].n = strlen(cfg.secret);
+		nopts.nsecrets++;
+	}
+	nopts.chat = &ms_chat_hooks_impl;
+	ms_net_configure(&nopts);
+
+	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, MAILBOX_SLOTS);
+	ms_chat *chat = ms_chat_create(&cfg, cfg.cores);
+	static ms_handlers handlers;
+	handlers = ms_net_handlers;
+	handlers.on_msg = ms_chat_on_msg;
+	handlers.on_flush = ms_chat_on_flush;
+	ms_chat_worker *cws[MS_MAX_WORKERS];
+
 	sigset_t sigs;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -166,8 +219,9 @@ int main(int argc, char **argv)
 			goto stop;
 		}
 		int cpu = cpus[i % (uint32_t)ncpus];
-		workers[i] = ms_worker_create(&cfg, i, cpu, fd, &ms_net_handlers,
-					      ms_net_ext_size(), NULL);
+		cws[i] = ms_chat_worker_create(chat, i);
+		workers[i] = ms_worker_create(&cfg, i, cpu, fd, &handlers,
+					      ms_net_ext_size(), cws[i], hub);
 		if (!workers[i] || (ret = ms_worker_start(workers[i])) != 0) {
 			ms_err("worker %u failed to start: %s", i, strerror(workers[i] ? -ret : ENOMEM));
 			if (workers[i])
@@ -216,5 +270,12 @@ stop:
 	print_stats(workers, started);
 	for (uint32_t i = 0; i < started; i++)
 		ms_worker_destroy(workers[i]);
+	ms_mbox_hub_destroy(hub, ms_chat_msg_release);
+	for (uint32_t i = 0; i < started; i++)
+		ms_chat_worker_destroy(cws[i]);
+	ms_chat_destroy(chat);
+	for (int k = 0; k < nopts.nsecrets; k++)
+		if (nopts.secrets[k].p != cfg.secret)
+			free((void *)nopts.secrets[k].p);
 	return started == cfg.cores ? 0 : 1;
 }

@@ -67,6 +67,8 @@ struct ms_worker {
 	pthread_t thread;
 
 	ms_ring ring;
+	ms_mbox_hub *hub;
+	ms_mbox *mbox;
 	ms_pool pool;
 	ms_wheel wheel;
 	uint32_t cap;       /* connections served; above it: 503 */
@@ -132,6 +134,24 @@ ms_worker_stats *ms_worker_stats_of(ms_worker *w) { return &w->st; }
 bool ms_worker_draining(const ms_worker *w) { return w->draining; }
 uint32_t ms_worker_now(const ms_worker *w) { return w->now_s; }
 uint32_t ms_worker_conns(const ms_worker *w) { return w->live; }
+uint32_t ms_worker_count(const ms_worker *w) { return w->hub ? ms_mbox_hub_size(w->hub) : 1; }
+ms_mbox *ms_worker_mbox(ms_worker *w) { return w->mbox; }
+
+ms_msg *ms_worker_post(ms_worker *w, uint32_t to)
+{
+	return ms_mbox_put(w->mbox, to);
+}
+
+ms_conn *ms_worker_conn(ms_worker *w, ms_conn_ref ref)
+{
+	uint32_t idx = (uint32_t)(ref >> 32) & MS_UDATA_IDX_MAX;
+	if (ms_conn_ref_worker(ref) != w->id || idx >= w->pool.fresh)
+		return NULL;
+	ms_conn *c = ms_pool_at(&w->pool, idx);
+	if (c->gen != (uint32_t)ref || (c->flags & MS_CONN_F_FREED))
+		return NULL;
+	return c;
+}
 
 ms_conn_ref ms_conn_ref_of(const ms_worker *w, const ms_conn *c)
 {
@@ -217,8 +237,8 @@ void ms_conn_write(ms_worker *w, ms_conn *c, const void *p, size_t n)
 void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
 		      uint32_t len)
 {
-	if (c->flags & MS_CONN_F_DEAD)
-		return;
+	if (c->flags & MS_CONN_F_CLOSING)
+		return; /* deliveries stop once a close began */
 	ms_pkt_ref(pkt);
 	ms_outq_node *n = node_get(w);
 	n->pkt = pkt;
@@ -666,6 +686,26 @@ static void begin_drain(ms_worker *w)
 	w->h->on_drain(w);
 }
 
+static void on_mail(void *arg, uint32_t from, ms_msg *m)
+{
+	ms_worker *w = arg;
+	w->h->on_msg(w, from, m);
+}
+
+/* Doorbell: a MSG_RING completion on the target's ring wakes its wait. The
+ * completion on our side is skipped. */
+static void ring_bell(void *arg, uint32_t to)
+{
+	ms_worker *w = arg;
+	int fd = ms_mbox_bell(w->hub, to);
+	if (fd < 0)
+		return;
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_msg_ring(sqe, fd, 0, ms_udata(MS_OP_WAKE, 0, 0), 0);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_WAKE, 0, 0));
+}
+
 static void update_clock(ms_worker *w)
 {
 	w->now_ns = mono_ns();
@@ -686,7 +726,11 @@ static void run(ms_worker *w)
 		uint64_t timeout = next_tick > w->now_ns ? next_tick - w->now_ns : 1000000;
 		if (w->draining && timeout > 100000000u)
 			timeout = 100000000u;
+		if (w->mbox && !ms_mbox_sleep_begin(w->mbox))
+			wait_nr = 0; /* mail is waiting: do not block */
 		int ret = ms_ring_enter(&w->ring, wait_nr, cfg->min_wait_us, timeout);
+		if (w->mbox)
+			ms_mbox_sleep_end(w->mbox);
 		w->st.enters++;
 		w->st.iterations++;
 		if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
@@ -706,12 +750,20 @@ static void run(ms_worker *w)
 		io_uring_cq_advance(ring, n);
 		w->st.cqes += n;
 
+		if (w->mbox)
+			ms_mbox_drain(w->mbox, on_mail, w);
 		if (!w->draining && ck_pr_load_int(&w->stop))
 			begin_drain(w);
 		ms_wheel_advance(&w->wheel, &w->pool, w->now_s, fire_timer, w);
 		if (w->draining && w->now_s >= w->drain_deadline)
 			ms_worker_foreach(w, abort_conn, NULL);
+		if (w->h->on_flush)
+			w->h->on_flush(w);
+		if (w->mbox)
+			ms_mbox_drain(w->mbox, on_mail, w); /* what on_flush sent to us */
 		flush_dirty(w);
+		if (w->mbox)
+			ms_mbox_flush(w->mbox, ring_bell, w);
 		rearm_stopped(w);
 		free_closed(w);
 		if (w->draining && w->live == 0)
@@ -766,6 +818,10 @@ static void *thread_main(void *arg)
 		set_start_state(w, ret);
 		return NULL;
 	}
+	if (w->hub) {
+		w->mbox = ms_mbox_create(w->hub, w->id);
+		ms_mbox_set_bell(w->hub, w->id, w->ring.ring.ring_fd);
+	}
 	ret = ms_pool_init(&w->pool, slots, w->ext_size);
 	if (!ret) {
 		w->dirty = xmalloc(sizeof(uint32_t) * slots);
@@ -795,7 +851,7 @@ static void *thread_main(void *arg)
 
 ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 			    int listen_fd, const ms_handlers *h, size_t ext_size,
-			    void *app)
+			    void *app, ms_mbox_hub *hub)
 {
 	ms_worker *w = calloc(1, sizeof(*w));
 	if (!w)
@@ -807,6 +863,7 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 	w->cpu = cpu;
 	w->listen_fd = listen_fd;
 	w->ext_size = ext_size;
+	w->hub = hub;
 	uint32_t share = (cfg->max_conns + cfg->cores - 1) / cfg->cores;
 	struct rlimit rl;
 	uint32_t table_max = 20000;

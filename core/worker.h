@@ -17,6 +17,7 @@
 
 #include "core/config.h"
 #include "core/conn.h"
+#include "core/mailbox.h"
 #include "core/pkt.h"
 
 typedef struct ms_worker ms_worker;
@@ -41,6 +42,7 @@ typedef struct ms_worker_stats {
 	uint64_t stale;         /* completions of a freed slot */
 	uint64_t msgs_in;       /* counted by the protocol layer */
 	uint64_t msgs_out;
+	uint64_t deliveries;    /* packets queued to subscribers (fan-out, DMs) */
 	uint64_t max_conns;     /* high-water mark */
 } ms_worker_stats;
 
@@ -64,14 +66,20 @@ typedef struct ms_handlers {
 	void (*on_free)(ms_worker *w, ms_conn *c);
 	/* Graceful shutdown began: start closing every connection. */
 	void (*on_drain)(ms_worker *w);
+	/* A mailbox message from worker `from` (possibly this one). */
+	void (*on_msg)(ms_worker *w, uint32_t from, ms_msg *m);
+	/* Once per iteration after input, before output is flushed (batched
+	 * work such as coalesced presence events). May be NULL. */
+	void (*on_flush)(ms_worker *w);
 } ms_handlers;
 
 /* Create worker `id` (not started). listen_fd: its SO_REUSEPORT listener
  * (ownership passes to the worker). cpu: CPU to pin to, -1 for none.
- * ext_size: bytes of protocol state inline in each connection slot. */
+ * ext_size: bytes of protocol state inline in each connection slot.
+ * hub: the mailboxes shared by all workers (NULL: no cross-worker work). */
 ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 			    int listen_fd, const ms_handlers *h, size_t ext_size,
-			    void *app);
+			    void *app, ms_mbox_hub *hub);
 /* Start the thread; returns once its ring is set up (0) or failed (-errno). */
 int ms_worker_start(ms_worker *w);
 /* Ask for a graceful stop (any thread, async-signal-unsafe). */
@@ -94,6 +102,16 @@ void ms_worker_foreach(ms_worker *w, void (*fn)(ms_worker *, ms_conn *, void *),
 		       void *arg);
 /* Live connections on this worker. */
 uint32_t ms_worker_conns(const ms_worker *w);
+/* Workers in the process (1 without a hub). */
+uint32_t ms_worker_count(const ms_worker *w);
+/* A message slot for worker `to` (this iteration's batch; see mailbox.h). */
+ms_msg *ms_worker_post(ms_worker *w, uint32_t to);
+/* This worker's mailbox endpoint (stats), or NULL. */
+ms_mbox *ms_worker_mbox(ms_worker *w);
+/* The connection a handle names, if it is on this worker and still the
+ * same connection (generation) and not yet freed (it may be closing:
+ * ms_conn_closing()); else NULL. */
+ms_conn *ms_worker_conn(ms_worker *w, ms_conn_ref ref);
 
 /* ---- connection operations (owning worker thread only) ---------------- */
 
@@ -126,5 +144,9 @@ void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds);
 
 /* Handle of c, valid on every worker. */
 ms_conn_ref ms_conn_ref_of(const ms_worker *w, const ms_conn *c);
+static inline uint32_t ms_conn_ref_worker(ms_conn_ref r)
+{
+	return (uint32_t)(r >> 56);
+}
 
 #endif

@@ -10,22 +10,33 @@
  * that exists only while the message is incomplete. An idle connection holds
  * nothing but its slot.
  *
- * Routes: /healthz, /ws (chat; the chat protocol arrives with the chat core),
- * and with --diag the diagnostics /echo (conformance) and --diag-root echo
- * for clients that ask for /.
+ * Routes: /healthz, /ws (chat: identity is checked at the upgrade, requests
+ * are parsed here and handed to the chat core), and with --diag the
+ * diagnostics /echo (conformance) and /room (fan-out benchmark), either of
+ * them also at / with --diag-root.
  */
 #include "net/server.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "net/http.h"
+#include "net/jwt.h"
 #include "net/ws.h"
 
 enum { ST_HTTP = 0, ST_OPEN, ST_CLOSING };
-enum { ROUTE_NONE = 0, ROUTE_CHAT, ROUTE_ECHO };
+enum { ROUTE_NONE = 0, ROUTE_CHAT, ROUTE_ECHO, ROUTE_ROOM };
+
+static ms_net_opts opts;
+
+void ms_net_configure(const ms_net_opts *o)
+{
+	opts = *o;
+}
 
 #define CLOSE_WAIT_SECONDS 5 /* for the peer's close frame after ours */
 
@@ -33,12 +44,18 @@ typedef struct net_conn {
 	ms_ws_rx rx;
 	uint8_t route;
 	uint8_t pinged;  /* idle ping sent, no input since */
-	uint8_t _pad[2];
+	uint8_t opened;  /* the chat core was told (open/room_open) */
+	uint8_t _pad;
 	uint32_t frag_len, frag_cap;
 	uint8_t *frag;   /* fragmented message being gathered */
+	uint64_t uid;
+	void *chat;      /* the chat core's per-connection state */
+	char *claims;    /* token's streams claim (JSON array), NULL = none */
+	uint32_t claims_len;
+	uint32_t exp;    /* token expiry (unix seconds), 0 = none (dev) */
 } net_conn;
 
-_Static_assert(sizeof(net_conn) == 32, "per-connection protocol state stays small");
+_Static_assert(sizeof(net_conn) == 64, "per-connection protocol state stays small");
 
 size_t ms_net_ext_size(void)
 {
@@ -91,6 +108,46 @@ static void ws_send(ms_worker *w, ms_conn *c, uint8_t opcode, const void *p,
 	}
 }
 
+uint64_t ms_net_uid(ms_conn *c)
+{
+	return X(c)->uid;
+}
+
+void **ms_net_chat_slot(ms_conn *c)
+{
+	return &X(c)->chat;
+}
+
+bool ms_net_stream_allowed(ms_conn *c, ms_str stream)
+{
+	net_conn *x = X(c);
+	if (!x->exp)
+		return true; /* dev mode: every stream */
+	ms_str claims = { x->claims, x->claims ? x->claims_len : 0 };
+	return ms_jwt_stream_allowed(claims, x->uid, stream);
+}
+
+void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n)
+{
+	ws_send(w, c, MS_WS_OP_TEXT, p, n);
+}
+
+void ms_net_send_error(ms_worker *w, ms_conn *c, bool has_id, int64_t id,
+		       int code, const char *msg)
+{
+	char buf[256];
+	int n;
+	if (has_id)
+		n = snprintf(buf, sizeof(buf),
+			     "{\"id\":%lld,\"ok\":false,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
+			     (long long)id, code, msg);
+	else
+		n = snprintf(buf, sizeof(buf),
+			     "{\"ok\":false,\"error\":{\"code\":%d,\"message\":\"%s\"}}", code, msg);
+	ws_send(w, c, MS_WS_OP_TEXT, buf, (size_t)n);
+	ms_worker_stats_of(w)->msgs_out++;
+}
+
 /* Start the closing handshake: our close frame, then wait for the peer's. */
 static void ws_close(ms_worker *w, ms_conn *c, uint16_t code, const char *reason)
 {
@@ -114,6 +171,112 @@ static void ws_fail(ms_worker *w, ms_conn *c, uint16_t code, const char *reason)
 
 /* ---- messages -------------------------------------------------------------- */
 
+/* Verify a token against the configured secrets. On success stores the
+ * identity and claims in x (replacing earlier ones) and returns MS_JWT_OK. */
+static int adopt_token(net_conn *x, const char *tok, size_t n, bool same_sub)
+{
+	if (opts.nsecrets == 0)
+		return MS_JWT_BAD_SIG;
+	char *scratch = malloc(n + 1);
+	if (!scratch)
+		abort();
+	ms_jwt_claims cl;
+	int r = ms_jwt_verify(tok, n, opts.secrets, opts.nsecrets, (int64_t)time(NULL),
+			      scratch, n + 1, &cl);
+	if (r == MS_JWT_OK && same_sub && cl.sub != x->uid)
+		r = MS_JWT_BAD_SUB;
+	if (r == MS_JWT_OK) {
+		free(x->claims);
+		x->claims = NULL;
+		x->claims_len = 0;
+		if (cl.has_streams) {
+			x->claims = malloc(cl.streams.n ? cl.streams.n : 1);
+			if (!x->claims)
+				abort();
+			memcpy(x->claims, cl.streams.p, cl.streams.n);
+			x->claims_len = (uint32_t)cl.streams.n;
+		}
+		x->uid = cl.sub;
+		x->exp = cl.exp > UINT32_MAX ? UINT32_MAX : (uint32_t)cl.exp;
+	}
+	free(scratch);
+	return r;
+}
+
+static bool token_expired(const net_conn *x)
+{
+	return x->exp && (uint64_t)time(NULL) >= x->exp;
+}
+
+/* Next timer: half the idle timeout, or the token's expiry if sooner. */
+static void arm_timer(ms_worker *w, ms_conn *c, uint32_t secs)
+{
+	net_conn *x = X(c);
+	if (x->exp) {
+		int64_t left = (int64_t)x->exp - (int64_t)time(NULL);
+		if (left < (int64_t)secs)
+			secs = left > 1 ? (uint32_t)left : 1;
+	}
+	ms_conn_timeout(w, c, secs);
+}
+
+static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t *p,
+			 size_t len)
+{
+	net_conn *x = X(c);
+	if (token_expired(x)) {
+		ws_close(w, c, MS_WS_CLOSE_POLICY, "token expired");
+		return;
+	}
+	if (opcode != MS_WS_OP_TEXT) {
+		ms_net_send_error(w, c, false, 0, 400, "messages are JSON text frames");
+		return;
+	}
+	ms_req req;
+	const char *err = NULL;
+	if (ms_proto_parse((const char *)p, len, &req, &err) != 0) {
+		ms_net_send_error(w, c, req.has_id, req.id, 400, err ? err : "bad request");
+		return;
+	}
+	if (req.op == MS_REQ_PING) {
+		char buf[64];
+		int n = req.has_id ? snprintf(buf, sizeof(buf), "{\"id\":%lld,\"ok\":true}",
+					      (long long)req.id)
+				   : snprintf(buf, sizeof(buf), "{\"ok\":true}");
+		ws_send(w, c, MS_WS_OP_TEXT, buf, (size_t)n);
+		ms_worker_stats_of(w)->msgs_out++;
+		return;
+	}
+	if (req.op == MS_REQ_AUTH) {
+		if (!x->exp) {
+			ms_net_send_error(w, c, req.has_id, req.id, 400,
+					  "dev mode connection: nothing to refresh");
+			return;
+		}
+		int r = adopt_token(x, req.token.p, req.token.n, true);
+		if (r != MS_JWT_OK) {
+			ms_net_send_error(w, c, req.has_id, req.id,
+					  r == MS_JWT_BAD_SUB ? 403 : 401,
+					  r == MS_JWT_BAD_SUB ? "token is for another user"
+							      : "invalid token");
+			return;
+		}
+		char buf[64];
+		int n = req.has_id ? snprintf(buf, sizeof(buf), "{\"id\":%lld,\"ok\":true}",
+					      (long long)req.id)
+				   : snprintf(buf, sizeof(buf), "{\"ok\":true}");
+		ws_send(w, c, MS_WS_OP_TEXT, buf, (size_t)n);
+		ms_worker_stats_of(w)->msgs_out++;
+		arm_timer(w, c, ms_worker_config(w)->idle_timeout / 2);
+		return;
+	}
+	if (!opts.chat) {
+		ms_net_send_error(w, c, req.has_id, req.id, 503, "chat core not available");
+		return;
+	}
+	opts.chat->request(w, c, &req);
+}
+
 static void on_message(ms_worker *w, ms_conn *c, uint8_t opcode, uint8_t *p,
 		       size_t len)
 {
@@ -124,16 +287,13 @@ static void on_message(ms_worker *w, ms_conn *c, uint8_t opcode, uint8_t *p,
 		ws_send(w, c, opcode, p, len);
 		st->msgs_out++;
 		break;
-	case ROUTE_CHAT: {
-		/* Protocol v1 ops are served by the chat core (shard/); until it
-		 * is linked in, every request gets a clear error. */
-		static const char err[] =
-			"{\"ok\":false,\"error\":{\"code\":503,\"message\":"
-			"\"chat operations are not available in this build\"}}";
-		ws_send(w, c, MS_WS_OP_TEXT, err, sizeof(err) - 1);
-		st->msgs_out++;
+	case ROUTE_CHAT:
+		chat_request(w, c, opcode, p, len);
 		break;
-	}
+	case ROUTE_ROOM:
+		if (opts.chat)
+			opts.chat->room_message(w, c, opcode, p, len);
+		break;
 	default:
 		break;
 	}
@@ -228,23 +388,6 @@ static bool str_eq(ms_str s, const char *lit)
 	return s.n == n && memcmp(s.p, lit, n) == 0;
 }
 
-/* PROTOCOL.md: user ids are canonical decimal, no leading zeros, <= 2^64-1. */
-static bool canonical_uid(ms_str s)
-{
-	if (s.n == 0 || s.n > 20 || (s.p[0] == '0' && s.n > 1))
-		return false;
-	uint64_t v = 0;
-	for (size_t i = 0; i < s.n; i++) {
-		if (s.p[i] < '0' || s.p[i] > '9')
-			return false;
-		uint64_t d = (uint64_t)(s.p[i] - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return false;
-		v = v * 10 + d;
-	}
-	return true;
-}
-
 static int route_of(const ms_config *cfg, ms_str path)
 {
 	if (str_eq(path, "/ws"))
@@ -252,8 +395,12 @@ static int route_of(const ms_config *cfg, ms_str path)
 	if (cfg->diag) {
 		if (str_eq(path, "/echo"))
 			return ROUTE_ECHO;
+		if (str_eq(path, "/room"))
+			return ROUTE_ROOM;
 		if (str_eq(path, "/") && cfg->diag_root == MS_DIAG_ROOT_ECHO)
 			return ROUTE_ECHO;
+		if (str_eq(path, "/") && cfg->diag_root == MS_DIAG_ROOT_ROOM)
+			return ROUTE_ROOM;
 	}
 	return ROUTE_NONE;
 }
@@ -292,28 +439,65 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 		respond_503(w, c);
 		return len;
 	}
+	net_conn *x = X(c);
+	const char *subproto = NULL;
 	if (route == ROUTE_CHAT) {
-		if (!cfg->dev) {
-			/* HS256 tokens are verified by the chat core's identity
-			 * module; without it nothing is authorised. */
-			respond(w, c, 401, NULL, "token required\n");
-			return len;
+		/* Identity (PROTOCOL.md): ?token=, Authorization: Bearer, or the
+		 * subprotocol bearer.JWT beside mezon.v1 (browsers). */
+		ms_str tok = ms_http_query_param(req.query, "token");
+		const ms_http_header *auth = ms_http_header_get(&req, "authorization");
+		if (!tok.n && auth && auth->value.n > 7 &&
+		    strncasecmp(auth->value.p, "Bearer ", 7) == 0)
+			tok = (ms_str){ auth->value.p + 7, auth->value.n - 7 };
+		const ms_http_header *sp = ms_http_header_get(&req, "sec-websocket-protocol");
+		if (sp) {
+			/* Comma list: find mezon.v1 and bearer.<token>. */
+			const char *p = sp->value.p, *end = p + sp->value.n;
+			while (p < end) {
+				while (p < end && (*p == ' ' || *p == ','))
+					p++;
+				const char *e = p;
+				while (e < end && *e != ',' && *e != ' ')
+					e++;
+				if (e - p == 8 && memcmp(p, "mezon.v1", 8) == 0)
+					subproto = "mezon.v1";
+				else if (e - p > 7 && memcmp(p, "bearer.", 7) == 0 && !tok.n)
+					tok = (ms_str){ p + 7, (size_t)(e - p - 7) };
+				p = e;
+			}
 		}
-		if (!canonical_uid(ms_http_query_param(req.query, "user"))) {
-			respond(w, c, 400, NULL, "dev mode: /ws?user=ID with a decimal id\n");
+		if (tok.n) {
+			if (adopt_token(x, tok.p, tok.n, false) != MS_JWT_OK) {
+				respond(w, c, 401, NULL, "invalid or expired token\n");
+				return len;
+			}
+		} else if (cfg->dev) {
+			if (!ms_proto_uid(ms_http_query_param(req.query, "user"), &x->uid)) {
+				respond(w, c, 400, NULL, "dev mode: /ws?user=ID with a decimal id\n");
+				return len;
+			}
+		} else {
+			respond(w, c, 401, NULL, "token required\n");
 			return len;
 		}
 	}
 	char out[256];
-	int n = ms_http_upgrade_response(out, sizeof(out), key, NULL);
+	int n = ms_http_upgrade_response(out, sizeof(out), key, subproto);
 	if (n < 0) {
 		respond(w, c, 500, NULL, NULL);
 		return len;
 	}
 	ms_conn_write(w, c, out, (size_t)n);
 	c->state = ST_OPEN;
-	X(c)->route = (uint8_t)route;
-	ms_conn_timeout(w, c, cfg->idle_timeout / 2);
+	x->route = (uint8_t)route;
+	if (opts.chat && route == ROUTE_CHAT) {
+		x->opened = 1;
+		opts.chat->open(w, c, x->uid);
+	} else if (opts.chat && route == ROUTE_ROOM) {
+		x->opened = 1;
+		opts.chat->room_open(w, c);
+	}
+	arm_timer(w, c, cfg->idle_timeout / 2);
 	return (size_t)r + on_frames(w, c, buf + r, len - (size_t)r);
 }
 
@@ -353,12 +537,14 @@ static void h_timeout(ms_worker *w, ms_conn *c)
 	case ST_OPEN: {
 		uint32_t half = cfg->idle_timeout / 2;
 		uint32_t since = ms_worker_now(w) - c->last_active;
-		if (since < half) {
-			ms_conn_timeout(w, c, half - since);
+		if (token_expired(X(c))) {
+			ws_close(w, c, MS_WS_CLOSE_POLICY, "token expired");
+		} else if (since < half) {
+			arm_timer(w, c, half - since);
 		} else if (!X(c)->pinged) {
 			X(c)->pinged = 1;
 			ws_send(w, c, MS_WS_OP_PING, NULL, 0);
-			ms_conn_timeout(w, c, half);
+			arm_timer(w, c, half);
 		} else {
 			ws_close(w, c, MS_WS_CLOSE_GOING_AWAY, "idle timeout");
 		}
@@ -372,7 +558,12 @@ static void h_timeout(ms_worker *w, ms_conn *c)
 
 static void h_free(ms_worker *w, ms_conn *c)
 {
-	frag_free(X(c));
+	net_conn *x = X(c);
+	if (x->opened && opts.chat)
+		opts.chat->close(w, c);
+	frag_free(x);
+	free(x->claims);
+	x->claims = NULL;
 }
 
 static void drain_one(ms_worker *w, ms_conn *c, void *arg)

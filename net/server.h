@@ -1,19 +1,64 @@
 /*
- * The public listeners' protocol layer: HTTP/1.1 upgrade, routes, and the
- * RFC 6455 session on each connection, plugged into the workers through
- * ms_handlers. Runs on each worker's thread; shares nothing across workers.
+ * The public listeners' protocol layer: HTTP/1.1 upgrade, identity (JWT or
+ * dev mode), routes, and the RFC 6455 session on each connection, plugged
+ * into the workers through ms_handlers. Chat requests are parsed here and
+ * handed to the chat core through ms_chat_hooks (net/ does not depend on
+ * shard/; main wires the two). Runs on each worker's thread.
  */
 #ifndef MS_NET_SERVER_H
 #define MS_NET_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/worker.h"
+#include "net/proto.h"
 
-/* Handlers for the public listeners. */
+/* What the chat core does with connections; all called on the worker
+ * thread that owns the connection. */
+typedef struct ms_chat_hooks {
+	/* /ws upgraded for user uid. */
+	void (*open)(ms_worker *w, ms_conn *c, uint64_t uid);
+	/* A well-formed request other than ping/auth (answered here). */
+	void (*request)(ms_worker *w, ms_conn *c, const ms_req *req);
+	/* /room (diagnostics): opened, and every message it sends. */
+	void (*room_open)(ms_worker *w, ms_conn *c);
+	void (*room_message)(ms_worker *w, ms_conn *c, uint8_t opcode,
+			     const uint8_t *p, size_t n);
+	/* A connection that was opened is going away: release everything. */
+	void (*close)(ms_worker *w, ms_conn *c);
+} ms_chat_hooks;
+
+typedef struct ms_net_opts {
+	ms_str secrets[2];          /* HS256 keys (rotation); none in dev mode */
+	int nsecrets;
+	const ms_chat_hooks *chat;  /* NULL: chat requests get a 503 reply */
+} ms_net_opts;
+
+/* Set once by main before the workers start; read-only afterwards. */
+void ms_net_configure(const ms_net_opts *o);
+
+/* Handlers for the public listeners (on_msg/on_flush left to the caller). */
 extern const ms_handlers ms_net_handlers;
 
 /* Bytes of per-connection state the handlers keep inline in each slot. */
 size_t ms_net_ext_size(void);
+
+/* ---- for the chat core ------------------------------------------------ */
+
+/* The user a /ws connection authenticated as. */
+uint64_t ms_net_uid(ms_conn *c);
+/* A pointer-sized slot the chat core owns in each connection (NULL at
+ * open). */
+void **ms_net_chat_slot(ms_conn *c);
+/* Whether the connection's identity may join/publish to `stream`: dev mode
+ * allows all; otherwise the token's streams claim (user:<sub> always). */
+bool ms_net_stream_allowed(ms_conn *c, ms_str stream);
+/* Queue one text frame (whole message). Enforces --max-backpressure. */
+void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n);
+/* Reply {"id":N,"ok":false,"error":{"code":C,"message":"M"}} (no id when
+ * has_id is false). */
+void ms_net_send_error(ms_worker *w, ms_conn *c, bool has_id, int64_t id,
+		       int code, const char *msg);
 
 #endif
