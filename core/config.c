@@ -42,6 +42,16 @@ static const struct opt opts[] = {
 	  "CPU list workers are pinned to, e.g. 0-3,6 (default: all allowed)", NULL },
 	{ "listen", K_ADDR, O(listen), 0, 0, "127.0.0.1:8080",
 	  "plain ws:// listener HOST:PORT (port 0 = pick a free one)", NULL },
+	{ "tls-listen", K_ADDR, O(tls_listen), 0, 0, "127.0.0.1:8443",
+	  "TLS wss:// listener HOST:PORT, or off", NULL },
+	{ "cert", K_STR, O(cert), 1, sizeof(((ms_config *)0)->cert), NULL,
+	  "PEM certificate chain (default: a self-signed localhost certificate made at start)", NULL },
+	{ "key", K_STR, O(key), 1, sizeof(((ms_config *)0)->key), NULL,
+	  "PEM private key of --cert (RSA or ECDSA)", NULL },
+	{ "ticket-key-file", K_STR, O(ticket_key_file), 1, sizeof(((ms_config *)0)->ticket_key_file), NULL,
+	  "session ticket keys, 80 bytes each, newest first (shared by processes that resume each other's sessions)", NULL },
+	{ "ticket-rotate", K_U32, O(ticket_rotate), 0, 30u * 86400, "43200",
+	  "seconds between session ticket key rotations (0 = never)", NULL },
 	{ "max-conns", K_U32, O(max_conns), 1, 1u << 22, "100000",
 	  "connections per process, split over the workers (each worker <= 19900)", NULL },
 	{ "sndbuf", K_U32, O(sndbuf), 4096, 64u << 20, "262144",
@@ -49,9 +59,9 @@ static const struct opt opts[] = {
 	{ "backlog", K_U32, O(backlog), 16, 65535, "4096", "listen(2) backlog per worker", NULL },
 	{ "taskrun", K_ENUM, O(taskrun), 0, 1, "defer",
 	  "io_uring task running: defer (DEFER_TASKRUN) or coop (COOP_TASKRUN)", taskrun_names },
-	{ "min-wait-us", K_U32, O(min_wait_us), 0, 100000, "50",
+	{ "min-wait-us", K_U32, O(min_wait_us), 0, 100000, "10",
 	  "batching wait bound in microseconds (IORING_FEAT_MIN_TIMEOUT); 0 = wait for one", NULL },
-	{ "wait-batch", K_U32, O(wait_batch), 1, 4096, "64",
+	{ "wait-batch", K_U32, O(wait_batch), 1, 4096, "16",
 	  "completions to wait for per enter, bounded by --min-wait-us", NULL },
 	{ "recv-bufs", K_U32, O(recv_bufs), 16, 32768, "2048",
 	  "provided receive buffers per worker (power of two)", NULL },
@@ -238,6 +248,11 @@ static int set(ms_config *cfg, const struct opt *o, const char *val)
 		*(bool *)dst = true;
 		return 0;
 	case K_ADDR:
+		if (strcmp(val, "off") == 0) {
+			memset(dst, 0, sizeof(ms_addr));
+			strcpy(((ms_addr *)dst)->text, "off");
+			return 0;
+		}
 		return ms_addr_parse(dst, val) ? bad(o, val) : 0;
 	case K_STR:
 		if (strlen(val) >= o->max || strlen(val) < o->min)
@@ -316,6 +331,10 @@ int ms_config_parse(ms_config *cfg, int argc, char **argv)
 	if (cfg->recv_bufs & (cfg->recv_bufs - 1)) {
 		fprintf(stderr, "mezon-sock: --recv-bufs %u: expected a power of two in 16..32768\n",
 			cfg->recv_bufs);
+		return -EINVAL;
+	}
+	if (!cfg->cert[0] != !cfg->key[0]) {
+		fprintf(stderr, "mezon-sock: --cert and --key go together\n");
 		return -EINVAL;
 	}
 	if (cfg->diag_root != MS_DIAG_ROOT_NONE && !cfg->diag) {

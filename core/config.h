@@ -37,6 +37,10 @@ typedef struct ms_config {
 	uint32_t recv_buf_size;  /* bytes per provided buffer */
 	/* sockets */
 	ms_addr listen;
+	ms_addr tls_listen;      /* len 0: no TLS listener ("off") */
+	char cert[256], key[256];
+	char ticket_key_file[256];
+	uint32_t ticket_rotate;
 	uint32_t sndbuf;         /* SO_SNDBUF for accepted sockets */
 	uint32_t backlog;
 	/* protocol limits and timers (seconds unless noted) */

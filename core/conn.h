@@ -30,6 +30,7 @@ enum {
 	MS_CONN_F_DEAD = 1 << 6,     /* teardown started: cancels in flight */
 	MS_CONN_F_REARM = 1 << 7,    /* recv stopped, on the re-arm list */
 	MS_CONN_F_FREED = 1 << 8,    /* on the free-at-end-of-iteration list */
+	MS_CONN_F_XFORM = 1 << 9,    /* output is transformed (encrypted) before sending */
 };
 
 typedef struct ms_conn {
@@ -46,7 +47,8 @@ typedef struct ms_conn {
 	uint32_t out_bytes;    /* core: queued output not yet sent */
 	uint32_t spill_len;    /* core: unconsumed input kept for next time */
 	uint32_t spill_cap;
-	uint32_t _pad;
+	uint8_t kind;          /* core: index of the listener that accepted it */
+	uint8_t _pad[3];
 	ms_outq_node *out_head; /* core: output queue */
 	ms_outq_node *out_tail;
 	uint8_t *spill;

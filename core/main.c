@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -23,6 +24,7 @@
 #include "core/worker.h"
 #include "net/server.h"
 #include "shard/chat.h"
+#include "tls/tls.h"
 
 #define MAILBOX_SLOTS 4096 /* batches in flight per ordered worker pair */
 
@@ -192,6 +194,26 @@ int main(int argc, char **argv)
 		nopts.nsecrets++;
 	}
 	nopts.chat = &ms_chat_hooks_impl;
+	ms_tls_ctx *tls = NULL;
+	if (cfg.tls_listen.len) {
+		ms_tls_opts to = {
+			.cert_file = cfg.cert[0] ? cfg.cert : NULL,
+			.key_file = cfg.key[0] ? cfg.key : NULL,
+			.ticket_key_file = cfg.ticket_key_file[0] ? cfg.ticket_key_file : NULL,
+			.ticket_rotate_s = cfg.ticket_rotate,
+		};
+		char fp[128] = "", err[256] = "";
+		if ((ret = ms_tls_ctx_create(&tls, &to, fp, err, sizeof(err))) != 0) {
+			fprintf(stderr, "mezon-sock: TLS: %s\n", err[0] ? err : strerror(-ret));
+			return 2;
+		}
+		ms_info("TLS: %s certificate, SHA-256 fingerprint %s",
+			cfg.cert[0] ? cfg.cert : "self-signed localhost", fp);
+		nopts.tls = tls;
+		nopts.tls_kind = 1;
+	} else {
+		nopts.tls_kind = -1;
+	}
 	ms_net_configure(&nopts);
 
 	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, MAILBOX_SLOTS);
@@ -213,14 +235,21 @@ int main(int argc, char **argv)
 	ms_worker *workers[MS_MAX_WORKERS];
 	uint32_t started = 0;
 	for (uint32_t i = 0; i < cfg.cores; i++) {
-		int fd = make_listener(&cfg, &cfg.listen);
-		if (fd < 0) {
-			ms_err("listen %s: %s", cfg.listen.text, strerror(-fd));
-			goto stop;
+		int fds[2], nfd = 0;
+		ms_addr *addrs[2] = { &cfg.listen, cfg.tls_listen.len ? &cfg.tls_listen : NULL };
+		for (int k = 0; k < 2 && addrs[k]; k++) {
+			int fd = make_listener(&cfg, addrs[k]);
+			if (fd < 0) {
+				ms_err("listen %s: %s", addrs[k]->text, strerror(-fd));
+				while (nfd)
+					close(fds[--nfd]);
+				goto stop;
+			}
+			fds[nfd++] = fd;
 		}
 		int cpu = cpus[i % (uint32_t)ncpus];
 		cws[i] = ms_chat_worker_create(chat, i);
-		workers[i] = ms_worker_create(&cfg, i, cpu, fd, &handlers,
+		workers[i] = ms_worker_create(&cfg, i, cpu, fds, nfd, &handlers,
 					      ms_net_ext_size(), cws[i], hub);
 		if (!workers[i] || (ret = ms_worker_start(workers[i])) != 0) {
 			ms_err("worker %u failed to start: %s", i, strerror(workers[i] ? -ret : ENOMEM));
@@ -230,19 +259,28 @@ int main(int argc, char **argv)
 		}
 		started++;
 	}
-	char host[INET6_ADDRSTRLEN] = "?";
-	if (cfg.listen.ss.ss_family == AF_INET)
-		inet_ntop(AF_INET, &((struct sockaddr_in *)&cfg.listen.ss)->sin_addr, host, sizeof(host));
-	else
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&cfg.listen.ss)->sin6_addr, host, sizeof(host));
-	ms_info("listening on ws://%s%s%s:%u/ws with %u workers%s", cfg.listen.ss.ss_family == AF_INET6 ? "[" : "",
-		host, cfg.listen.ss.ss_family == AF_INET6 ? "]" : "", addr_port(&cfg.listen),
-		cfg.cores, cfg.diag ? " (diagnostics on: /echo /room)" : "");
+	for (int k = 0; k < 2; k++) {
+		ms_addr *a = k ? &cfg.tls_listen : &cfg.listen;
+		if (!a->len)
+			continue;
+		char host[INET6_ADDRSTRLEN] = "?";
+		if (a->ss.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&a->ss)->sin_addr, host, sizeof(host));
+		else
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->ss)->sin6_addr, host, sizeof(host));
+		ms_info("listening on %s://%s%s%s:%u/ws with %u workers%s", k ? "wss" : "ws",
+			a->ss.ss_family == AF_INET6 ? "[" : "", host,
+			a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a), cfg.cores,
+			cfg.diag ? " (diagnostics on: /echo /room)" : "");
+	}
 
 	for (;;) {
-		int sig = sigwaitinfo(&sigs, NULL);
+		struct timespec tick = { 1, 0 };
+		int sig = sigtimedwait(&sigs, NULL, &tick);
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
+		if (tls)
+			ms_tls_ctx_tick(tls, (uint64_t)time(NULL));
 	}
 	ms_info("shutting down: draining connections (up to %u s; signal again to exit now)",
 		cfg.drain_timeout);
@@ -274,6 +312,7 @@ stop:
 	for (uint32_t i = 0; i < started; i++)
 		ms_chat_worker_destroy(cws[i]);
 	ms_chat_destroy(chat);
+	ms_tls_ctx_destroy(tls);
 	for (int k = 0; k < nopts.nsecrets; k++)
 		if (nopts.secrets[k].p != cfg.secret)
 			free((void *)nopts.secrets[k].p);

@@ -48,6 +48,7 @@ struct ms_outq_node {
 	ms_pkt *pkt;
 	uint32_t off, end;
 	bool writable; /* private tail buffer: appendable */
+	bool plain;    /* awaits on_transform (MS_CONN_F_XFORM connections) */
 };
 
 typedef struct sendctx {
@@ -62,7 +63,8 @@ struct ms_worker {
 	void *app;
 	uint32_t id;
 	int cpu;
-	int listen_fd;
+	int listen_fd[MS_MAX_LISTENERS];
+	int nlisten;
 	size_t ext_size;
 	pthread_t thread;
 
@@ -80,8 +82,9 @@ struct ms_worker {
 	ms_outq_node *free_nodes;
 	sendctx *free_ctx;
 
-	bool accept_armed;
+	bool accept_armed[MS_MAX_LISTENERS];
 	bool accept_parked; /* no slot or table entry: re-arm when one frees */
+	uint8_t *xform_buf;  /* MS_XFORM_CHUNK bytes: gathered plaintext */
 	bool draining;
 	uint32_t drain_deadline;
 	int stop;           /* set by ms_worker_stop (any thread) */
@@ -205,17 +208,28 @@ static void enqueue(ms_worker *w, ms_conn *c, ms_outq_node *n)
 	c->out_tail = n;
 }
 
-uint8_t *ms_conn_reserve(ms_worker *w, ms_conn *c, size_t n)
+static uint8_t *reserve(ms_worker *w, ms_conn *c, size_t n, bool plain)
 {
 	ms_outq_node *t = c->out_tail;
-	if (t && t->writable && t->pkt->cap - t->end >= n)
+	if (t && t->writable && t->plain == plain && t->pkt->cap - t->end >= n)
 		return t->pkt->data + t->end;
 	ms_outq_node *node = node_get(w);
 	node->pkt = ms_pkt_new(n > WRITE_BUF_MIN ? (uint32_t)n : WRITE_BUF_MIN);
 	node->off = node->end = 0;
 	node->writable = true;
+	node->plain = plain;
 	enqueue(w, c, node);
 	return node->pkt->data;
+}
+
+uint8_t *ms_conn_reserve(ms_worker *w, ms_conn *c, size_t n)
+{
+	return reserve(w, c, n, (c->flags & MS_CONN_F_XFORM) != 0);
+}
+
+void ms_conn_set_transform(ms_conn *c)
+{
+	c->flags |= MS_CONN_F_XFORM;
 }
 
 void ms_conn_commit(ms_worker *w, ms_conn *c, size_t n)
@@ -245,6 +259,7 @@ void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
 	n->off = off;
 	n->end = off + len;
 	n->writable = false;
+	n->plain = (c->flags & MS_CONN_F_XFORM) != 0;
 	enqueue(w, c, n);
 	c->out_bytes += len;
 	mark_dirty(w, c);
@@ -281,6 +296,55 @@ static void outq_advance(ms_worker *w, ms_conn *c, uint32_t sent)
 	}
 }
 
+/* Transform the queued plaintext (always a suffix of the queue: raw writes
+ * transform what precedes them first) into wire bytes, in chunks of up to
+ * MS_XFORM_CHUNK gathered bytes: with TLS, one record per chunk, so all a
+ * connection got in one iteration usually leaves as one record. */
+static void transform_pending(ms_worker *w, ms_conn *c)
+{
+	ms_outq_node *prev = NULL, *n = c->out_head;
+	while (n && !n->plain) {
+		prev = n;
+		n = n->next;
+	}
+	if (!n)
+		return;
+	/* Detach the plaintext suffix; on_transform appends raw nodes. */
+	if (prev)
+		prev->next = NULL;
+	else
+		c->out_head = NULL;
+	c->out_tail = prev;
+	c->flags &= (uint16_t)~MS_CONN_F_XFORM; /* raw writes append plainly */
+	while (n) {
+		size_t len = 0;
+		while (n && len < MS_XFORM_CHUNK) {
+			uint32_t take = n->end - n->off;
+			if (take > MS_XFORM_CHUNK - len)
+				take = (uint32_t)(MS_XFORM_CHUNK - len);
+			memcpy(w->xform_buf + len, n->pkt->data + n->off, take);
+			len += take;
+			n->off += take;
+			c->out_bytes -= take;
+			if (n->off == n->end) {
+				ms_outq_node *next = n->next;
+				node_put(w, n);
+				n = next;
+			}
+		}
+		w->h->on_transform(w, c, w->xform_buf, len);
+	}
+	c->flags |= MS_CONN_F_XFORM;
+}
+
+void ms_conn_write_raw(ms_worker *w, ms_conn *c, const void *p, size_t n)
+{
+	if (c->flags & MS_CONN_F_XFORM)
+		transform_pending(w, c);
+	memcpy(reserve(w, c, n, false), p, n);
+	ms_conn_commit(w, c, n);
+}
+
 /* ---- submissions -------------------------------------------------------- */
 
 static void arm_recv(ms_worker *w, ms_conn *c)
@@ -294,12 +358,12 @@ static void arm_recv(ms_worker *w, ms_conn *c)
 	c->inflight++;
 }
 
-static void arm_accept(ms_worker *w)
+static void arm_accept(ms_worker *w, int l)
 {
 	struct io_uring_sqe *sqe = sqe_get(w);
-	io_uring_prep_multishot_accept_direct(sqe, w->listen_fd, NULL, NULL, 0);
-	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_ACCEPT, 0, 0));
-	w->accept_armed = true;
+	io_uring_prep_multishot_accept_direct(sqe, w->listen_fd[l], NULL, NULL, 0);
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_ACCEPT, (uint32_t)l, 0));
+	w->accept_armed[l] = true;
 	w->accept_parked = false;
 }
 
@@ -554,10 +618,10 @@ static void on_send(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 	maybe_finish(w, c);
 }
 
-static void on_accept(ms_worker *w, struct io_uring_cqe *cqe)
+static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
-		w->accept_armed = false;
+		w->accept_armed[l] = false;
 		w->st.accept_stops++;
 	}
 	if (cqe->res < 0) {
@@ -580,6 +644,7 @@ static void on_accept(ms_worker *w, struct io_uring_cqe *cqe)
 		return;
 	}
 	c->fidx = fidx;
+	c->kind = (uint8_t)l;
 	c->last_active = w->now_s;
 	w->live++;
 	w->st.accepts++;
@@ -597,7 +662,8 @@ static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 	uint64_t u = io_uring_cqe_get_data64(cqe);
 	enum ms_op op = ms_udata_op(u);
 	if (op == MS_OP_ACCEPT) {
-		on_accept(w, cqe);
+		if (ms_udata_idx(u) < (uint32_t)w->nlisten)
+			on_accept(w, cqe, ms_udata_idx(u));
 		return;
 	}
 	if (op != MS_OP_RECV && op != MS_OP_SEND && op != MS_OP_SHUTDOWN)
@@ -629,7 +695,10 @@ static void flush_dirty(ms_worker *w)
 		c->flags &= (uint16_t)~MS_CONN_F_DIRTY;
 		if ((c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SEND)) || !c->out_head)
 			continue;
-		submit_send(w, c);
+		if (c->flags & MS_CONN_F_XFORM)
+			transform_pending(w, c);
+		if (c->out_head)
+			submit_send(w, c);
 	}
 	w->ndirty = 0;
 }
@@ -645,8 +714,10 @@ static void rearm_stopped(ms_worker *w)
 			arm_recv(w, c);
 	}
 	w->nrearm = 0;
-	if (!w->accept_armed && !w->draining && (!w->accept_parked || w->pool.used < w->pool.cap))
-		arm_accept(w);
+	if (!w->draining && (!w->accept_parked || w->pool.used < w->pool.cap))
+		for (int l = 0; l < w->nlisten; l++)
+			if (!w->accept_armed[l])
+				arm_accept(w, l);
 }
 
 static void free_closed(ms_worker *w)
@@ -681,8 +752,9 @@ static void begin_drain(ms_worker *w)
 {
 	w->draining = true;
 	w->drain_deadline = w->now_s + w->cfg->drain_timeout;
-	if (w->accept_armed)
-		submit_cancel(w, ms_udata(MS_OP_ACCEPT, 0, 0));
+	for (int l = 0; l < w->nlisten; l++)
+		if (w->accept_armed[l])
+			submit_cancel(w, ms_udata(MS_OP_ACCEPT, (uint32_t)l, 0));
 	w->h->on_drain(w);
 }
 
@@ -716,7 +788,7 @@ static void run(ms_worker *w)
 {
 	const ms_config *cfg = w->cfg;
 	struct io_uring *ring = &w->ring.ring;
-	arm_accept(w);
+	rearm_stopped(w); /* arms every listener */
 	for (;;) {
 		/* Wait for a batch: the completions we can expect are bounded by
 		 * the live connections (one multishot recv each) plus accept. */
@@ -827,6 +899,7 @@ static void *thread_main(void *arg)
 		w->dirty = xmalloc(sizeof(uint32_t) * slots);
 		w->rearm = xmalloc(sizeof(uint32_t) * slots);
 		w->freeq = xmalloc(sizeof(uint32_t) * slots);
+		w->xform_buf = xmalloc(MS_XFORM_CHUNK);
 		w->start_ns = mono_ns();
 		update_clock(w);
 		ms_wheel_init(&w->wheel, w->now_s);
@@ -850,8 +923,8 @@ static void *thread_main(void *arg)
 }
 
 ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
-			    int listen_fd, const ms_handlers *h, size_t ext_size,
-			    void *app, ms_mbox_hub *hub)
+			    const int *listen_fds, int nlisten, const ms_handlers *h,
+			    size_t ext_size, void *app, ms_mbox_hub *hub)
 {
 	ms_worker *w = calloc(1, sizeof(*w));
 	if (!w)
@@ -861,7 +934,11 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 	w->app = app;
 	w->id = id;
 	w->cpu = cpu;
-	w->listen_fd = listen_fd;
+	if (nlisten > MS_MAX_LISTENERS)
+		nlisten = MS_MAX_LISTENERS;
+	for (int l = 0; l < nlisten; l++)
+		w->listen_fd[l] = listen_fds[l];
+	w->nlisten = nlisten;
 	w->ext_size = ext_size;
 	w->hub = hub;
 	uint32_t share = (cfg->max_conns + cfg->cores - 1) / cfg->cores;
@@ -957,8 +1034,9 @@ void ms_worker_destroy(ms_worker *w)
 	ms_wheel_fini(&w->wheel);
 	ms_pool_fini(&w->pool);
 	ms_ring_fini(&w->ring);
-	if (w->listen_fd >= 0)
-		close(w->listen_fd);
+	for (int l = 0; l < w->nlisten; l++)
+		close(w->listen_fd[l]);
+	free(w->xform_buf);
 	free(w->dirty);
 	free(w->rearm);
 	free(w->freeq);

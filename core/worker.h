@@ -71,15 +71,25 @@ typedef struct ms_handlers {
 	/* Once per iteration after input, before output is flushed (batched
 	 * work such as coalesced presence events). May be NULL. */
 	void (*on_flush)(ms_worker *w);
+	/* For connections marked with ms_conn_set_transform(): turn plaintext
+	 * p[0..n) (at most MS_XFORM_CHUNK bytes, everything queued since the
+	 * last send, gathered) into wire bytes written with ms_conn_write_raw().
+	 * Called when the connection's output is about to be sent. */
+	void (*on_transform)(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n);
 } ms_handlers;
 
-/* Create worker `id` (not started). listen_fd: its SO_REUSEPORT listener
- * (ownership passes to the worker). cpu: CPU to pin to, -1 for none.
+#define MS_XFORM_CHUNK 16384 /* one TLS record of plaintext */
+#define MS_MAX_LISTENERS 4
+
+/* Create worker `id` (not started). listen_fds[0..nlisten): its
+ * SO_REUSEPORT listeners (ownership passes to the worker); a connection's
+ * `kind` is the index of the listener that accepted it. cpu: CPU to pin
+ * to, -1 for none.
  * ext_size: bytes of protocol state inline in each connection slot.
  * hub: the mailboxes shared by all workers (NULL: no cross-worker work). */
 ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
-			    int listen_fd, const ms_handlers *h, size_t ext_size,
-			    void *app, ms_mbox_hub *hub);
+			    const int *listen_fds, int nlisten, const ms_handlers *h,
+			    size_t ext_size, void *app, ms_mbox_hub *hub);
 /* Start the thread; returns once its ring is set up (0) or failed (-errno). */
 int ms_worker_start(ms_worker *w);
 /* Ask for a graceful stop (any thread, async-signal-unsafe). */
@@ -124,6 +134,14 @@ void ms_conn_write(ms_worker *w, ms_conn *c, const void *p, size_t n);
 /* Queue pkt->data[off..off+len); takes one reference of its own. */
 void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
 		      uint32_t len);
+/* Mark c's output for on_transform (e.g. TLS): from now on the calls above
+ * queue plaintext, and ms_conn_write_raw() queues wire bytes. */
+void ms_conn_set_transform(ms_conn *c);
+/* Queue bytes exactly as they go on the wire (handshake flights, records
+ * from on_transform, alerts). Plaintext queued earlier is transformed first,
+ * so the wire order is the order of the calls. */
+void ms_conn_write_raw(ms_worker *w, ms_conn *c, const void *p, size_t n);
+
 /* Bytes queued and not yet acknowledged by a send completion. */
 static inline uint32_t ms_conn_pending(const ms_conn *c)
 {

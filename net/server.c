@@ -53,9 +53,41 @@ typedef struct net_conn {
 	char *claims;    /* token's streams claim (JSON array), NULL = none */
 	uint32_t claims_len;
 	uint32_t exp;    /* token expiry (unix seconds), 0 = none (dev) */
+	struct tls_conn *tls; /* wss connections only */
 } net_conn;
 
-_Static_assert(sizeof(net_conn) == 64, "per-connection protocol state stays small");
+_Static_assert(sizeof(net_conn) == 72, "per-connection protocol state stays small");
+
+/* TLS state, allocated only for wss connections: the engine, and decrypted
+ * input that did not yet form a whole frame or request (usually none). */
+typedef struct tls_conn {
+	ms_tls *t;
+	uint8_t *spill;
+	uint32_t len, cap;
+} tls_conn;
+
+typedef struct sink_arg {
+	ms_worker *w;
+	ms_conn *c;
+} sink_arg;
+
+static void sink_write(void *arg, const uint8_t *p, size_t n)
+{
+	sink_arg *a = arg;
+	ms_conn_write_raw(a->w, a->c, p, n);
+}
+
+/* Close; a wss connection whose handshake is done says close_notify first. */
+static void net_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
+{
+	tls_conn *t = ((net_conn *)ms_conn_ext(c))->tls;
+	if (t && mode == MS_CLOSE_FLUSH && !ms_conn_closing(c) && ms_tls_handshake_done(t->t)) {
+		sink_arg a = { w, c };
+		ms_tls_sink sink = { sink_write, &a };
+		ms_tls_shutdown(t->t, &sink);
+	}
+	ms_conn_close(w, c, mode);
+}
 
 size_t ms_net_ext_size(void)
 {
@@ -76,7 +108,7 @@ static void respond(ms_worker *w, ms_conn *c, int status, const char *extra,
 	int n = ms_http_response(buf, sizeof(buf), status, true, extra, body);
 	if (n > 0)
 		ms_conn_write(w, c, buf, (size_t)n);
-	ms_conn_close(w, c, MS_CLOSE_FLUSH);
+	net_close(w, c, MS_CLOSE_FLUSH);
 }
 
 static void respond_503(ms_worker *w, ms_conn *c)
@@ -104,7 +136,7 @@ static void ws_send(ms_worker *w, ms_conn *c, uint8_t opcode, const void *p,
 		/* The close frame could never get past what is queued: abort. */
 		ms_debug("conn %u: slow consumer (%u bytes queued)", c->idx,
 			 ms_conn_pending(c));
-		ms_conn_close(w, c, MS_CLOSE_ABORT);
+		net_close(w, c, MS_CLOSE_ABORT);
 	}
 }
 
@@ -166,7 +198,7 @@ static void ws_fail(ms_worker *w, ms_conn *c, uint16_t code, const char *reason)
 	uint8_t payload[MS_WS_MAX_CONTROL];
 	size_t n = ms_ws_close_payload(payload, code, reason);
 	ws_send(w, c, MS_WS_OP_CLOSE, payload, n);
-	ms_conn_close(w, c, MS_CLOSE_FLUSH);
+	net_close(w, c, MS_CLOSE_FLUSH);
 }
 
 /* ---- messages -------------------------------------------------------------- */
@@ -371,7 +403,7 @@ static size_t on_frames(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 				}
 				ws_send(w, c, MS_WS_OP_CLOSE, payload, pn);
 			}
-			ms_conn_close(w, c, MS_CLOSE_FLUSH);
+			net_close(w, c, MS_CLOSE_FLUSH);
 			return len;
 		default:
 			break;
@@ -506,25 +538,126 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 static void h_open(ms_worker *w, ms_conn *c, bool over_cap)
 {
 	c->state = ST_HTTP;
+	bool tls = opts.tls && c->kind == opts.tls_kind;
 	if (over_cap) {
-		respond_503(w, c);
+		/* A 503 needs a TLS session first: over capacity, TLS just closes. */
+		if (tls)
+			ms_conn_close(w, c, MS_CLOSE_ABORT);
+		else
+			respond_503(w, c);
 		return;
+	}
+	if (tls) {
+		tls_conn *t = calloc(1, sizeof(*t));
+		if (!t || !(t->t = ms_tls_new(opts.tls))) {
+			free(t);
+			ms_conn_close(w, c, MS_CLOSE_ABORT);
+			return;
+		}
+		X(c)->tls = t;
+		ms_conn_set_transform(c);
 	}
 	ms_conn_timeout(w, c, ms_worker_config(w)->handshake_timeout);
 }
 
-static size_t h_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
+static size_t plain_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 {
-	X(c)->pinged = 0;
 	if (c->state == ST_HTTP)
 		return on_http(w, c, buf, len);
 	return on_frames(w, c, buf, len);
 }
 
+static void spill_free(tls_conn *t)
+{
+	free(t->spill);
+	t->spill = NULL;
+	t->len = t->cap = 0;
+}
+
+/* Decrypted bytes: parse them like plain input, keeping an incomplete tail
+ * (the core does the same for plain connections). */
+static void tls_plain(ms_worker *w, ms_conn *c, tls_conn *t, uint8_t *p, size_t n)
+{
+	uint8_t *buf = p;
+	size_t len = n;
+	if (t->len) {
+		if (t->len + n > t->cap) {
+			size_t cap = t->cap * 2 > t->len + n ? t->cap * 2 : t->len + n;
+			t->spill = realloc(t->spill, cap);
+			if (!t->spill)
+				abort();
+			t->cap = (uint32_t)cap;
+		}
+		memcpy(t->spill + t->len, p, n);
+		buf = t->spill;
+		len = t->len + n;
+	}
+	size_t used = plain_data(w, c, buf, len);
+	size_t rest = len - used;
+	if (rest == 0 || ms_conn_closing(c)) {
+		spill_free(t);
+		return;
+	}
+	if (buf == t->spill) {
+		memmove(t->spill, t->spill + used, rest);
+	} else {
+		t->spill = malloc(rest);
+		if (!t->spill)
+			abort();
+		t->cap = (uint32_t)rest;
+		memcpy(t->spill, buf + used, rest);
+	}
+	t->len = (uint32_t)rest;
+}
+
+/* Greedy read: everything the engine can decrypt from this input, in
+ * plaintext chunks of up to one record. */
+static size_t tls_data(ms_worker *w, ms_conn *c, tls_conn *t, uint8_t *buf, size_t len)
+{
+	static __thread uint8_t pt[MS_XFORM_CHUNK + 1024];
+	sink_arg a = { w, c };
+	ms_tls_sink sink = { sink_write, &a };
+	const uint8_t *in = buf;
+	size_t n = len;
+	bool more;
+	do {
+		size_t got = 0;
+		int r = ms_tls_read(t->t, in, n, pt, sizeof(pt), &got, &more, &sink);
+		in = NULL;
+		n = 0;
+		if (got)
+			tls_plain(w, c, t, pt, got);
+		if (r != MS_TLS_OK) {
+			/* Fatal (the engine wrote an alert) or close_notify. */
+			net_close(w, c, MS_CLOSE_FLUSH);
+			return len;
+		}
+		if (ms_conn_closing(c))
+			return len;
+	} while (more);
+	return len;
+}
+
+static size_t h_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
+{
+	X(c)->pinged = 0;
+	if (X(c)->tls)
+		return tls_data(w, c, X(c)->tls, buf, len);
+	return plain_data(w, c, buf, len);
+}
+
+static void h_transform(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n)
+{
+	sink_arg a = { w, c };
+	ms_tls_sink sink = { sink_write, &a };
+	if (!X(c)->tls || ms_tls_write(X(c)->tls->t, p, n, &sink) != MS_TLS_OK)
+		ms_conn_close(w, c, MS_CLOSE_ABORT);
+}
+
 static void h_eof(ms_worker *w, ms_conn *c, int err)
 {
 	/* Peer gone without a close handshake: nothing more to say. */
-	ms_conn_close(w, c, err == 0 ? MS_CLOSE_FLUSH : MS_CLOSE_ABORT);
+	net_close(w, c, err == 0 ? MS_CLOSE_FLUSH : MS_CLOSE_ABORT);
 }
 
 static void h_timeout(ms_worker *w, ms_conn *c)
@@ -532,7 +665,10 @@ static void h_timeout(ms_worker *w, ms_conn *c)
 	const ms_config *cfg = ms_worker_config(w);
 	switch (c->state) {
 	case ST_HTTP:
-		respond(w, c, 408, NULL, NULL);
+		if (X(c)->tls && !ms_tls_handshake_done(X(c)->tls->t))
+			ms_conn_close(w, c, MS_CLOSE_ABORT); /* TLS handshake timeout */
+		else
+			respond(w, c, 408, NULL, NULL);
 		break;
 	case ST_OPEN: {
 		uint32_t half = cfg->idle_timeout / 2;
@@ -551,7 +687,7 @@ static void h_timeout(ms_worker *w, ms_conn *c)
 		break;
 	}
 	default:
-		ms_conn_close(w, c, MS_CLOSE_ABORT);
+		net_close(w, c, MS_CLOSE_ABORT);
 		break;
 	}
 }
@@ -564,6 +700,12 @@ static void h_free(ms_worker *w, ms_conn *c)
 	frag_free(x);
 	free(x->claims);
 	x->claims = NULL;
+	if (x->tls) {
+		ms_tls_free(x->tls->t);
+		spill_free(x->tls);
+		free(x->tls);
+		x->tls = NULL;
+	}
 }
 
 static void drain_one(ms_worker *w, ms_conn *c, void *arg)
@@ -573,7 +715,7 @@ static void drain_one(ms_worker *w, ms_conn *c, void *arg)
 	if (c->state == ST_OPEN)
 		ws_close(w, c, MS_WS_CLOSE_GOING_AWAY, "server shutting down");
 	else if (c->state == ST_HTTP)
-		ms_conn_close(w, c, MS_CLOSE_ABORT);
+		net_close(w, c, MS_CLOSE_ABORT);
 }
 
 static void h_drain(ms_worker *w)
@@ -588,4 +730,5 @@ const ms_handlers ms_net_handlers = {
 	.on_timeout = h_timeout,
 	.on_free = h_free,
 	.on_drain = h_drain,
+	.on_transform = h_transform,
 };

@@ -13,6 +13,7 @@
 
 #include "core/worker.h"
 #include "net/proto.h"
+#include "tls/tls.h"
 
 /* What the chat core does with connections; all called on the worker
  * thread that owns the connection. */
@@ -33,6 +34,8 @@ typedef struct ms_net_opts {
 	ms_str secrets[2];          /* HS256 keys (rotation); none in dev mode */
 	int nsecrets;
 	const ms_chat_hooks *chat;  /* NULL: chat requests get a 503 reply */
+	ms_tls_ctx *tls;            /* shared TLS context, or NULL */
+	int tls_kind;               /* listener index whose connections are TLS, -1: none */
 } ms_net_opts;
 
 /* Set once by main before the workers start; read-only afterwards. */

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# echo.sh [ROUNDS] — echo side by side (issue 2 acceptance, DESIGN.md §9).
+#
+# For 100 and 1,000 connections, each keeping one 20-byte text message in
+# flight (the closed loop of µWebSockets' benchmarks/load_test.c), runs
+# mezon-sock and each µWebSockets EchoServer given in UWS_ECHO (a
+# space-separated list of NAME=BINARY taking the port as argv[1], built
+# outside this repo), alternating, ROUNDS times (default 5), server on CPU 0,
+# client on CPU 1. The client is msock-bench (CLIENT=msb, default) or
+# µWebSockets' load_test (CLIENT=LOAD_TEST_BINARY). Prints every run and, per
+# server and size, the median rate, spread and server CPU-seconds per
+# million messages.
+set -u
+cd "$(dirname "$0")/../.."
+rounds=${1:-5}
+ours=${OURS:-build/mezon-sock}
+uws=${UWS_ECHO:-}
+client=${CLIENT:-msb}
+out=$(mktemp)
+port=9500
+run() { # name conns servercmd
+	local name=$1 n=$2 srv=$3 cli re
+	if [ "$client" = msb ]; then
+		cli="build/msock-bench --url ws://127.0.0.1:$port/ --scenario echo --conns $n --inflight 1 --size 20 --duration 30 --warmup 2 --rate 5000 --quiet"
+		re='rate=([0-9.]+)'
+	else
+		cli="$client $n 127.0.0.1 $port 0 0"
+		re='Msg/sec: *([0-9.]+)'
+	fi
+	tools/bench/pair.sh "$name.$n" 14 "$srv" "$cli" "$re" | tee -a "$out"
+	port=$((port + 1))
+}
+for n in 100 1000; do
+	for r in $(seq "$rounds"); do
+		run mezon-sock $n "$ours --dev --diag --diag-root echo --cores 1 --max-conns 5000 --listen 127.0.0.1:$port"
+		for u in $uws; do
+			run "${u%%=*}" $n "${u#*=} $port"
+		done
+	done
+done
+echo "== medians (rate msg/s, spread min..max, server CPU-s per million msgs, valid runs)"
+python3 - "$out" <<'PY'
+import sys, statistics, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    f = dict(kv.split("=", 1) for kv in line.split()[1:])
+    rows[line.split()[0]].append(f)
+for k in sorted(rows):
+    r = sorted(float(f["rate"]) for f in rows[k])
+    c = statistics.median(float(f["cpu_s_per_M"]) for f in rows[k])
+    v = sum(f["valid"] == "yes" for f in rows[k])
+    print("%-22s median=%.0f spread=%.0f..%.0f cpu_s_per_M=%.2f valid=%d/%d" % (k, statistics.median(r), r[0], r[-1], c, v, len(r)))
+PY
+rm -f "$out"
