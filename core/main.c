@@ -113,7 +113,8 @@ static void print_stats(ms_worker **w, uint32_t n)
 	memset(&sum, 0, sizeof(sum));
 	for (uint32_t i = 0; i <= n; i++) {
 		const ms_worker_stats *s = i < n ? ms_worker_stats_of(w[i]) : &sum;
-		double per = s->msgs_in ? (double)s->enters / (double)s->msgs_in : 0;
+		uint64_t work = s->msgs_in + s->deliveries;
+		double per = work ? (double)s->enters / (double)work : 0;
 		char label[24];
 		if (i < n)
 			snprintf(label, sizeof(label), "worker=%u", i);
@@ -122,7 +123,7 @@ static void print_stats(ms_worker **w, uint32_t n)
 		ms_info("stats %s: accepts=%llu max_conns=%llu rejects=%llu closes=%llu "
 			"enters=%llu iterations=%llu cqes=%llu recvs=%llu sends=%llu "
 			"partial_sends=%llu bytes_in=%llu bytes_out=%llu msgs_in=%llu "
-			"msgs_out=%llu deliveries=%llu recv_stops=%llu recv_nobufs=%llu accept_stops=%llu "
+			"msgs_out=%llu deliveries=%llu records=%llu recv_stops=%llu recv_nobufs=%llu accept_stops=%llu "
 			"cq_overflows=%llu stale=%llu enters_per_msg=%.4f",
 			label,
 			(unsigned long long)s->accepts, (unsigned long long)s->max_conns,
@@ -132,7 +133,7 @@ static void print_stats(ms_worker **w, uint32_t n)
 			(unsigned long long)s->sends, (unsigned long long)s->partial_sends,
 			(unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 			(unsigned long long)s->msgs_in, (unsigned long long)s->msgs_out,
-			(unsigned long long)s->deliveries,
+			(unsigned long long)s->deliveries, (unsigned long long)s->records,
 			(unsigned long long)s->recv_stops, (unsigned long long)s->recv_nobufs,
 			(unsigned long long)s->accept_stops, (unsigned long long)s->cq_overflows,
 			(unsigned long long)s->stale, per);

@@ -7,13 +7,15 @@
  *                takes one reference per queued send; the send's
  *                completion drops it; the last holder frees it)
  *
- * Thread-safe refcounting (ck_pr); the bytes are immutable once a second
- * holder exists.
+ * Thread-safe refcounting with the compiler's __atomic builtins rather than
+ * ck_pr: the same instructions on x86 (lock xadd), but visible to
+ * ThreadSanitizer, which cannot see ck_pr's inline assembly. The bytes are
+ * immutable once a second holder exists.
  */
 #ifndef MS_CORE_PKT_H
 #define MS_CORE_PKT_H
 
-#include <ck_pr.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -31,15 +33,14 @@ ms_pkt *ms_pkt_new(uint32_t cap);
 /* Take one more reference. */
 static inline void ms_pkt_ref(ms_pkt *p)
 {
-	ck_pr_inc_32(&p->refs);
+	__atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
 }
 
 /* Drop one reference; the last one frees the packet. */
 static inline void ms_pkt_unref(ms_pkt *p)
 {
-	bool zero;
-	ck_pr_dec_32_zero(&p->refs, &zero);
-	if (zero)
+	/* acq_rel: every holder's reads happen before the free. */
+	if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0)
 		free(p);
 }
 

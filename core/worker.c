@@ -824,7 +824,7 @@ static void run(ms_worker *w)
 
 		if (w->mbox)
 			ms_mbox_drain(w->mbox, on_mail, w);
-		if (!w->draining && ck_pr_load_int(&w->stop))
+		if (!w->draining && __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE))
 			begin_drain(w);
 		ms_wheel_advance(&w->wheel, &w->pool, w->now_s, fire_timer, w);
 		if (w->draining && w->now_s >= w->drain_deadline)
@@ -976,8 +976,7 @@ void ms_worker_stop(ms_worker *w)
 {
 	static __thread struct io_uring waker;
 	static __thread bool have_waker;
-	ck_pr_store_int(&w->stop, 1);
-	ck_pr_fence_memory();
+	__atomic_store_n(&w->stop, 1, __ATOMIC_SEQ_CST);
 	if (!have_waker)
 		have_waker = io_uring_queue_init(8, &waker, 0) == 0;
 	if (have_waker) {

@@ -650,6 +650,7 @@ static void h_transform(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n)
 {
 	sink_arg a = { w, c };
 	ms_tls_sink sink = { sink_write, &a };
+	ms_worker_stats_of(w)->records++;
 	if (!X(c)->tls || ms_tls_write(X(c)->tls->t, p, n, &sink) != MS_TLS_OK)
 		ms_conn_close(w, c, MS_CLOSE_ABORT);
 }

@@ -59,10 +59,10 @@ typedef struct stream {
 	struct stream *hnext;   /* same name hash */
 	struct stream *dnext;   /* presence-dirty list */
 	uint64_t id, hash, seq, epoch;
-	ms_map members;         /* uid + 1 → connections joined */
+	ms_map members;         /* uid → connections joined */
 	uint32_t *wcount;       /* per worker: subscriber connections */
 	uint64_t wmask;         /* workers with subscribers */
-	uint64_t *pres;         /* pending presence: uid, high bit = leave */
+	struct pres { uint64_t uid; bool leave; } *pres; /* pending presence changes */
 	uint32_t npres, cpres;
 	bool dirty, quiet;
 	uint16_t name_len;
@@ -251,14 +251,35 @@ static cconn *conn_state(ms_conn *c)
 	return *ms_net_chat_slot(c);
 }
 
+/* The live subscription (joined, or join in flight) to the stream `hash`. */
 static csub *find_sub(cconn *cs, uint64_t hash)
 {
 	if (!cs)
 		return NULL;
 	for (uint32_t i = 0; i < cs->n; i++)
-		if (cs->s[i].hash == hash)
+		if (cs->s[i].hash == hash && cs->s[i].state != SUB_LEAVING)
 			return &cs->s[i];
 	return NULL;
+}
+
+/* The entry a JOIN_ACK answers: the oldest join in flight for `hash`
+ * (entries keep request order; acks come back in the same order). */
+static csub *find_pending(cconn *cs, uint64_t hash)
+{
+	if (!cs)
+		return NULL;
+	for (uint32_t i = 0; i < cs->n; i++)
+		if (cs->s[i].hash == hash && cs->s[i].state != SUB_JOINED)
+			return &cs->s[i];
+	return NULL;
+}
+
+static uint32_t live_subs(cconn *cs)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; cs && i < cs->n; i++)
+		n += cs->s[i].state != SUB_LEAVING;
+	return n;
 }
 
 static csub *find_sub_id(cconn *cs, uint64_t id)
@@ -291,10 +312,13 @@ static csub *add_sub(ms_conn *c, uint64_t hash)
 	return s;
 }
 
+/* Remove keeping the order (find_pending relies on it). */
 static void del_sub(ms_conn *c, csub *s)
 {
 	cconn *cs = conn_state(c);
-	*s = cs->s[--cs->n];
+	size_t i = (size_t)(s - cs->s);
+	memmove(&cs->s[i], &cs->s[i + 1], (cs->n - i - 1) * sizeof(csub));
+	cs->n--;
 }
 
 /* ---- topic table (local subscribers) --------------------------------------------- */
@@ -408,21 +432,20 @@ static void presence_note(ms_chat_worker *cw, stream *s, uint64_t uid, bool leav
 {
 	if (s->quiet)
 		return;
-	uint64_t v = uid | (leave ? 1ull << 63 : 0);
 	/* A join and a leave of the same user within one flush cancel out. */
-	uint64_t opposite = uid | (leave ? 0 : 1ull << 63);
 	for (uint32_t i = 0; i < s->npres; i++)
-		if (s->pres[i] == opposite) {
+		if (s->pres[i].uid == uid && s->pres[i].leave != leave) {
 			s->pres[i] = s->pres[--s->npres];
 			return;
 		}
 	if (s->npres == s->cpres) {
 		s->cpres = s->cpres ? s->cpres * 2 : 8;
-		s->pres = realloc(s->pres, s->cpres * sizeof(uint64_t));
+		s->pres = realloc(s->pres, s->cpres * sizeof(*s->pres));
 		if (!s->pres)
 			abort();
 	}
-	s->pres[s->npres++] = v;
+	s->pres[s->npres].uid = uid;
+	s->pres[s->npres++].leave = leave;
 	if (!s->dirty) {
 		s->dirty = true;
 		s->dnext = cw->dirty;
@@ -447,11 +470,11 @@ static void owner_join(ms_worker *w, ms_chat_worker *cw, uint32_t from, jreq *j)
 	stream *s = stream_get(cw, j->name, j->name_len);
 	if (j->flags & F_QUIET)
 		s->quiet = true;
-	uint64_t *cnt = ms_map_get(&s->members, j->uid + 1);
+	uint64_t *cnt = ms_map_get(&s->members, j->uid);
 	if (cnt) {
 		(*cnt)++;
 	} else {
-		ms_map_put(&s->members, j->uid + 1, 1);
+		ms_map_put(&s->members, j->uid, 1);
 		presence_note(cw, s, j->uid, false);
 	}
 	s->wcount[from]++;
@@ -470,9 +493,9 @@ static void owner_leave(ms_chat_worker *cw, uint32_t from, uint64_t id, uint64_t
 	if (!v)
 		return;
 	stream *s = (stream *)(uintptr_t)*v;
-	uint64_t *cnt = ms_map_get(&s->members, uid + 1);
+	uint64_t *cnt = ms_map_get(&s->members, uid);
 	if (cnt && --*cnt == 0) {
-		ms_map_del(&s->members, uid + 1, NULL);
+		ms_map_del(&s->members, uid, NULL);
 		presence_note(cw, s, uid, true);
 	}
 	if (s->wcount[from] && --s->wcount[from] == 0)
@@ -528,7 +551,7 @@ static int presence_listing(ms_chat_worker *cw, jreq *j, char **out)
 				break;
 			}
 			n += (size_t)sprintf(b + n, "%s\"%llu\"", count ? "," : "",
-					     (unsigned long long)(sl->key - 1));
+					     (unsigned long long)sl->key);
 			count++;
 			pos = p;
 		}
@@ -559,9 +582,22 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 	case M_JOIN_ACK: {
 		jreq *j = m->ptr;
 		ms_conn *c = ms_worker_conn(w, j->ref);
-		uint64_t hash = ms_hash_bytes(j->name, j->name_len);
-		csub *s = c && !ms_conn_closing(c) ? find_sub(conn_state(c), hash) : NULL;
-		if (!s || s->state != SUB_PENDING) {
+		bool live = c && !ms_conn_closing(c);
+		csub *s = live ? find_pending(conn_state(c), ms_hash_bytes(j->name, j->name_len)) : NULL;
+		if (s && !(j->flags & F_QUIET)) {
+			/* One reply per request: a join left before its ack still
+			 * succeeded (and was then left). */
+			char buf[128];
+			int n = (j->flags & F_HAS_ID)
+				? snprintf(buf, sizeof(buf),
+					   "{\"id\":%lld,\"ok\":true,\"seq\":%llu,\"epoch\":\"%016llx\"}",
+					   (long long)j->id, (unsigned long long)j->seq,
+					   (unsigned long long)j->epoch)
+				: snprintf(buf, sizeof(buf), "{\"ok\":true,\"seq\":%llu,\"epoch\":\"%016llx\"}",
+					   (unsigned long long)j->seq, (unsigned long long)j->epoch);
+			reply_text(w, c, buf, n);
+		}
+		if (!s || s->state == SUB_LEAVING) {
 			/* Gone, or left meanwhile: undo the membership. */
 			ms_msg *l = ms_worker_post(w, from);
 			l->type = M_LEAVE;
@@ -575,17 +611,6 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		s->stream_id = j->stream_id;
 		s->pos = topic_add(cw, j, c);
 		s->state = SUB_JOINED;
-		if (!(j->flags & F_QUIET)) {
-			char buf[128];
-			int n = (j->flags & F_HAS_ID)
-				? snprintf(buf, sizeof(buf),
-					   "{\"id\":%lld,\"ok\":true,\"seq\":%llu,\"epoch\":\"%016llx\"}",
-					   (long long)j->id, (unsigned long long)j->seq,
-					   (unsigned long long)j->epoch)
-				: snprintf(buf, sizeof(buf), "{\"ok\":true,\"seq\":%llu,\"epoch\":\"%016llx\"}",
-					   (unsigned long long)j->seq, (unsigned long long)j->epoch);
-			reply_text(w, c, buf, n);
-		}
 		free(j);
 		break;
 	}
@@ -662,11 +687,11 @@ void ms_chat_on_flush(ms_worker *w)
 		for (int leave = 0; leave < 2; leave++) {
 			bool first = true;
 			for (uint32_t i = 0; i < s->npres; i++) {
-				if ((int)(s->pres[i] >> 63) != leave)
+				if ((int)s->pres[i].leave != leave)
 					continue;
 				n += (size_t)sprintf(b + n, "%s\"%llu\"",
 						     first ? (leave ? ",\"leave\":[" : ",\"join\":[") : ",",
-						     (unsigned long long)(s->pres[i] & ~(1ull << 63)));
+						     (unsigned long long)s->pres[i].uid);
 				first = false;
 			}
 			if (!first)
@@ -712,7 +737,7 @@ static void do_join(ms_worker *w, ms_conn *c, const ms_req *req)
 		ms_net_send_error(w, c, req->has_id, req->id, 409, "already joined");
 		return;
 	}
-	if (cs && cs->n >= cfg->max_streams_per_conn) {
+	if (live_subs(cs) >= cfg->max_streams_per_conn) {
 		ms_net_send_error(w, c, req->has_id, req->id, 403, "too many streams");
 		return;
 	}
@@ -735,7 +760,7 @@ static void post_leave(ms_worker *w, ms_chat_worker *cw, ms_conn *c, csub *s)
 static void do_leave(ms_worker *w, ms_conn *c, const ms_req *req)
 {
 	csub *s = find_sub(conn_state(c), ms_hash_bytes(req->stream.p, req->stream.n));
-	if (!s || s->state == SUB_LEAVING) {
+	if (!s) {
 		ms_net_send_error(w, c, req->has_id, req->id, 409, "not joined");
 		return;
 	}

@@ -22,6 +22,8 @@ void ms_map_fini(ms_map *m)
 
 uint64_t *ms_map_get(const ms_map *m, uint64_t key)
 {
+	if (key == 0)
+		return m->has_zero ? (uint64_t *)&m->zero.val : NULL;
 	if (!m->cap)
 		return NULL;
 	uint32_t mask = m->cap - 1;
@@ -44,7 +46,7 @@ static void grow(ms_map *m)
 		abort();
 	}
 	m->cap = ncap;
-	m->len = 0;
+	m->len = m->has_zero;
 	for (uint32_t i = 0; i < ocap; i++)
 		if (old[i].key)
 			ms_map_put(m, old[i].key, old[i].val);
@@ -53,6 +55,12 @@ static void grow(ms_map *m)
 
 void ms_map_put(ms_map *m, uint64_t key, uint64_t val)
 {
+	if (key == 0) {
+		m->len += !m->has_zero;
+		m->has_zero = true;
+		m->zero.val = val;
+		return;
+	}
 	if ((m->len + 1) * 4 > m->cap * 3)
 		grow(m);
 	uint32_t mask = m->cap - 1;
@@ -72,6 +80,16 @@ void ms_map_put(ms_map *m, uint64_t key, uint64_t val)
 
 bool ms_map_del(ms_map *m, uint64_t key, uint64_t *val)
 {
+	if (key == 0) {
+		if (!m->has_zero)
+			return false;
+		if (val)
+			*val = m->zero.val;
+		m->has_zero = false;
+		m->zero.val = 0;
+		m->len--;
+		return true;
+	}
 	if (!m->cap)
 		return false;
 	uint32_t mask = m->cap - 1;
@@ -108,6 +126,10 @@ uint32_t ms_map_next(const ms_map *m, uint32_t pos, const ms_map_slot **slot)
 			*slot = &m->slots[i];
 			return i + 1;
 		}
+	if (m->has_zero && pos <= m->cap) {
+		*slot = &m->zero;
+		return m->cap + 1;
+	}
 	return 0;
 }
 

@@ -1,8 +1,9 @@
 /*
  * u64 → u64 hash map, open addressing with linear probing and backward-shift
  * deletion (no tombstones, so long-lived maps with churn stay fast). Keys
- * are spread with a 64-bit mixer; key 0 is reserved (callers map ids that
- * can be 0 by adding 1). Not thread-safe: one owner, or the caller's lock.
+ * are spread with a 64-bit mixer. Every u64 is a valid key: the slot array
+ * marks empty slots with key 0, and key 0 itself lives beside the array.
+ * Not thread-safe: one owner, or the caller's lock.
  */
 #ifndef MS_SHARD_MAP_H
 #define MS_SHARD_MAP_H
@@ -19,7 +20,9 @@ typedef struct ms_map_slot {
 typedef struct ms_map {
 	ms_map_slot *slots;
 	uint32_t cap;   /* power of two, or 0 before the first insert */
-	uint32_t len;
+	uint32_t len;   /* entries, key 0 included */
+	bool has_zero;
+	ms_map_slot zero; /* key 0's entry */
 } ms_map;
 
 static inline uint64_t ms_map_mix(uint64_t k)
@@ -42,8 +45,9 @@ void ms_map_put(ms_map *m, uint64_t key, uint64_t val);
 bool ms_map_del(ms_map *m, uint64_t key, uint64_t *val);
 
 /* Iterate: for (uint32_t i = 0; (i = ms_map_next(m, i, &slot)) != 0;) ...
- * Returns the position after the slot found, 0 at the end. Positions are
- * stable while the map is not modified (presence cursors use them). */
+ * Returns the position after the slot found, 0 at the end (key 0, if
+ * present, comes last). Positions are stable while the map is not modified
+ * (presence cursors use them). */
 uint32_t ms_map_next(const ms_map *m, uint32_t pos, const ms_map_slot **slot);
 
 /* 64-bit hash of a byte string (FNV-1a folded through the mixer); never 0. */

@@ -1,5 +1,5 @@
 /*
- * Each shard: a pthread rwlock and a map uid+1 → entry. An entry holds the
+ * Each shard: a pthread rwlock and a map uid → entry. An entry holds the
  * handles inline up to 2 (the common case: one phone, one browser) and
  * spills to the heap beyond.
  */
@@ -20,7 +20,7 @@ typedef struct entry {
 
 typedef struct shard {
 	pthread_rwlock_t lock;
-	ms_map users;       /* uid + 1 → entry* */
+	ms_map users;       /* uid → entry* */
 	char pad[64];       /* keep shards' locks on separate cache lines */
 } shard;
 
@@ -67,7 +67,7 @@ void ms_reg_add(ms_registry *r, uint64_t uid, uint64_t ref)
 {
 	shard *s = &r->s[ms_reg_shard(uid)];
 	pthread_rwlock_wrlock(&s->lock);
-	uint64_t *v = ms_map_get(&s->users, uid + 1);
+	uint64_t *v = ms_map_get(&s->users, uid);
 	entry *e;
 	if (v) {
 		e = (entry *)(uintptr_t)*v;
@@ -77,7 +77,7 @@ void ms_reg_add(ms_registry *r, uint64_t uid, uint64_t ref)
 			abort();
 		e->refs = e->inl;
 		e->cap = 2;
-		ms_map_put(&s->users, uid + 1, (uint64_t)(uintptr_t)e);
+		ms_map_put(&s->users, uid, (uint64_t)(uintptr_t)e);
 	}
 	if (e->n == e->cap) {
 		uint32_t cap = e->cap * 2;
@@ -98,7 +98,7 @@ void ms_reg_del(ms_registry *r, uint64_t uid, uint64_t ref)
 {
 	shard *s = &r->s[ms_reg_shard(uid)];
 	pthread_rwlock_wrlock(&s->lock);
-	uint64_t *v = ms_map_get(&s->users, uid + 1);
+	uint64_t *v = ms_map_get(&s->users, uid);
 	if (v) {
 		entry *e = (entry *)(uintptr_t)*v;
 		for (uint32_t i = 0; i < e->n; i++)
@@ -107,7 +107,7 @@ void ms_reg_del(ms_registry *r, uint64_t uid, uint64_t ref)
 				break;
 			}
 		if (e->n == 0) {
-			ms_map_del(&s->users, uid + 1, NULL);
+			ms_map_del(&s->users, uid, NULL);
 			if (e->refs != e->inl)
 				free(e->refs);
 			free(e);
@@ -121,7 +121,7 @@ size_t ms_reg_lookup(ms_registry *r, uint64_t uid, uint64_t *refs, size_t max)
 	shard *s = &r->s[ms_reg_shard(uid)];
 	size_t n = 0;
 	pthread_rwlock_rdlock(&s->lock);
-	uint64_t *v = ms_map_get(&s->users, uid + 1);
+	uint64_t *v = ms_map_get(&s->users, uid);
 	if (v) {
 		entry *e = (entry *)(uintptr_t)*v;
 		n = e->n;

@@ -65,7 +65,8 @@ def parse_stats(text):
 class Server:
     """One mezon-sock process. Use as a context manager or start()/stop()."""
 
-    DEFAULT_ARGS = ["--dev", "--diag", "--listen", "127.0.0.1:0", "--cores", "2"]
+    DEFAULT_ARGS = ["--dev", "--diag", "--listen", "127.0.0.1:0",
+                    "--tls-listen", "127.0.0.1:0", "--cores", "2"]
 
     def __init__(self, *extra, binary=None, args=None, env=None, cores=2):
         self.binary = binary or SERVER_BIN
@@ -260,11 +261,11 @@ def upgrade_request(path="/echo", key=None, version="13", extra=""):
 class RawWS:
     """A deliberately low-level client: it sends exactly the bytes asked for."""
 
-    def __init__(self, port, path="/echo", timeout=5.0):
+    def __init__(self, port, path="/echo", timeout=5.0, extra=""):
         self.sock = tcp(port, timeout)
         self.timeout = timeout
         self.buf = b""
-        req, key = upgrade_request(path)
+        req, key = upgrade_request(path, extra=extra)
         self.sock.sendall(req)
         while b"\r\n\r\n" not in self.buf:
             d = self.sock.recv(4096)
@@ -276,6 +277,7 @@ class RawWS:
         assert headers.get("upgrade", "").lower() == "websocket", headers
         assert "upgrade" in headers.get("connection", "").lower(), headers
         assert headers.get("sec-websocket-accept") == accept_of(key), headers
+        self.headers = headers
 
     def close_socket(self):
         try:

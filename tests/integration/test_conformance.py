@@ -602,7 +602,7 @@ def test_slow_handshake_is_408():
 
 
 def test_echo_not_served_without_diag():
-    with mstest.Server(args=["--dev", "--listen", "127.0.0.1:0", "--cores", "2"]) as srv:
+    with mstest.Server(args=["--dev", "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--cores", "2"]) as srv:
         req, _ = upgrade_request("/echo")
         st, _, _ = http_exchange(srv.port, req)
         assert st == 404, st

@@ -44,7 +44,7 @@ function withTimeout(p, ms, what) {
 // ---- server ------------------------------------------------------------------
 
 function startServer(extra = []) {
-  const args = ['--dev', '--diag', '--listen', '127.0.0.1:0', '--cores', '2', ...extra];
+  const args = ['--dev', '--diag', '--listen', '127.0.0.1:0', '--tls-listen', '127.0.0.1:0', '--cores', '2', ...extra];
   const proc = spawn(serverBin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const srv = { proc, stderr: '', port: 0, workers: 0, exit: null };
   srv.exited = new Promise((resolve) => proc.on('exit', (code, signal) => {

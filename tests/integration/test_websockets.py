@@ -171,12 +171,15 @@ def test_close_handshake_codes():
     arun(main())
 
 
-def test_dev_ws_route_replies_json_error():
+def test_dev_ws_route_answers_ping_and_errors():
     async def main():
         async with connect("/ws?user=42") as ws:
             await ws.send('{"op":"ping","id":1}')
             got = await asyncio.wait_for(ws.recv(), 3)
-            assert isinstance(got, str) and '"ok":false' in got, got
+            assert got == '{"id":1,"ok":true}', got
+            await ws.send('{"op":"nope","id":2}')
+            got = await asyncio.wait_for(ws.recv(), 3)
+            assert '"id":2' in got and '"code":400' in got, got
         try:
             async with connect("/ws"):
                 raise AssertionError("/ws without user accepted in dev mode")

@@ -21,14 +21,26 @@
  * Every SQE that may post a CQE counts in the connection's inflight_ops; a
  * slot is finished (or reused by `storm`) only when that count is zero, so
  * no late completion can touch a reused slot.
+ *
+ * wss:// (BoringSSL): each connection's SSL sits on two memory BIOs. The
+ * recv completion writes ciphertext into the read BIO, drives the handshake
+ * (non-blocking: SSL_do_handshake until done), then SSL_read()s plaintext
+ * into the same parser plain ws:// uses. Outgoing frames are queued as
+ * plaintext in `pend`; flush() hands them to one SSL_write (only once the
+ * handshake is done) and sends whatever SSL put in the write BIO (handshake
+ * flights, records, alerts) as one send. The upgrade request is queued at
+ * connect time and leaves with the client's Finished flight. --resume keeps
+ * the session ticket the server sent (new-session callback) and offers it on
+ * the slot's next connection (`storm`), or thread-wide with --resume=thread.
  */
-#include "bench.h"
+#include "tls.h"
 #include "seqchk.h"
 
 #include "net/ws.h"
 
 #include <errno.h>
 #include <liburing.h>
+#include <openssl/err.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -96,6 +108,10 @@ typedef struct conn {
 	ms_seqchk *chk;    /* fanout: one per joined stream */
 	uint32_t *chk_stream;
 	uint64_t pub_k, pub_outstanding;
+	SSL *ssl;          /* wss: this connection's TLS state (memory BIOs) */
+	SSL_SESSION *sess; /* --resume: newest session of this slot; survives reuse */
+	uint8_t tls_done, tls_offered;
+	uint64_t t_tls;    /* TLS handshake started (TCP connect done) */
 } conn;
 
 typedef struct thr {
@@ -129,9 +145,16 @@ typedef struct thr {
 	struct __kernel_timespec link_ts;
 	struct sockaddr_in src[MS_BENCH_MAX_SRC]; /* stable: read by linked BINDs */
 	int setsockopt_ok;
+	SSL_CTX *ssl_ctx;         /* wss: one per thread */
+	SSL_SESSION *sess;        /* --resume=thread: newest session of the thread */
+	uint8_t *plain;           /* wss: SSL_read scratch, PLAIN_SZ */
 } thr;
 
+#define PLAIN_SZ 16384
+
 static const int one = 1;
+
+static int tls_start(thr *t, uint32_t i);
 
 uint64_t ms_bench_now(void)
 {
@@ -264,6 +287,10 @@ static void conn_maybe_finish(thr *t, uint32_t i)
 		return;
 	c->counted = 1;
 	t->nbusy--;
+	if (c->ssl) {
+		SSL_free(c->ssl); /* frees both memory BIOs */
+		c->ssl = NULL;
+	}
 	buf_free(&c->in);
 	buf_free(&c->out);
 	buf_free(&c->pend);
@@ -294,11 +321,55 @@ static void send_out(thr *t, uint32_t i)
 	c->sending = 1;
 }
 
+static bool has_output(const conn *c)
+{
+	if (c->ssl)
+		return (c->tls_done && c->pend.len) || BIO_pending(SSL_get_wbio(c->ssl)) > 0;
+	return c->pend.len > 0;
+}
+
+/* wss: encrypt the queued plaintext (once the handshake is done) and send
+ * everything SSL has written. */
+static void flush_tls(thr *t, uint32_t i)
+{
+	conn *c = &t->c[i];
+	if (c->tls_done && c->pend.len) {
+		int r = SSL_write(c->ssl, c->pend.p, (int)c->pend.len);
+		if (r <= 0) {
+			char e[120];
+			ms_bench_tls_errstr(e, sizeof(e));
+			char what[160];
+			snprintf(what, sizeof(what), "SSL_write: %s", e);
+			conn_fail(t, i, NULL, what, 0);
+			return;
+		}
+		c->pend.len = 0;
+	}
+	BIO *wb = SSL_get_wbio(c->ssl);
+	size_t n = BIO_pending(wb);
+	if (n == 0)
+		return;
+	c->out.len = 0;
+	buf_reserve(&c->out, n);
+	int got = BIO_read(wb, c->out.p, (int)n);
+	if (got <= 0)
+		return;
+	c->out.len = (uint32_t)got;
+	c->out_off = 0;
+	send_out(t, i);
+}
+
 static void flush(thr *t, uint32_t i)
 {
 	conn *c = &t->c[i];
 	c->dirty = 0;
-	if (c->sending || c->pend.len == 0 || c->state == CS_DONE)
+	if (c->sending || c->state == CS_DONE)
+		return;
+	if (c->ssl) {
+		flush_tls(t, i);
+		return;
+	}
+	if (c->pend.len == 0)
 		return;
 	buf tmp = c->out;
 	c->out = c->pend;
@@ -472,6 +543,8 @@ static void on_connected(thr *t, uint32_t i)
 	ms_hist_record(&t->st->h_tcp, t->now - c->t0);
 	c->state = CS_UPGRADING;
 	arm_recv(t, i);
+	if (cfg->tls && tls_start(t, i) < 0)
+		return;
 
 	uint8_t raw[16];
 	uint64_t a = rnd(t), b = rnd(t);
@@ -546,7 +619,8 @@ static void chat_publish(thr *t, uint32_t i)
 			     (unsigned long long)to, (unsigned long long)t->now,
 			     (unsigned long long)c->id, (unsigned long long)(PUB_ID_BASE + k));
 	} else {
-		uint32_t s = (uint32_t)((c->id + k * cfg->publishers) % cfg->streams);
+		/* each publisher cycles through every stream, starting at its own */
+		uint32_t s = (uint32_t)((c->id + k) % cfg->streams);
 		n = snprintf(m, sizeof(m),
 			     "{\"op\":\"publish\",\"stream\":\"%s%u\",\"data\":{\"t\":%llu,\"p\":%llu,\"k\":%llu},\"id\":%llu}",
 			     cfg->stream_prefix, s, (unsigned long long)t->now,
@@ -886,7 +960,8 @@ static long check_upgrade(thr *t, uint32_t i)
 	return (long)head;
 }
 
-static void on_data(thr *t, uint32_t i, uint8_t *p, size_t n)
+/* Plaintext from the server: the upgrade answer, then frames. */
+static void on_plain(thr *t, uint32_t i, uint8_t *p, size_t n)
 {
 	conn *c = &t->c[i];
 	if (c->state == CS_DONE)
@@ -927,6 +1002,161 @@ static void on_data(thr *t, uint32_t i, uint8_t *p, size_t n)
 		return;
 	c->in.len -= (uint32_t)used;
 	memmove(c->in.p, c->in.p + used, c->in.len);
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static void tls_fail(thr *t, uint32_t i, const char *what, int r)
+{
+	conn *c = &t->c[i];
+	int e = SSL_get_error(c->ssl, r);
+	char es[120], msg[200];
+	if (e == SSL_ERROR_SSL)
+		ms_bench_tls_errstr(es, sizeof(es));
+	else
+		snprintf(es, sizeof(es), "SSL error %d", e);
+	if (c->tls_done) {
+		snprintf(msg, sizeof(msg), "%s: %s", what, es);
+		t->st->protocol_errors++;
+		conn_fail(t, i, NULL, msg, 0);
+	} else {
+		long v = SSL_get_verify_result(c->ssl);
+		if (v != X509_V_OK)
+			snprintf(msg, sizeof(msg), "%s: %s (certificate: %s)", what, es,
+				 X509_verify_cert_error_string(v));
+		else
+			snprintf(msg, sizeof(msg), "%s: %s", what, es);
+		conn_fail(t, i, &t->st->fail_tls, msg, 0);
+	}
+	ERR_clear_error();
+}
+
+/* Drive the handshake; 0 (done or waiting for more), -1 failed. */
+static int tls_handshake(thr *t, uint32_t i)
+{
+	conn *c = &t->c[i];
+	int r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		ms_bench_tstats *st = t->st;
+		bool reused = SSL_session_reused(c->ssl);
+		uint64_t d = t->now - c->t_tls;
+		c->tls_done = 1;
+		if (reused)
+			st->tls_resumed++;
+		else
+			st->tls_full++;
+		if (t->cfg->scenario != SC_STORM || in_window(t)) {
+			if (reused) {
+				st->win_tls_resumed++;
+				ms_hist_record(&st->h_tls_res, d);
+			} else {
+				st->win_tls_full++;
+				ms_hist_record(&st->h_tls_full, d);
+			}
+		}
+		mark_dirty(t, i); /* the upgrade request, queued at connect */
+		return 0;
+	}
+	int e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ) {
+		if (BIO_pending(SSL_get_wbio(c->ssl)))
+			mark_dirty(t, i);
+		return 0;
+	}
+	tls_fail(t, i, "TLS handshake", r);
+	return -1;
+}
+
+static int tls_start(thr *t, uint32_t i)
+{
+	const ms_bench_cfg *cfg = t->cfg;
+	conn *c = &t->c[i];
+	SSL *s = SSL_new(t->ssl_ctx);
+	BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+	if (!s || !rb || !wb) {
+		SSL_free(s);
+		BIO_free(rb);
+		BIO_free(wb);
+		conn_fail(t, i, &t->st->fail_tls, "SSL_new: out of memory", 0);
+		return -1;
+	}
+	SSL_set_bio(s, rb, wb);
+	SSL_set_connect_state(s);
+	SSL_set_ex_data(s, ms_bench_tls_ssl_index(), c);
+	c->ssl = s;
+	c->tls_done = 0;
+	c->t_tls = t->now;
+	bool ip = ms_bench_tls_host_is_ip(cfg->tls_host);
+	if (!ip)
+		SSL_set_tlsext_host_name(s, cfg->tls_host);
+	if (cfg->ca_file[0]) {
+		int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s), cfg->tls_host)
+			    : SSL_set1_host(s, cfg->tls_host);
+		if (!ok) {
+			conn_fail(t, i, &t->st->fail_tls, "cannot set the name to verify", 0);
+			return -1;
+		}
+	}
+	SSL_SESSION *sess = cfg->resume == RESUME_SLOT ? c->sess : cfg->resume == RESUME_THREAD ? t->sess : NULL;
+	c->tls_offered = 0;
+	if (sess && SSL_set_session(s, sess)) {
+		c->tls_offered = 1;
+		t->st->tls_offered++;
+	}
+	return tls_handshake(t, i);
+}
+
+/* New-session callback: the server sent a session ticket (TLS 1.3: after
+ * the handshake, possibly several; TLS 1.2: during it). Keep the newest for
+ * --resume; returning 1 takes the reference. */
+static int on_new_session(SSL *s, SSL_SESSION *sess)
+{
+	conn *c = SSL_get_ex_data(s, ms_bench_tls_ssl_index());
+	thr *t = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(s), ms_bench_tls_ctx_index());
+	if (!c || !t)
+		return 0;
+	t->st->tls_tickets++;
+	SSL_SESSION **slot = t->cfg->resume == RESUME_SLOT ? &c->sess
+			   : t->cfg->resume == RESUME_THREAD ? &t->sess : NULL;
+	if (!slot)
+		return 0;
+	SSL_SESSION_free(*slot);
+	*slot = sess;
+	return 1;
+}
+
+/* Received bytes: plaintext for ws://, ciphertext for wss://. */
+static void on_data(thr *t, uint32_t i, uint8_t *p, size_t n)
+{
+	conn *c = &t->c[i];
+	if (!c->ssl) {
+		on_plain(t, i, p, n);
+		return;
+	}
+	if (c->state == CS_DONE)
+		return;
+	if (BIO_write(SSL_get_rbio(c->ssl), p, (int)n) != (int)n) {
+		conn_fail(t, i, &t->st->fail_other, "BIO_write: out of memory", 0);
+		return;
+	}
+	if (!c->tls_done && (tls_handshake(t, i) < 0 || !c->tls_done))
+		return;
+	for (;;) {
+		int r = SSL_read(c->ssl, t->plain, PLAIN_SZ);
+		if (r > 0) {
+			on_plain(t, i, t->plain, (size_t)r);
+			if (c->state == CS_DONE)
+				return;
+			continue;
+		}
+		int e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_ZERO_RETURN)
+			break; /* close_notify: the TCP close follows */
+		tls_fail(t, i, "TLS read", r);
+		return;
+	}
+	if (BIO_pending(SSL_get_wbio(c->ssl)))
+		mark_dirty(t, i);
 }
 
 /* ---- completions -------------------------------------------------------- */
@@ -1024,7 +1254,7 @@ static void on_cqe(thr *t, struct io_uring_cqe *cqe)
 		}
 		c->out.len = 0;
 		c->out_off = 0;
-		if (c->pend.len)
+		if (has_output(c))
 			mark_dirty(t, i);
 		break;
 	case OP_CANCEL:
@@ -1087,7 +1317,8 @@ static void sweep(thr *t)
 		conn *c = &t->c[i];
 		if ((c->state == CS_UPGRADING || c->state == CS_JOINING) && t->now - c->t0 > limit)
 			conn_fail(t, i, &t->st->fail_timeout,
-				  c->state == CS_UPGRADING ? "upgrade timed out" : "join timed out", 0);
+				  c->state == CS_JOINING ? "join timed out"
+				  : c->ssl && !c->tls_done ? "TLS handshake timed out" : "upgrade timed out", 0);
 	}
 }
 
@@ -1186,6 +1417,17 @@ static int thr_setup(thr *t)
 		io_uring_buf_ring_add(t->br, t->bufs + (size_t)b * RECV_BUFSZ, RECV_BUFSZ, (unsigned short)b,
 				      io_uring_buf_ring_mask(RECV_BUFS), (int)b);
 	io_uring_buf_ring_advance(t->br, RECV_BUFS);
+	if (t->cfg->tls) {
+		char err[160];
+		t->ssl_ctx = ms_bench_tls_ctx(t->cfg, on_new_session, t, err, sizeof(err));
+		if (!t->ssl_ctx) {
+			set_error(t, "TLS context: %s", err);
+			return -1;
+		}
+		t->plain = malloc(PLAIN_SZ);
+		if (!t->plain)
+			return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -1197,6 +1439,8 @@ static void *thr_main(void *arg)
 	ms_hist_init(&st->h_tcp);
 	ms_hist_init(&st->h_conn);
 	ms_hist_init(&st->h_lat);
+	ms_hist_init(&st->h_tls_full);
+	ms_hist_init(&st->h_tls_res);
 	if (t->n == 0 || thr_setup(t) < 0) {
 		if (t->n) {
 			relaxed_inc(&st->failed, t->n);
@@ -1317,6 +1561,13 @@ static void *thr_main(void *arg)
 		}
 	}
 	io_uring_queue_exit(&t->ring); /* closes every direct descriptor left */
+	for (uint32_t i = 0; i < t->n; i++) {
+		SSL_free(t->c[i].ssl);
+		SSL_SESSION_free(t->c[i].sess);
+	}
+	SSL_SESSION_free(t->sess);
+	SSL_CTX_free(t->ssl_ctx);
+	free(t->plain);
 	atomic_store(&st->done, 1);
 	return NULL;
 }
