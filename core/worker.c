@@ -39,6 +39,7 @@
 
 #define WRITE_BUF_MIN 4000u   /* private tail buffer: ~one page with header */
 #define SEND_IOV_MAX 64
+#define PKT_COPY_MAX 512      /* shared packets up to this size are copied */
 #define LINGER_SECONDS 2
 #define FLUSH_SECONDS 10      /* a closing peer that will not read */
 #define ACCEPT_SLACK 128      /* slots above the cap, to answer 503 */
@@ -253,6 +254,14 @@ void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
 {
 	if (c->flags & MS_CONN_F_CLOSING)
 		return; /* deliveries stop once a close began */
+	if (len <= PKT_COPY_MAX) {
+		/* A small frame is cheaper copied into the connection's tail
+		 * buffer than referenced: no shared refcount, no queue node, and
+		 * the flush sends one contiguous buffer instead of an iovec per
+		 * message (the kernel's per-segment cost dominates at chat sizes). */
+		ms_conn_write(w, c, pkt->data + off, len);
+		return;
+	}
 	ms_pkt_ref(pkt);
 	ms_outq_node *n = node_get(w);
 	n->pkt = pkt;
