@@ -12,6 +12,7 @@
 # million messages.
 set -u
 cd "$(dirname "$0")/../.."
+. tools/bench/lib.sh
 rounds=${1:-5}
 ours=${OURS:-build/mezon-sock}
 uws=${UWS_ECHO:-}
@@ -38,17 +39,6 @@ for n in 100 1000; do
 		done
 	done
 done
-echo "== medians (rate msg/s, spread min..max, server CPU-s per million msgs, valid runs)"
-python3 - "$out" <<'PY'
-import sys, statistics, collections
-rows = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    f = dict(kv.split("=", 1) for kv in line.split()[1:])
-    rows[line.split()[0]].append(f)
-for k in sorted(rows):
-    r = sorted(float(f["rate"]) for f in rows[k])
-    c = statistics.median(float(f["cpu_s_per_M"]) for f in rows[k])
-    v = sum(f["valid"] == "yes" for f in rows[k])
-    print("%-22s median=%.0f spread=%.0f..%.0f cpu_s_per_M=%.2f valid=%d/%d" % (k, statistics.median(r), r[0], r[-1], c, v, len(r)))
-PY
+echo "== medians (msg/s, spread min..max, server CPU-s per million msgs, valid runs)"
+summarize "$out"
 rm -f "$out"

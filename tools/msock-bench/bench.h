@@ -36,6 +36,12 @@ enum ms_bench_phase {
 	PH_ABORT,       /* exit now */
 };
 
+enum ms_bench_resume {
+	RESUME_OFF = 0,
+	RESUME_SLOT,    /* offer the session of this slot's previous connection */
+	RESUME_THREAD,  /* offer the newest session any connection of the thread got */
+};
+
 #define MS_BENCH_MAX_SRC 256
 #define MS_BENCH_MAX_THREADS 256
 #define MS_BENCH_ERRLEN 160
@@ -48,6 +54,9 @@ typedef struct ms_bench_cfg {
 	char path[256];      /* path without query, e.g. "/echo" */
 	char query[256];     /* extra query from the URL, may be empty */
 	bool tls;
+	char tls_host[64];   /* URL host without port: SNI and --ca name check */
+	char ca_file[256];   /* --ca: verify the server against this CA; empty: no verification */
+	bool tls12;          /* --tls12: TLS 1.2 only (default TLS 1.3 only) */
 	char secret[256];    /* HS256 key; empty: dev mode ?user= */
 	uint64_t user_base;  /* first user id */
 	/* load */
@@ -69,8 +78,8 @@ typedef struct ms_bench_cfg {
 	unsigned streams, joins, publishers;
 	double pub_rate;
 	char stream_prefix[64];
-	/* storm */
-	bool resume;
+	/* storm (and any wss:// run) */
+	int resume;          /* RESUME_OFF, RESUME_SLOT, RESUME_THREAD */
 	/* output */
 	int server_pid;
 	const char *json_path, *hist_path;
@@ -83,7 +92,7 @@ typedef struct ms_bench_cfg {
 typedef struct ms_bench_tstats {
 	_Atomic uint64_t opened, failed, settled, open_now;
 	_Atomic uint64_t done;
-	uint64_t fail_connect, fail_timeout, fail_http, fail_other;
+	uint64_t fail_connect, fail_timeout, fail_http, fail_tls, fail_other;
 	uint64_t closed_by_peer, protocol_errors;
 	uint64_t sent_msgs, recv_msgs;  /* whole run */
 	uint64_t meas_msgs;             /* received inside the measured window */
@@ -93,10 +102,16 @@ typedef struct ms_bench_tstats {
 	uint64_t join_errors;
 	uint64_t closes_clean;
 	uint64_t handshakes;            /* storm: completed handshakes in window */
+	/* TLS: handshakes completed (whole run, and inside the window), how many
+	 * offered a session, how many the server resumed, session tickets got */
+	uint64_t tls_full, tls_resumed, tls_offered, tls_tickets;
+	uint64_t win_tls_full, win_tls_resumed;
 	char first_error[MS_BENCH_ERRLEN];
 	ms_hist h_tcp;                  /* SOCKET submit -> connect done */
 	ms_hist h_conn;                 /* SOCKET submit -> 101 validated */
 	ms_hist h_lat;                  /* echo RTT / fan-out end-to-end / dm */
+	ms_hist h_tls_full, h_tls_res;  /* connect done -> TLS handshake done, by
+	                                 * kind (storm: inside the window only) */
 } ms_bench_tstats;
 
 typedef struct ms_bench_shared {

@@ -12,6 +12,7 @@
  * processes that outlive it.
  */
 #include "bench.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -43,7 +44,7 @@ static const char *scenario_name(int s)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: msock-bench --url ws://HOST:PORT/PATH [options]\n"
+		"usage: msock-bench --url ws[s]://HOST:PORT/PATH [options]\n"
 		"  --scenario S        idle | echo | fanout | dm | storm (default echo)\n"
 		"                      storm: connect, upgrade, close, repeat at --rate per\n"
 		"                      second with at most --conns connections at once\n"
@@ -69,10 +70,17 @@ static void usage(FILE *out)
 		"  --publishers P      fanout/dm: the first P connections publish (default 1)\n"
 		"  --pub-rate R        messages/s per publisher (default 0 = as fast as acknowledged)\n"
 		"  --stream-prefix X   stream names X0, X1, ... (default bench.)\n"
-		"  --connect-timeout S per connection, TCP connect and upgrade each (default 10)\n"
+		"  --connect-timeout S per connection, TCP connect and TLS+upgrade each (default 10)\n"
 		"  --close-timeout S   close handshake deadline at the end (default 5)\n"
 		"  --max-failures N    connection failures tolerated before the run fails (default 0)\n"
 		"  --server-pid PID    sample the server's RSS and CPU, and /proc/meminfo slab\n"
+		"wss:// (BoringSSL client; HOST may be an IPv4 address or localhost):\n"
+		"  --ca FILE           verify the server's chain against FILE (PEM) and its name\n"
+		"                      against HOST (default: no verification, for self-signed certs)\n"
+		"  --tls12             TLS 1.2 only (default TLS 1.3 only)\n"
+		"  --resume[=slot|thread]  offer the session ticket of the slot's previous\n"
+		"                      connection (storm reconnects), or the thread's newest one;\n"
+		"                      reports the resumed fraction and full/resumed latencies\n"
 		"  --json FILE         write every figure as JSON\n"
 		"  --hist FILE         latency histogram, HdrHistogram percentile format (us)\n"
 		"  --quiet             no progress lines\n"
@@ -105,6 +113,7 @@ static int parse_url(ms_bench_cfg *cfg, const char *url)
 		*colon = 0;
 		port = atoi(colon + 1);
 	}
+	snprintf(cfg->tls_host, sizeof(cfg->tls_host), "%s", hostonly);
 	if (strcmp(hostonly, "localhost") == 0)
 		snprintf(hostonly, sizeof(hostonly), "127.0.0.1");
 	cfg->dst.sin_family = AF_INET;
@@ -227,12 +236,13 @@ static void sleep_s(double s)
 /* ---- reporting ---------------------------------------------------------- */
 
 typedef struct totals {
-	uint64_t opened, failed, fail_connect, fail_timeout, fail_http, fail_other;
+	uint64_t opened, failed, fail_connect, fail_timeout, fail_http, fail_tls, fail_other;
+	uint64_t tls_full, tls_resumed, tls_offered, tls_tickets, win_tls_full, win_tls_resumed;
 	uint64_t closed_by_peer, protocol_errors, sent, recv, meas_msgs, meas_bytes;
 	uint64_t pub_sent, pub_acked, pub_errors, join_errors;
 	uint64_t seq_gaps, seq_missing, seq_dups, seq_reorders, closes_clean;
 	uint64_t peak_open;
-	ms_hist *tcp, *conn, *lat;
+	ms_hist *tcp, *conn, *lat, *tls_full_h, *tls_res_h;
 	char first_error[MS_BENCH_ERRLEN];
 } totals;
 
@@ -242,6 +252,10 @@ static void sum_stats(const ms_bench_cfg *cfg, ms_bench_shared *sh, totals *T)
 	T->tcp = malloc(sizeof(ms_hist));
 	T->conn = malloc(sizeof(ms_hist));
 	T->lat = malloc(sizeof(ms_hist));
+	T->tls_full_h = malloc(sizeof(ms_hist));
+	T->tls_res_h = malloc(sizeof(ms_hist));
+	ms_hist_init(T->tls_full_h);
+	ms_hist_init(T->tls_res_h);
 	ms_hist_init(T->tcp);
 	ms_hist_init(T->conn);
 	ms_hist_init(T->lat);
@@ -252,6 +266,13 @@ static void sum_stats(const ms_bench_cfg *cfg, ms_bench_shared *sh, totals *T)
 		T->fail_connect += s->fail_connect;
 		T->fail_timeout += s->fail_timeout;
 		T->fail_http += s->fail_http;
+		T->fail_tls += s->fail_tls;
+		T->tls_full += s->tls_full;
+		T->tls_resumed += s->tls_resumed;
+		T->tls_offered += s->tls_offered;
+		T->tls_tickets += s->tls_tickets;
+		T->win_tls_full += s->win_tls_full;
+		T->win_tls_resumed += s->win_tls_resumed;
 		T->fail_other += s->fail_other;
 		T->closed_by_peer += s->closed_by_peer;
 		T->protocol_errors += s->protocol_errors;
@@ -272,6 +293,8 @@ static void sum_stats(const ms_bench_cfg *cfg, ms_bench_shared *sh, totals *T)
 			ms_hist_merge(T->tcp, &s->h_tcp);
 			ms_hist_merge(T->conn, &s->h_conn);
 			ms_hist_merge(T->lat, &s->h_lat);
+			ms_hist_merge(T->tls_full_h, &s->h_tls_full);
+			ms_hist_merge(T->tls_res_h, &s->h_tls_res);
 		}
 		if (!T->first_error[0] && s->first_error[0])
 			memcpy(T->first_error, s->first_error, sizeof(T->first_error));
@@ -339,7 +362,7 @@ int main(int argc, char **argv)
 		O_URL = 256, O_SCEN, O_CONNS, O_THREADS, O_PROCS, O_RATE, O_MAXPEND, O_DUR, O_WARM,
 		O_SETTLE, O_SRC, O_SECRET, O_UBASE, O_INFL, O_SIZE, O_BIN, O_STREAMS, O_JOINS, O_PUBS,
 		O_PUBRATE, O_PREFIX, O_CTO, O_CLTO, O_MAXFAIL, O_PID, O_JSON, O_HIST, O_QUIET,
-		O_RESUME, O_HELP,
+		O_RESUME, O_HELP, O_CA, O_TLS12,
 	};
 	static const struct option opts[] = {
 		{"url", 1, 0, O_URL}, {"scenario", 1, 0, O_SCEN}, {"conns", 1, 0, O_CONNS},
@@ -352,7 +375,8 @@ int main(int argc, char **argv)
 		{"stream-prefix", 1, 0, O_PREFIX}, {"connect-timeout", 1, 0, O_CTO},
 		{"close-timeout", 1, 0, O_CLTO}, {"max-failures", 1, 0, O_MAXFAIL},
 		{"server-pid", 1, 0, O_PID}, {"json", 1, 0, O_JSON}, {"hist", 1, 0, O_HIST},
-		{"quiet", 0, 0, O_QUIET}, {"resume", 0, 0, O_RESUME}, {"help", 0, 0, O_HELP},
+		{"quiet", 0, 0, O_QUIET}, {"resume", 2, 0, O_RESUME},
+		{"ca", 1, 0, O_CA}, {"tls12", 0, 0, O_TLS12}, {"help", 0, 0, O_HELP},
 		{0, 0, 0, 0},
 	};
 	int opt;
@@ -402,21 +426,44 @@ int main(int argc, char **argv)
 		case O_JSON: cfg.json_path = optarg; break;
 		case O_HIST: cfg.hist_path = optarg; break;
 		case O_QUIET: cfg.quiet = true; break;
-		case O_RESUME: cfg.resume = true; break;
+		case O_RESUME:
+			if (!optarg || !strcmp(optarg, "slot")) cfg.resume = RESUME_SLOT;
+			else if (!strcmp(optarg, "thread")) cfg.resume = RESUME_THREAD;
+			else {
+				fprintf(stderr, "msock-bench: --resume=slot or --resume=thread\n");
+				return 2;
+			}
+			break;
+		case O_CA:
+			if (snprintf(cfg.ca_file, sizeof(cfg.ca_file), "%s", optarg) >= (int)sizeof(cfg.ca_file)) {
+				fprintf(stderr, "msock-bench: --ca path too long\n");
+				return 2;
+			}
+			break;
+		case O_TLS12: cfg.tls12 = true; break;
 		case O_HELP: case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (!url || parse_url(&cfg, url) < 0) {
-		fprintf(stderr, "msock-bench: need --url ws://IPv4:PORT/PATH\n");
+		fprintf(stderr, "msock-bench: need --url ws://IPv4:PORT/PATH or wss://...\n");
 		usage(stderr);
 		return 2;
 	}
-	if (cfg.resume)
-		fprintf(stderr, "msock-bench: --resume needs wss://, which is not implemented yet\n");
-	if (cfg.tls) {
-		fprintf(stderr, "msock-bench: wss:// is not implemented yet\n");
+	if (!cfg.tls && (cfg.resume || cfg.ca_file[0] || cfg.tls12)) {
+		fprintf(stderr, "msock-bench: --resume, --ca and --tls12 need a wss:// URL\n");
 		return 2;
+	}
+	if (cfg.tls) {
+		/* Fail early on a bad --ca (every worker builds its own context). */
+		char err[160];
+		SSL_CTX *ctx = ms_bench_tls_ctx(&cfg, NULL, NULL, err, sizeof(err));
+		if (!ctx) {
+			fprintf(stderr, "msock-bench: TLS setup%s%s: %s\n", cfg.ca_file[0] ? " with --ca " : "",
+				cfg.ca_file, err);
+			return 2;
+		}
+		SSL_CTX_free(ctx);
 	}
 	if (cfg.threads < 1 || cfg.procs < 1 || cfg.conns < 1 || cfg.inflight < 1 ||
 	    cfg.max_pending < 1 || cfg.duration < 0 || cfg.warmup < 0 || cfg.connect_timeout <= 0 ||
@@ -588,6 +635,8 @@ int main(int argc, char **argv)
 	double slab_pc = per_conn_bytes(m_before.slab_kb, m_settled.slab_kb, T.opened);
 	double sunr_pc = per_conn_bytes(m_before.sunreclaim_kb, m_settled.sunreclaim_kb, T.opened);
 
+	uint64_t tls_hs = T.win_tls_full + T.win_tls_resumed;
+	double resumed_pct = tls_hs ? 100.0 * (double)T.win_tls_resumed / (double)tls_hs : 0.0;
 	uint64_t errors = T.protocol_errors + T.closed_by_peer + T.pub_errors + T.join_errors +
 			  T.seq_gaps + T.seq_dups + T.seq_reorders;
 	bool fail = false;
@@ -609,14 +658,25 @@ int main(int argc, char **argv)
 	FILE *o = stdout;
 	fprintf(o, "msock-bench %s %s: conns=%llu threads=%u procs=%u%s\n", scenario_name(cfg.scenario), url,
 		(unsigned long long)cfg.conns, cfg.threads, cfg.procs, g_interrupted ? " (interrupted)" : "");
-	fprintf(o, "connections: opened %llu, failed %llu (connect %llu, timeout %llu, http %llu, other %llu), "
-		   "peak open %llu, open phase %.2fs\n",
+	fprintf(o, "connections: opened %llu, failed %llu (connect %llu, timeout %llu, tls %llu, http %llu, "
+		   "other %llu), peak open %llu, open phase %.2fs\n",
 		(unsigned long long)T.opened, (unsigned long long)T.failed, (unsigned long long)T.fail_connect,
-		(unsigned long long)T.fail_timeout, (unsigned long long)T.fail_http,
+		(unsigned long long)T.fail_timeout, (unsigned long long)T.fail_tls, (unsigned long long)T.fail_http,
 		(unsigned long long)T.fail_other, (unsigned long long)T.peak_open,
 		t_open ? (double)(t_open - t_start) / 1e9 : 0.0);
 	print_hist_line(o, "tcp connect", T.tcp);
 	print_hist_line(o, "ws handshake", T.conn);
+	if (cfg.tls) {
+		fprintf(o, "tls: %s%s, handshakes %llu full + %llu resumed (sessions offered %llu, tickets "
+			   "received %llu); %s: %llu full, %llu resumed = %.1f%% resumed\n",
+			ms_bench_tls_version_name(&cfg), cfg.ca_file[0] ? " verified" : " unverified",
+			(unsigned long long)T.tls_full, (unsigned long long)T.tls_resumed,
+			(unsigned long long)T.tls_offered, (unsigned long long)T.tls_tickets,
+			cfg.scenario == SC_STORM ? "in window" : "all", (unsigned long long)T.win_tls_full,
+			(unsigned long long)T.win_tls_resumed, resumed_pct);
+		print_hist_line(o, "tls full", T.tls_full_h);
+		print_hist_line(o, "tls resumed", T.tls_res_h);
+	}
 	if (cfg.scenario != SC_IDLE) {
 		fprintf(o, "window: %.2fs after %.2fs warmup; messages sent %llu, received %llu, in window %llu\n",
 			window, cfg.warmup, (unsigned long long)T.sent, (unsigned long long)T.recv,
@@ -648,7 +708,9 @@ int main(int argc, char **argv)
 	if (srv_cpu >= 0)
 		fprintf(o, "server cpu: %.2fs in window (%.0f%%)%s", srv_cpu,
 			window > 0 ? 100.0 * srv_cpu / window : 0.0, T.meas_msgs ? "" : "\n");
-	if (srv_cpu >= 0 && T.meas_msgs)
+	if (srv_cpu >= 0 && T.meas_msgs && cfg.scenario == SC_STORM)
+		fprintf(o, ", %.3f cpu-s per 1000 handshakes\n", srv_cpu * 1e3 / (double)T.meas_msgs);
+	else if (srv_cpu >= 0 && T.meas_msgs)
 		fprintf(o, ", %.2f cpu-s per million messages\n", srv_cpu * 1e6 / (double)T.meas_msgs);
 	fprintf(o, "client cpu: %.2fs in window (%.0f%% of one core%s)\n", cli_cpu, cli_pct,
 		cli_pct >= 95.0 ? "; >= 95%: client-bound, figure invalid" : "");
@@ -670,6 +732,13 @@ int main(int argc, char **argv)
 	if (srv_cpu >= 0)
 		fprintf(o, " server_cpu_s=%.3f", srv_cpu);
 	fprintf(o, " client_cpu_pct=%.0f", cli_pct);
+	if (cfg.tls)
+		fprintf(o, " tls=%s tls_full=%llu tls_resumed=%llu resumed_pct=%.1f fail_tls=%llu "
+			   "tls_full_p50_us=%.1f tls_full_p99_us=%.1f tls_res_p50_us=%.1f tls_res_p99_us=%.1f",
+			cfg.tls12 ? "1.2" : "1.3", (unsigned long long)T.win_tls_full,
+			(unsigned long long)T.win_tls_resumed, resumed_pct, (unsigned long long)T.fail_tls,
+			us(ms_hist_percentile(T.tls_full_h, 50)), us(ms_hist_percentile(T.tls_full_h, 99)),
+			us(ms_hist_percentile(T.tls_res_h, 50)), us(ms_hist_percentile(T.tls_res_h, 99)));
 	if (cfg.scenario == SC_FANOUT)
 		fprintf(o, " seq_gaps=%llu seq_dups=%llu seq_reorders=%llu", (unsigned long long)T.seq_gaps,
 			(unsigned long long)T.seq_dups, (unsigned long long)T.seq_reorders);
@@ -734,13 +803,29 @@ int main(int argc, char **argv)
 				   "\"client_cpu_pct\": %.1f,\n",
 				srv_cpu, (srv_cpu >= 0 && T.meas_msgs) ? srv_cpu * 1e6 / (double)T.meas_msgs : -1.0,
 				cli_cpu, cli_pct);
+			fprintf(j, "  \"tls\": %s, \"tls_version\": \"%s\", \"tls_verify\": %s, \"resume\": \"%s\", "
+				   "\"fail_tls\": %llu, \"tls_full\": %llu, \"tls_resumed\": %llu, \"tls_offered\": %llu, "
+				   "\"tls_tickets\": %llu, \"win_tls_full\": %llu, \"win_tls_resumed\": %llu, "
+				   "\"resumed_pct\": %.2f,\n",
+				cfg.tls ? "true" : "false", cfg.tls ? ms_bench_tls_version_name(&cfg) : "",
+				cfg.ca_file[0] ? "true" : "false",
+				cfg.resume == RESUME_SLOT ? "slot" : cfg.resume == RESUME_THREAD ? "thread" : "off",
+				(unsigned long long)T.fail_tls, (unsigned long long)T.tls_full,
+				(unsigned long long)T.tls_resumed, (unsigned long long)T.tls_offered,
+				(unsigned long long)T.tls_tickets, (unsigned long long)T.win_tls_full,
+				(unsigned long long)T.win_tls_resumed, resumed_pct);
+			if (cfg.scenario == SC_STORM)
+				fprintf(j, "  \"server_cpu_s_per_1000_handshakes\": %.4f,\n",
+					(srv_cpu >= 0 && T.meas_msgs) ? srv_cpu * 1e3 / (double)T.meas_msgs : -1.0);
 			fprintf(j, "  \"first_error\": \"");
 			for (const char *c = T.first_error; *c; c++)
 				fputc(*c == '"' || *c == '\\' ? '\'' : (unsigned char)*c < 0x20 ? ' ' : *c, j);
 			fprintf(j, "\",\n");
 			json_hist(j, "tcp_connect", T.tcp, false);
 			json_hist(j, "handshake", T.conn, false);
-			json_hist(j, "latency", T.lat, true);
+			json_hist(j, "latency", T.lat, false);
+			json_hist(j, "tls_full_latency", T.tls_full_h, false);
+			json_hist(j, "tls_resumed_latency", T.tls_res_h, true);
 			fprintf(j, "}\n");
 			fclose(j);
 		} else {
