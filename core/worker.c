@@ -305,8 +305,9 @@ static void outq_advance(ms_worker *w, ms_conn *c, uint32_t sent)
 	}
 }
 
-/* Transform the queued plaintext (always a suffix of the queue: raw writes
- * transform what precedes them first) into wire bytes, in chunks of up to
+/* Transform the queued plaintext (always a suffix of the queue: the
+ * protocol layer transforms before anything writes raw bytes) into wire
+ * bytes, in chunks of up to
  * MS_XFORM_CHUNK gathered bytes: with TLS, one record per chunk, so all a
  * connection got in one iteration usually leaves as one record. */
 static void transform_pending(ms_worker *w, ms_conn *c)
@@ -348,10 +349,14 @@ static void transform_pending(ms_worker *w, ms_conn *c)
 
 void ms_conn_write_raw(ms_worker *w, ms_conn *c, const void *p, size_t n)
 {
-	if (c->flags & MS_CONN_F_XFORM)
-		transform_pending(w, c);
 	memcpy(reserve(w, c, n, false), p, n);
 	ms_conn_commit(w, c, n);
+}
+
+void ms_conn_transform_now(ms_worker *w, ms_conn *c)
+{
+	if (c->flags & MS_CONN_F_XFORM)
+		transform_pending(w, c);
 }
 
 /* ---- submissions -------------------------------------------------------- */

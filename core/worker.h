@@ -139,9 +139,14 @@ void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
  * queue plaintext, and ms_conn_write_raw() queues wire bytes. */
 void ms_conn_set_transform(ms_conn *c);
 /* Queue bytes exactly as they go on the wire (handshake flights, records
- * from on_transform, alerts). Plaintext queued earlier is transformed first,
- * so the wire order is the order of the calls. */
+ * from on_transform, alerts), after everything queued so far. Plaintext
+ * still waiting for its transform would then go out after these bytes, so
+ * call ms_conn_transform_now() before anything that may write raw bytes
+ * (with TLS: before each engine call). It is not called from here because
+ * raw writes come from inside the engine, which must not be re-entered. */
 void ms_conn_write_raw(ms_worker *w, ms_conn *c, const void *p, size_t n);
+/* Transform the plaintext queued so far now (on_transform runs). */
+void ms_conn_transform_now(ms_worker *w, ms_conn *c);
 
 /* Bytes queued and not yet acknowledged by a send completion. */
 static inline uint32_t ms_conn_pending(const ms_conn *c)

@@ -84,6 +84,7 @@ static void net_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
 	if (t && mode == MS_CLOSE_FLUSH && !ms_conn_closing(c) && ms_tls_handshake_done(t->t)) {
 		sink_arg a = { w, c };
 		ms_tls_sink sink = { sink_write, &a };
+		ms_conn_transform_now(w, c); /* queued frames go before close_notify */
 		ms_tls_shutdown(t->t, &sink);
 	}
 	ms_conn_close(w, c, mode);
@@ -622,6 +623,9 @@ static size_t tls_data(ms_worker *w, ms_conn *c, tls_conn *t, uint8_t *buf, size
 	bool more;
 	do {
 		size_t got = 0;
+		/* Anything the engine writes now (handshake, alerts, tickets) must
+		 * follow the records of what is already queued. */
+		ms_conn_transform_now(w, c);
 		int r = ms_tls_read(t->t, in, n, pt, sizeof(pt), &got, &more, &sink);
 		in = NULL;
 		n = 0;
