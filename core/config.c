@@ -57,7 +57,7 @@ static const struct opt opts[] = {
 	{ "sndbuf", K_U32, O(sndbuf), 4096, 64u << 20, "262144",
 	  "SO_SNDBUF bytes of accepted sockets (bounds kernel memory per slow client)", NULL },
 	{ "backlog", K_U32, O(backlog), 16, 65535, "4096", "listen(2) backlog per worker", NULL },
-	{ "taskrun", K_ENUM, O(taskrun), 0, 1, "defer",
+	{ "taskrun", K_ENUM, O(taskrun), 0, 1, "coop",
 	  "io_uring task running: defer (DEFER_TASKRUN) or coop (COOP_TASKRUN)", taskrun_names },
 	{ "min-wait-us", K_U32, O(min_wait_us), 0, 100000, "10",
 	  "batching wait bound in microseconds (IORING_FEAT_MIN_TIMEOUT); 0 = wait for one", NULL },

@@ -123,7 +123,7 @@ static void print_stats(ms_worker **w, uint32_t n)
 		ms_info("stats %s: accepts=%llu max_conns=%llu rejects=%llu closes=%llu "
 			"enters=%llu iterations=%llu cqes=%llu recvs=%llu sends=%llu "
 			"partial_sends=%llu bytes_in=%llu bytes_out=%llu msgs_in=%llu "
-			"msgs_out=%llu deliveries=%llu records=%llu recv_stops=%llu recv_nobufs=%llu accept_stops=%llu "
+			"msgs_out=%llu deliveries=%llu records=%llu slow_closes=%llu recv_stops=%llu recv_nobufs=%llu accept_stops=%llu "
 			"cq_overflows=%llu stale=%llu enters_per_msg=%.4f",
 			label,
 			(unsigned long long)s->accepts, (unsigned long long)s->max_conns,
@@ -134,6 +134,7 @@ static void print_stats(ms_worker **w, uint32_t n)
 			(unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 			(unsigned long long)s->msgs_in, (unsigned long long)s->msgs_out,
 			(unsigned long long)s->deliveries, (unsigned long long)s->records,
+			(unsigned long long)s->slow_closes,
 			(unsigned long long)s->recv_stops, (unsigned long long)s->recv_nobufs,
 			(unsigned long long)s->accept_stops, (unsigned long long)s->cq_overflows,
 			(unsigned long long)s->stale, per);

@@ -85,6 +85,7 @@ struct ms_worker {
 
 	bool accept_armed[MS_MAX_LISTENERS];
 	bool accept_parked; /* no slot or table entry: re-arm when one frees */
+	uint32_t accept_retry_at; /* after an unexpected accept error: back off */
 	uint8_t *xform_buf;  /* MS_XFORM_CHUNK bytes: gathered plaintext */
 	bool draining;
 	uint32_t drain_deadline;
@@ -430,25 +431,15 @@ static void submit_send(ms_worker *w, ms_conn *c)
 
 /* ---- close -------------------------------------------------------------- */
 
+/* Nothing in flight any more: queue the slot for the end of the iteration.
+ * The release itself (on_free included) never runs inside a handler, so a
+ * handler that closed a connection may go on using its state. */
 static void maybe_finish(ms_worker *w, ms_conn *c)
 {
 	if (!(c->flags & MS_CONN_F_DEAD) || c->inflight || (c->flags & MS_CONN_F_FREED))
 		return;
-	close_fidx(w, c->fidx);
-	outq_release(w, c);
-	free(c->spill);
-	c->spill = NULL;
-	c->spill_len = c->spill_cap = 0;
-	if (c->sendctx) {
-		sendctx *x = c->sendctx;
-		x->next = w->free_ctx;
-		w->free_ctx = x;
-		c->sendctx = NULL;
-	}
-	w->h->on_free(w, c);
 	c->flags |= MS_CONN_F_FREED;
 	w->freeq[w->nfreeq++] = c->idx;
-	w->st.closes++;
 }
 
 static void teardown(ms_worker *w, ms_conn *c)
@@ -469,7 +460,7 @@ static void teardown(ms_worker *w, ms_conn *c)
  * the close frame we just sent. */
 static void start_linger(ms_worker *w, ms_conn *c)
 {
-	if (!(c->flags & MS_CONN_F_RECV) || (c->flags & MS_CONN_F_LINGER)) {
+	if (!(c->flags & (MS_CONN_F_RECV | MS_CONN_F_REARM)) || (c->flags & MS_CONN_F_LINGER)) {
 		teardown(w, c);
 		return;
 	}
@@ -641,8 +632,10 @@ static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 	if (cqe->res < 0) {
 		if (cqe->res == -ENFILE || cqe->res == -EMFILE || cqe->res == -ENOMEM)
 			w->accept_parked = true; /* until a slot frees */
-		else if (cqe->res != -ECANCELED && cqe->res != -EINVAL)
+		else if (cqe->res != -ECANCELED) {
 			ms_warn("accept: %s", strerror(-cqe->res));
+			w->accept_retry_at = w->now_s + 1; /* no busy loop on a broken listener */
+		}
 		return;
 	}
 	int fidx = cqe->res;
@@ -711,7 +704,7 @@ static void flush_dirty(ms_worker *w)
 			continue;
 		if (c->flags & MS_CONN_F_XFORM)
 			transform_pending(w, c);
-		if (c->out_head)
+		if (c->out_head && !(c->flags & MS_CONN_F_DEAD))
 			submit_send(w, c);
 	}
 	w->ndirty = 0;
@@ -728,7 +721,8 @@ static void rearm_stopped(ms_worker *w)
 			arm_recv(w, c);
 	}
 	w->nrearm = 0;
-	if (!w->draining && (!w->accept_parked || w->pool.used < w->pool.cap))
+	if (!w->draining && (!w->accept_parked || w->pool.used < w->pool.cap) &&
+	    w->now_s >= w->accept_retry_at)
 		for (int l = 0; l < w->nlisten; l++)
 			if (!w->accept_armed[l])
 				arm_accept(w, l);
@@ -738,9 +732,22 @@ static void free_closed(ms_worker *w)
 {
 	for (uint32_t i = 0; i < w->nfreeq; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->freeq[i]);
+		close_fidx(w, c->fidx);
+		outq_release(w, c);
+		free(c->spill);
+		c->spill = NULL;
+		c->spill_len = c->spill_cap = 0;
+		if (c->sendctx) {
+			sendctx *x = c->sendctx;
+			x->next = w->free_ctx;
+			w->free_ctx = x;
+			c->sendctx = NULL;
+		}
+		w->h->on_free(w, c);
 		c->fidx = -1;
 		ms_pool_free(&w->pool, c);
 		w->live--;
+		w->st.closes++;
 	}
 	w->nfreeq = 0;
 }
@@ -814,6 +821,8 @@ static void run(ms_worker *w)
 			timeout = 100000000u;
 		if (w->mbox && !ms_mbox_sleep_begin(w->mbox))
 			wait_nr = 0; /* mail is waiting: do not block */
+		if (w->mbox && ms_mbox_backlog(w->mbox) && timeout > 50000)
+			timeout = 50000; /* a full ring: retry the overflow soon */
 		int ret = ms_ring_enter(&w->ring, wait_nr, cfg->min_wait_us, timeout);
 		if (w->mbox)
 			ms_mbox_sleep_end(w->mbox);
@@ -848,10 +857,10 @@ static void run(ms_worker *w)
 		if (w->mbox)
 			ms_mbox_drain(w->mbox, on_mail, w); /* what on_flush sent to us */
 		flush_dirty(w);
+		free_closed(w); /* before the mailbox flush: on_free posts messages */
 		if (w->mbox)
 			ms_mbox_flush(w->mbox, ring_bell, w);
 		rearm_stopped(w);
-		free_closed(w);
 		if (w->draining && w->live == 0)
 			break;
 	}

@@ -44,6 +44,7 @@ typedef struct ms_worker_stats {
 	uint64_t msgs_out;
 	uint64_t deliveries;    /* packets queued to subscribers (fan-out, DMs) */
 	uint64_t records;       /* output transforms (TLS records written) */
+	uint64_t slow_closes;   /* connections closed as slow consumers */
 	uint64_t max_conns;     /* high-water mark */
 } ms_worker_stats;
 

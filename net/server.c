@@ -123,22 +123,35 @@ static void respond_503(ms_worker *w, ms_conn *c)
 	respond(w, c, 503, extra, "over capacity\n");
 }
 
+bool ms_net_check_backpressure(ms_worker *w, ms_conn *c)
+{
+	if (ms_conn_pending(c) <= ms_worker_config(w)->max_backpressure)
+		return false;
+	/* A close frame could not get past what is queued: abort. */
+	ms_debug("conn %u: slow consumer (%u bytes queued)", c->idx, ms_conn_pending(c));
+	ms_worker_stats_of(w)->slow_closes++;
+	ms_conn_close(w, c, MS_CLOSE_ABORT);
+	return true;
+}
+
 static void ws_send(ms_worker *w, ms_conn *c, uint8_t opcode, const void *p,
 		    size_t len)
 {
+	/* RFC 6455 §5.5.1: after our close frame, nothing else. */
+	if (c->state == ST_CLOSING && opcode != MS_WS_OP_CLOSE)
+		return;
 	size_t h = ms_ws_header_len(len);
 	uint8_t *out = ms_conn_reserve(w, c, h + len);
 	ms_ws_header(out, true, opcode, len, NULL);
 	if (len)
 		memcpy(out + h, p, len);
 	ms_conn_commit(w, c, h + len);
-	const ms_config *cfg = ms_worker_config(w);
-	if (ms_conn_pending(c) > cfg->max_backpressure) {
-		/* The close frame could never get past what is queued: abort. */
-		ms_debug("conn %u: slow consumer (%u bytes queued)", c->idx,
-			 ms_conn_pending(c));
-		net_close(w, c, MS_CLOSE_ABORT);
-	}
+	ms_net_check_backpressure(w, c);
+}
+
+bool ms_net_deliverable(ms_conn *c)
+{
+	return c->state == ST_OPEN && !ms_conn_closing(c);
 }
 
 uint64_t ms_net_uid(ms_conn *c)

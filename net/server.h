@@ -57,6 +57,12 @@ void **ms_net_chat_slot(ms_conn *c);
 /* Whether the connection's identity may join/publish to `stream`: dev mode
  * allows all; otherwise the token's streams claim (user:<sub> always). */
 bool ms_net_stream_allowed(ms_conn *c, ms_str stream);
+/* Whether c may still be sent messages: an open WebSocket that has not
+ * begun closing (after our close frame, nothing but close may follow). */
+bool ms_net_deliverable(ms_conn *c);
+/* After queueing to c: a connection whose queued output passed
+ * --max-backpressure is closed as a slow consumer. Returns whether it was. */
+bool ms_net_check_backpressure(ms_worker *w, ms_conn *c);
 /* Queue one text frame (whole message). Enforces --max-backpressure. */
 void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n);
 /* Reply {"id":N,"ok":false,"error":{"code":C,"message":"M"}} (no id when

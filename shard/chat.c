@@ -29,6 +29,8 @@
 #define SEQ_SLOT 20
 #define DM_FANOUT_MAX 64 /* devices of one user reached by one DM */
 #define ROOM_NAME "#room" /* not a valid client stream name: /room only */
+#define STREAM_IDLE_SECONDS 300 /* an empty stream is forgotten after this */
+#define SWEEP_SECONDS 10
 
 enum {
 	M_REGISTER = 1, /* a = uid */
@@ -66,6 +68,7 @@ typedef struct stream {
 	uint32_t npres, cpres;
 	bool dirty, quiet;
 	uint16_t name_len;
+	uint32_t idle_since;    /* worker second it became idle, 0 = in use */
 	char name[];
 } stream;
 
@@ -105,6 +108,8 @@ struct ms_chat_worker {
 	ms_map by_id;     /* owner: stream id → stream */
 	ms_map topics;    /* local: stream id → topic */
 	stream *dirty;
+	uint32_t now;        /* worker seconds, refreshed every flush */
+	uint32_t last_sweep;
 	char *scratch;    /* reply building */
 	size_t scratch_cap;
 };
@@ -384,9 +389,12 @@ static void topic_deliver(ms_worker *w, ms_chat_worker *cw, uint64_t id, ms_pkt 
 	for (uint32_t i = 0; i < t->n; i++) {
 		uint64_t s = t->subs[i];
 		ms_conn *c = ms_worker_conn(w, base | (uint64_t)(uint32_t)s << 32 | (s >> 32));
-		if (c && !ms_conn_closing(c)) {
+		if (c && ms_net_deliverable(c)) {
 			ms_conn_send_pkt(w, c, pkt, 0, pkt->len);
 			st->deliveries++;
+			/* Closing here is safe: the connection leaves the topic only
+			 * when its slot is freed, at the end of the iteration. */
+			ms_net_check_backpressure(w, c);
 		}
 	}
 }
@@ -426,6 +434,68 @@ static stream *stream_get(ms_chat_worker *cw, const char *name, size_t len)
 	ms_map_put(&cw->by_hash, hash, (uint64_t)(uintptr_t)s);
 	ms_map_put(&cw->by_id, s->id, (uint64_t)(uintptr_t)s);
 	return s;
+}
+
+/* A stream nobody has been in for STREAM_IDLE_SECONDS is forgotten (its seq
+ * with it): the next join or publish recreates it under a new epoch, as
+ * PROTOCOL.md allows. Until then a brief gap (everyone reconnecting) keeps
+ * seq continuity. Without this, every name ever used would stay forever. */
+static bool stream_idle(const stream *s)
+{
+	return !s->members.len && !s->wmask && !s->dirty;
+}
+
+static void stream_free(ms_chat_worker *cw, stream *s)
+{
+	uint64_t *head = ms_map_get(&cw->by_hash, s->hash);
+	if (head) {
+		/* the map value is the chain's first stream pointer */
+		stream **pp = (stream **)head;
+		while (*pp && *pp != s)
+			pp = &(*pp)->hnext;
+		if (*pp)
+			*pp = s->hnext;
+		if (!*head)
+			ms_map_del(&cw->by_hash, s->hash, NULL);
+	}
+	ms_map_del(&cw->by_id, s->id, NULL);
+	ms_map_fini(&s->members);
+	free(s->wcount);
+	free(s->pres);
+	free(s);
+}
+
+/* Note when a stream becomes idle; the sweep frees it later. */
+static void stream_maybe_free(ms_chat_worker *cw, stream *s)
+{
+	if (stream_idle(s) && !s->idle_since)
+		s->idle_since = cw->now;
+}
+
+static void sweep_idle_streams(ms_chat_worker *cw)
+{
+	stream **victims = NULL;
+	size_t n = 0, cap = 0;
+	const ms_map_slot *sl;
+	for (uint32_t p = 0; (p = ms_map_next(&cw->by_id, p, &sl)) != 0;) {
+		stream *s = (stream *)(uintptr_t)sl->val;
+		if (!stream_idle(s)) {
+			s->idle_since = 0;
+		} else if (!s->idle_since) {
+			s->idle_since = cw->now;
+		} else if (cw->now - s->idle_since >= STREAM_IDLE_SECONDS) {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				victims = realloc(victims, cap * sizeof(*victims));
+				if (!victims)
+					abort();
+			}
+			victims[n++] = s; /* not freed while iterating the map */
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		stream_free(cw, victims[i]);
+	free(victims);
 }
 
 static void presence_note(ms_chat_worker *cw, stream *s, uint64_t uid, bool leave)
@@ -468,6 +538,7 @@ static void send_to_subscribers(ms_worker *w, stream *s, ms_pkt *pkt)
 static void owner_join(ms_worker *w, ms_chat_worker *cw, uint32_t from, jreq *j)
 {
 	stream *s = stream_get(cw, j->name, j->name_len);
+	s->idle_since = 0;
 	if (j->flags & F_QUIET)
 		s->quiet = true;
 	uint64_t *cnt = ms_map_get(&s->members, j->uid);
@@ -500,6 +571,7 @@ static void owner_leave(ms_chat_worker *cw, uint32_t from, uint64_t id, uint64_t
 	}
 	if (s->wcount[from] && --s->wcount[from] == 0)
 		s->wmask &= ~(1ull << from);
+	stream_maybe_free(cw, s);
 }
 
 static void owner_publish(ms_worker *w, ms_chat_worker *cw, uint32_t from, ms_msg *m)
@@ -523,6 +595,7 @@ static void owner_publish(ms_worker *w, ms_chat_worker *cw, uint32_t from, ms_ms
 	}
 	send_to_subscribers(w, s, pkt);
 	ms_pkt_unref(pkt);
+	stream_maybe_free(cw, s);
 }
 
 static int presence_listing(ms_chat_worker *cw, jreq *j, char **out)
@@ -582,7 +655,7 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 	case M_JOIN_ACK: {
 		jreq *j = m->ptr;
 		ms_conn *c = ms_worker_conn(w, j->ref);
-		bool live = c && !ms_conn_closing(c);
+		bool live = c && ms_net_deliverable(c);
 		csub *s = live ? find_pending(conn_state(c), ms_hash_bytes(j->name, j->name_len)) : NULL;
 		if (s && !(j->flags & F_QUIET)) {
 			/* One reply per request: a join left before its ack still
@@ -622,7 +695,7 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		break;
 	case M_PUB_ACK: {
 		ms_conn *c = ms_worker_conn(w, m->ref);
-		if (c && !ms_conn_closing(c)) {
+		if (c && ms_net_deliverable(c)) {
 			char buf[96];
 			int n = (m->flags & F_HAS_ID)
 				? snprintf(buf, sizeof(buf), "{\"id\":%lld,\"ok\":true,\"seq\":%llu}",
@@ -640,12 +713,13 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 	case M_DM:
 	case M_REPLY: {
 		ms_conn *c = ms_worker_conn(w, m->ref);
-		if (c && !ms_conn_closing(c)) {
+		if (c && ms_net_deliverable(c)) {
 			ms_conn_send_pkt(w, c, m->ptr, 0, ((ms_pkt *)m->ptr)->len);
 			if (m->type == M_DM)
 				ms_worker_stats_of(w)->deliveries++;
 			else
 				ms_worker_stats_of(w)->msgs_out++;
+			ms_net_check_backpressure(w, c);
 		}
 		ms_pkt_unref(m->ptr);
 		break;
@@ -670,6 +744,11 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 void ms_chat_on_flush(ms_worker *w)
 {
 	ms_chat_worker *cw = CW(w);
+	cw->now = ms_worker_now(w);
+	if (cw->now - cw->last_sweep >= SWEEP_SECONDS) {
+		cw->last_sweep = cw->now;
+		sweep_idle_streams(cw);
+	}
 	uint32_t max = cw->chat->cfg->presence_max_members;
 	while (cw->dirty) {
 		stream *s = cw->dirty;
@@ -677,6 +756,7 @@ void ms_chat_on_flush(ms_worker *w)
 		s->dirty = false;
 		if (s->npres == 0 || s->members.len > max) {
 			s->npres = 0;
+			stream_maybe_free(cw, s);
 			continue;
 		}
 		/* {"event":"presence","stream":S,"join":[..],"leave":[..]} */
@@ -703,6 +783,7 @@ void ms_chat_on_flush(ms_worker *w)
 		free(b);
 		send_to_subscribers(w, s, pkt);
 		ms_pkt_unref(pkt);
+		stream_maybe_free(cw, s);
 	}
 }
 

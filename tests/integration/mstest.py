@@ -1,11 +1,15 @@
 """Shared helpers of the integration tests (run with /usr/bin/python3).
 
 - Server: spawns build/mezon-sock on 127.0.0.1:0, waits for the
-  "listening on ws://127.0.0.1:PORT/ws" line, captures stderr; stop() sends
+  "listening on ws://127.0.0.1:PORT/ws" line (.port) and, unless
+  --tls-listen is off, the "listening on wss://..." line (.tls_port; the
+  "TLS: ... fingerprint XX:.." line gives .tls_fingerprint), captures
+  stderr; stop() sends
   SIGTERM, waits, parses the "stats worker=N:" / "stats total:" lines and
   raises if the server crashed, exited non-zero or printed a sanitizer report.
 - A raw RFC 6455 client (handshake, frame building, frame reading) for the
-  conformance tests and the echo check that follows every error case.
+  conformance tests and the echo check that follows every error case; it
+  takes a socket factory (connect=tls_tcp runs it over TLS).
 - run(): a tiny test runner. Every module-level function test_* is a test;
   each failure is printed with its traceback; the last line is
   "N passed, N failed, N skipped"; exit status 1 on any failure, 77 when
@@ -20,6 +24,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -77,12 +82,22 @@ class Server:
         self.env = env
         self.proc = None
         self.port = None
+        self.tls_port = None
+        self.tls_fingerprint = None
         self.workers = None
         self._err = []
         self._lock = threading.Lock()
         self.stats = None
         self.returncode = None
         self._termed = False
+
+    def _flag(self, name, default):
+        """The last value given for --name in the arguments."""
+        v = default
+        for i, a in enumerate(self.args[:-1]):
+            if a == name:
+                v = self.args[i + 1]
+        return v
 
     # -- lifecycle --------------------------------------------------------
     def start(self, timeout=10.0):
@@ -97,23 +112,35 @@ class Server:
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env)
         ready = threading.Event()
+        want_plain = self._flag("--listen", "") != "off"
+        want_tls = self._flag("--tls-listen", "") != "off"
 
         def pump():
             for raw in iter(self.proc.stderr.readline, b""):
                 line = raw.decode("utf-8", "replace")
                 with self._lock:
                     self._err.append(line)
-                if self.port is None:
-                    m = re.search(r"listening on ws://[^:]+:(\d+)/ws with (\d+) workers", line)
+                if self.tls_fingerprint is None:
+                    m = re.search(r"TLS: .* SHA-256 fingerprint ([0-9A-Fa-f:]+)", line)
                     if m:
-                        self.port = int(m.group(1))
-                        self.workers = int(m.group(2))
+                        self.tls_fingerprint = m.group(1)
+                m = re.search(r"listening on (wss?)://(?:\[[^\]]*\]|[^:/]+):(\d+)/ws with (\d+) workers",
+                              line)
+                if m:
+                    if m.group(1) == "ws" and self.port is None:
+                        self.port = int(m.group(2))
+                    elif m.group(1) == "wss" and self.tls_port is None:
+                        self.tls_port = int(m.group(2))
+                    self.workers = int(m.group(3))
+                    if ((self.port is not None or not want_plain)
+                            and (self.tls_port is not None or not want_tls)):
                         ready.set()
             ready.set()
 
         self._thread = threading.Thread(target=pump, daemon=True)
         self._thread.start()
-        if not ready.wait(timeout) or self.port is None:
+        if (not ready.wait(timeout) or (want_plain and self.port is None)
+                or (want_tls and self.tls_port is None)):
             self.proc.kill()
             self.proc.wait()
             self._thread.join(2)
@@ -200,6 +227,43 @@ def tcp(port, timeout=5.0):
     return s
 
 
+def tls_client_context(cafile=None, check_hostname=None, alpn=None,
+                       minimum_version=None, maximum_version=None):
+    """A client SSLContext: no verification unless cafile is given (then
+    hostname checks too, unless check_hostname=False)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # A TCP close without close_notify is an error (SSLEOFError), not EOF.
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    if cafile:
+        ctx.load_verify_locations(cafile)
+        ctx.check_hostname = True if check_hostname is None else check_hostname
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if minimum_version is not None:
+        ctx.minimum_version = minimum_version
+    if maximum_version is not None:
+        ctx.maximum_version = maximum_version
+    return ctx
+
+
+def tls_tcp(port, timeout=5.0, context=None, server_hostname="localhost",
+            suppress_ragged_eofs=False, session=None):
+    """A TCP connection with a completed TLS handshake (verification off
+    unless context says otherwise). A TCP close without close_notify raises
+    ssl.SSLEOFError on recv unless suppress_ragged_eofs."""
+    s = tcp(port, timeout)
+    try:
+        return (context or tls_client_context()).wrap_socket(
+            s, server_hostname=server_hostname,
+            suppress_ragged_eofs=suppress_ragged_eofs, session=session)
+    except BaseException:
+        s.close()
+        raise
+
+
 def recv_until_close(s, timeout=5.0, limit=1 << 20):
     """All bytes until the peer closes (EOF or reset). Raises on timeout."""
     s.settimeout(timeout)
@@ -234,9 +298,10 @@ def parse_http_response(data):
     return int(m.group(1)), headers, body
 
 
-def http_exchange(port, request, timeout=5.0):
-    """Send raw bytes, read to EOF; (status, headers, body)."""
-    with tcp(port, timeout) as s:
+def http_exchange(port, request, timeout=5.0, connect=None):
+    """Send raw bytes, read to EOF; (status, headers, body). connect: a
+    socket factory (port, timeout) -> socket, default tcp."""
+    with (connect or tcp)(port, timeout) as s:
         s.sendall(request)
         data = recv_until_close(s, timeout)
     assert data, "server closed without answering %r" % request[:100]
@@ -261,8 +326,10 @@ def upgrade_request(path="/echo", key=None, version="13", extra=""):
 class RawWS:
     """A deliberately low-level client: it sends exactly the bytes asked for."""
 
-    def __init__(self, port, path="/echo", timeout=5.0, extra=""):
-        self.sock = tcp(port, timeout)
+    def __init__(self, port, path="/echo", timeout=5.0, extra="", connect=None):
+        """connect: a socket factory (port, timeout) -> socket, default tcp;
+        tls_tcp gives the same client over TLS."""
+        self.sock = (connect or tcp)(port, timeout)
         self.timeout = timeout
         self.buf = b""
         req, key = upgrade_request(path, extra=extra)
@@ -457,9 +524,9 @@ def close_payload(code, reason=b""):
     return struct.pack(">H", code) + reason
 
 
-def assert_echo(port, payload=b"still alive", opcode=1, path="/echo"):
+def assert_echo(port, payload=b"still alive", opcode=1, path="/echo", connect=None):
     """A fresh connection gets its message back: the server still serves."""
-    with RawWS(port, path) as ws:
+    with RawWS(port, path, connect=connect) as ws:
         ws.send(frame(opcode, payload))
         op, got = ws.recv_message()
         assert (op, got) == (opcode, payload), "echo mismatch: %r" % ((op, got[:40]),)

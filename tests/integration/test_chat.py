@@ -998,7 +998,13 @@ def test_random_fanout_exactly_once_in_order():
     rnd = random.Random(20240905)
     try:
         async def main():
-            streams = [fresh("f") for _ in range(20)]
+            # 5 streams per owning worker, so every worker owns some
+            streams, per = [], {k: 0 for k in range(WORKERS)}
+            while len(streams) < 20:
+                name = fresh("f")
+                if per[stream_owner(name)] < 20 // WORKERS:
+                    per[stream_owner(name)] += 1
+                    streams.append(name)
             owners = {stream_owner(s) for s in streams}
             assert owners == set(range(WORKERS)), owners
             users = [uid() for _ in range(200)]
