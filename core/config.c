@@ -41,7 +41,7 @@ static const struct opt opts[] = {
 	{ "cpus", K_STR, O(cpus), 0, sizeof(((ms_config *)0)->cpus), "",
 	  "CPU list workers are pinned to, e.g. 0-3,6 (default: all allowed)", NULL },
 	{ "listen", K_ADDR, O(listen), 0, 0, "127.0.0.1:8080",
-	  "plain ws:// listener HOST:PORT (port 0 = pick a free one)", NULL },
+	  "plain ws:// listener HOST:PORT (port 0 = pick a free one), or off", NULL },
 	{ "tls-listen", K_ADDR, O(tls_listen), 0, 0, "127.0.0.1:8443",
 	  "TLS wss:// listener HOST:PORT, or off", NULL },
 	{ "cert", K_STR, O(cert), 1, sizeof(((ms_config *)0)->cert), NULL,

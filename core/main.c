@@ -159,6 +159,10 @@ int main(int argc, char **argv)
 				"development mode\n");
 		return 2;
 	}
+	if (!cfg.listen.len && !cfg.tls_listen.len) {
+		fprintf(stderr, "mezon-sock: --listen and --tls-listen are both off: nothing to serve\n");
+		return 2;
+	}
 	if (cfg.dev)
 		ms_warn("DEVELOPMENT MODE (--dev): /ws?user=ID is accepted WITHOUT a token "
 			"and every stream is open. Never run this in production.");
@@ -212,7 +216,7 @@ int main(int argc, char **argv)
 		ms_info("TLS: %s certificate, SHA-256 fingerprint %s",
 			cfg.cert[0] ? cfg.cert : "self-signed localhost", fp);
 		nopts.tls = tls;
-		nopts.tls_kind = 1;
+		nopts.tls_kind = cfg.listen.len ? 1 : 0; /* listener order: plain, TLS */
 	} else {
 		nopts.tls_kind = -1;
 	}
@@ -238,8 +242,13 @@ int main(int argc, char **argv)
 	uint32_t started = 0;
 	for (uint32_t i = 0; i < cfg.cores; i++) {
 		int fds[2], nfd = 0;
-		ms_addr *addrs[2] = { &cfg.listen, cfg.tls_listen.len ? &cfg.tls_listen : NULL };
-		for (int k = 0; k < 2 && addrs[k]; k++) {
+		ms_addr *addrs[2];
+		int na = 0;
+		if (cfg.listen.len)
+			addrs[na++] = &cfg.listen;
+		if (cfg.tls_listen.len)
+			addrs[na++] = &cfg.tls_listen;
+		for (int k = 0; k < na; k++) {
 			int fd = make_listener(&cfg, addrs[k]);
 			if (fd < 0) {
 				ms_err("listen %s: %s", addrs[k]->text, strerror(-fd));

@@ -447,6 +447,27 @@ def test_bad_certificate_configuration_refuses_to_start():
     expect_refused_start("--ticket-key-file", os.path.join(TMP, "nope.ticketkey"))
 
 
+def test_listen_off_is_tls_only_or_a_clear_refusal():
+    """--listen off passes the flag parser (it is an address flag like
+    --tls-listen): the server must then either serve TLS only, or refuse
+    at once with a usage error (status 2) that names --listen; not fail
+    later with a socket error."""
+    srv = mstest.Server("--listen", "off")
+    try:
+        srv.start()
+    except mstest.ServerError:
+        srv.proc.wait(10)
+        err = srv.stderr
+        assert srv.proc.returncode == 2 and "--listen" in err, \
+            "--listen off: exit status %s, stderr:\n%s" % (srv.proc.returncode, err[-1500:])
+        return
+    try:
+        assert srv.port is None and srv.tls_port
+        tls_echo(srv.tls_port)
+    finally:
+        srv.stop()
+
+
 # ---- session resumption ---------------------------------------------------------------------
 
 def s_client(port, *args, wait=0.6, stdin=b""):
@@ -562,6 +583,9 @@ def test_ticket_rotation_expires_old_tickets():
         for args in ((), ("-tls1_2",)):
             sess = os.path.join(TMP, "sess-rot-%d" % len(args))
             assert session_line(s_client(srv.tls_port, "-sess_out", sess, *args))[0] == "New"
+            # at once: sealed with the current key, or the previous one
+            # (still kept for opening) if a rotation just happened
+            assert session_line(s_client(srv.tls_port, "-sess_in", sess, *args))[0] == "Reused"
             time.sleep(4.5)
             kind = session_line(s_client(srv.tls_port, "-sess_in", sess, *args))[0]
             assert kind == "New", "a ticket older than 2 rotation periods was accepted"
