@@ -42,5 +42,7 @@ print("   counters: deliveries=%s sends/delivery=%.4f enters/delivery=%.5f parti
 	fi
 done
 echo "== deliveries/s medians"
-summarize "$out"
+summary=$(summarize "$out")
+echo "$summary"
+record "chat fan-out" "$(env | grep -E '^(UWS_[A-Z]+|TLS|COUNTS|CORES|CLIENT|BROADCAST_TEST)=' | tr '\n' ' ')$0 $*" "$summary"
 rm -f "$out"

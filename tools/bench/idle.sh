@@ -10,14 +10,24 @@
 # Prints per run, then per server: RSS at zero connections, and the RSS
 # slope per connection (least squares over the N points).
 # Usage: tools/bench/idle.sh [PATH] (PATH: WebSocket path, default /)
+# TLS=1: the same over wss (servers in UWS_IDLE then being TLS ones).
 set -u
 cd "$(dirname "$0")/../.."
+. tools/bench/lib.sh
 path=${1:-/}
 counts=${COUNTS:-5000 10000 15000}
-ours=${OURS:-build/mezon-sock --dev --diag --diag-root echo --cores 2 --max-conns 40000 --tls-listen off}
+tls=${TLS:-0}
+scheme=ws
+if [ "$tls" = 1 ]; then
+	scheme=wss
+	ours=${OURS:-build/mezon-sock --dev --diag --diag-root echo --cores 2 --max-conns 40000 --listen off --tls-listen}
+else
+	ours=${OURS:-build/mezon-sock --dev --diag --diag-root echo --cores 2 --max-conns 40000 --tls-listen off --listen}
+fi
+
 out=$(mktemp)
 port=9600
-servers=("mezon-sock=$ours --listen 127.0.0.1:")
+servers=("mezon-sock=$ours 127.0.0.1:")
 for u in ${UWS_IDLE:-}; do servers+=("$u "); done
 for s in "${servers[@]}"; do
 	name=${s%%=*} cmd=${s#*=}
@@ -26,7 +36,7 @@ for s in "${servers[@]}"; do
 		taskset -c 0 $cmd$port >/tmp/idle.$name.$n.srv 2>&1 &
 		sp=$!
 		sleep 1.5
-		taskset -c 1 build/msock-bench --url "ws://127.0.0.1:$port$path" --scenario idle \
+		taskset -c 1 build/msock-bench --url "$scheme://127.0.0.1:$port$path" --scenario idle \
 			--conns "$n" --threads 1 --rate 5000 --duration 4 --settle 3 \
 			--server-pid "$sp" --quiet >/tmp/idle.$name.$n.cli 2>&1
 		kill -TERM $sp 2>/dev/null; sleep 0.3; kill -KILL $sp 2>/dev/null; wait $sp 2>/dev/null
@@ -38,7 +48,7 @@ for s in "${servers[@]}"; do
 		echo "$name n=$n $opened rss_before_kB=$before rss_settled_kB=$settled slab=${slab// /_}" | tee -a "$out"
 	done
 done
-python3 - "$out" <<'PY'
+summary=$(python3 - "$out" <<'PY'
 import sys, collections
 runs = collections.defaultdict(list)
 for line in open(sys.argv[1]):
@@ -52,4 +62,7 @@ for k, v in runs.items():
     print("%-12s rss_zero_conns=%.0f kB slope=%.0f B/conn (points: %s)" % (
         k, min(z for _, _, z in v) / 1024, slope, ", ".join("%d:%d kB" % (a, b // 1024) for a, b, _ in v)))
 PY
+)
+echo "$summary"
+record "idle memory" "$(env | grep -E '^(UWS_IDLE|TLS|COUNTS)=' | tr '\n' ' ')$0 $*" "$summary"
 rm -f "$out"

@@ -18,3 +18,14 @@ for k in sorted(rows):
         k, statistics.median(r) * scale, r[0] * scale, r[-1] * scale, c / scale, v, len(r)))
 PY
 }
+
+# record TITLE COMMAND TEXT: with RECORD=1, append a dated row block to
+# docs/BENCHMARKS.md (section "Recorded runs") with the exact command.
+record() {
+	[ "${RECORD:-0}" = 1 ] || return 0
+	local f=docs/BENCHMARKS.md
+	grep -q '^## Recorded runs' "$f" || printf '\n## Recorded runs\n\nAppended by `RECORD=1 tools/bench/*.sh`.\n' >>"$f"
+	{
+		printf '\n### %s — %s\n\n`%s`\n\n```\n%s\n```\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$1" "$2" "$3"
+	} >>"$f"
+}

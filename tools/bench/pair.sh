@@ -55,4 +55,4 @@ med=$(echo "$rates" | awk -v n=$n 'NR == int((n + 1) / 2) {print}')
 awk -v l="$label" -v r=${med:-0} -v a=$s0 -v b=$s1 -v c=$c0 -v d=$c1 -v t0=$w0 -v t1=$w1 -v hz=$hz 'BEGIN {
 	sc = (b - a) / hz / (t1 - t0); cc = (d - c) / hz / (t1 - t0)
 	per = r > 0 ? sc * 1e6 / r : 0; ok = cc < 0.95 ? "yes" : "no"
-	printf "%s rate=%.0f server_cpu=%.0f%% client_cpu=%.0f%% cpu_s_per_M=%.2f valid=%s\n", l, r, 100 * sc, 100 * cc, per, ok }'
+	printf "%s rate=%.2f server_cpu=%.0f%% client_cpu=%.0f%% cpu_s_per_M=%.2f valid=%s\n", l, r, 100 * sc, 100 * cc, per, ok }'

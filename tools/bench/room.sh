@@ -36,5 +36,7 @@ for n in ${COUNTS:-100 300 1000}; do
 	done
 done
 echo "== iterations/s (deliveries/s = it/s x N^2); server CPU-s per million iterations"
-summarize "$out"
+summary=$(summarize "$out")
+echo "$summary"
+record "broadcast /room" "$(env | grep -E '^(UWS_[A-Z]+|TLS|COUNTS|CORES|CLIENT|BROADCAST_TEST)=' | tr '\n' ' ')$0 $*" "$summary"
 rm -f "$out"
