@@ -178,6 +178,15 @@ void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n)
 	ws_send(w, c, MS_WS_OP_TEXT, p, n);
 }
 
+void ms_net_send_ok(ms_worker *w, ms_conn *c, bool has_id, int64_t id)
+{
+	char buf[64];
+	int n = has_id ? snprintf(buf, sizeof(buf), "{\"id\":%lld,\"ok\":true}", (long long)id)
+		       : snprintf(buf, sizeof(buf), "{\"ok\":true}");
+	ws_send(w, c, MS_WS_OP_TEXT, buf, (size_t)n);
+	ms_worker_stats_of(w)->msgs_out++;
+}
+
 void ms_net_send_error(ms_worker *w, ms_conn *c, bool has_id, int64_t id,
 		       int code, const char *msg)
 {
@@ -285,12 +294,7 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 		return;
 	}
 	if (req.op == MS_REQ_PING) {
-		char buf[64];
-		int n = req.has_id ? snprintf(buf, sizeof(buf), "{\"id\":%lld,\"ok\":true}",
-					      (long long)req.id)
-				   : snprintf(buf, sizeof(buf), "{\"ok\":true}");
-		ws_send(w, c, MS_WS_OP_TEXT, buf, (size_t)n);
-		ms_worker_stats_of(w)->msgs_out++;
+		ms_net_send_ok(w, c, req.has_id, req.id);
 		return;
 	}
 	if (req.op == MS_REQ_AUTH) {
@@ -307,12 +311,7 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 							      : "invalid token");
 			return;
 		}
-		char buf[64];
-		int n = req.has_id ? snprintf(buf, sizeof(buf), "{\"id\":%lld,\"ok\":true}",
-					      (long long)req.id)
-				   : snprintf(buf, sizeof(buf), "{\"ok\":true}");
-		ws_send(w, c, MS_WS_OP_TEXT, buf, (size_t)n);
-		ms_worker_stats_of(w)->msgs_out++;
+		ms_net_send_ok(w, c, req.has_id, req.id);
 		arm_timer(w, c, ms_worker_config(w)->idle_timeout / 2);
 		return;
 	}

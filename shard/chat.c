@@ -243,13 +243,6 @@ static void reply_text(ms_worker *w, ms_conn *c, const char *text, int n)
 	ms_worker_stats_of(w)->msgs_out++;
 }
 
-static void reply_ok(ms_worker *w, ms_conn *c, bool has_id, int64_t id)
-{
-	char buf[64];
-	int n = has_id ? snprintf(buf, sizeof(buf), "{\"id\":%lld,\"ok\":true}", (long long)id)
-		       : snprintf(buf, sizeof(buf), "{\"ok\":true}");
-	reply_text(w, c, buf, n);
-}
 
 static cconn *conn_state(ms_conn *c)
 {
@@ -851,7 +844,7 @@ static void do_leave(ms_worker *w, ms_conn *c, const ms_req *req)
 		post_leave(w, CW(w), c, s);
 		del_sub(c, s);
 	}
-	reply_ok(w, c, req->has_id, req->id);
+	ms_net_send_ok(w, c, req->has_id, req->id);
 }
 
 /* {"event":"message","stream":S,"seq":<slot>,"from":"U","data":D} */
@@ -934,7 +927,7 @@ static void do_dm(ms_worker *w, ms_conn *c, const ms_req *req)
 		m->ptr = pkt;
 	}
 	ms_pkt_unref(pkt);
-	reply_ok(w, c, req->has_id, req->id);
+	ms_net_send_ok(w, c, req->has_id, req->id);
 }
 
 static void do_presence(ms_worker *w, ms_conn *c, const ms_req *req)
