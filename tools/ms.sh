@@ -55,7 +55,7 @@ cmd_run() {
 
 cmd_test() {
 	deps
-	local t0=$SECONDS fails=0
+	local t0=$SECONDS fails=0 suites=3
 	log "release build (-Wall -Wextra -Werror), unit + integration tests"
 	build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 	(cd build && ctest --output-on-failure -j 2 -L 'unit|integration' --timeout 600) || fails=$((fails + 1))
@@ -68,11 +68,13 @@ cmd_test() {
 	build build-tsan -DCMAKE_BUILD_TYPE=Tsan
 	(cd build-tsan && ctest --output-on-failure -L tsan --timeout 600) || fails=$((fails + 1))
 	if [ -f tests/fuzz/CMakeLists.txt ]; then
+		suites=$((suites + 1))
 		log "fuzz targets (clang + libFuzzer), bounded runs"
 		build build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DMS_FUZZ=ON
 		(cd build-fuzz && ctest --output-on-failure -L fuzz --timeout 600) || fails=$((fails + 1))
 	fi
-	log "test suites done in $((SECONDS - t0)) s; failed suites: $fails"
+	log "test suites done in $((SECONDS - t0)) s"
+	echo "suites: $((suites - fails)) passed, $fails failed"
 	[ "$fails" -eq 0 ]
 }
 
