@@ -48,7 +48,8 @@ typedef struct ms_conn {
 	uint32_t spill_len;    /* core: unconsumed input kept for next time */
 	uint32_t spill_cap;
 	uint8_t kind;          /* core: index of the listener that accepted it */
-	uint8_t _pad[3];
+	uint8_t send_nodes;    /* core: queue nodes the send in flight covers */
+	uint8_t _pad[2];
 	ms_outq_node *out_head; /* core: output queue */
 	ms_outq_node *out_tail;
 	uint8_t *spill;

@@ -354,6 +354,34 @@ void ms_conn_write_raw(ms_worker *w, ms_conn *c, const void *p, size_t n)
 	ms_conn_commit(w, c, n);
 }
 
+void ms_conn_discard_output(ms_worker *w, ms_conn *c)
+{
+	/* Keep what the send in flight points into (the kernel reads it) and,
+	 * on a transformed connection, every raw node: records already made
+	 * carry sequence numbers the peer expects in order. */
+	ms_outq_node *keep = NULL, **link = &c->out_head;
+	uint32_t skip = (c->flags & MS_CONN_F_SEND) ? c->send_nodes : 0;
+	uint64_t bytes = 0;
+	for (ms_outq_node *n = c->out_head; n;) {
+		ms_outq_node *next = n->next;
+		bool in_flight = skip > 0;
+		if (skip)
+			skip--;
+		if (in_flight || ((c->flags & MS_CONN_F_XFORM) && !n->plain)) {
+			*link = n;
+			link = &n->next;
+			keep = n;
+			bytes += n->end - n->off;
+		} else {
+			node_put(w, n);
+		}
+		n = next;
+	}
+	*link = NULL;
+	c->out_tail = keep;
+	c->out_bytes = (uint32_t)bytes;
+}
+
 void ms_conn_transform_now(ms_worker *w, ms_conn *c)
 {
 	if (c->flags & MS_CONN_F_XFORM)
@@ -405,6 +433,7 @@ static void submit_send(ms_worker *w, ms_conn *c)
 	if (!n->next) {
 		io_uring_prep_send(sqe, c->fidx, n->pkt->data + n->off,
 				   n->end - n->off, MSG_NOSIGNAL);
+		c->send_nodes = 1;
 	} else {
 		sendctx *x = w->free_ctx;
 		if (x)
@@ -419,6 +448,7 @@ static void submit_send(ms_worker *w, ms_conn *c)
 		memset(&x->msg, 0, sizeof(x->msg));
 		x->msg.msg_iov = x->iov;
 		x->msg.msg_iovlen = (size_t)k;
+		c->send_nodes = (uint8_t)k;
 		c->sendctx = x;
 		io_uring_prep_sendmsg(sqe, c->fidx, &x->msg, MSG_NOSIGNAL);
 	}
@@ -594,6 +624,7 @@ static void on_recv(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 static void on_send(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 {
 	c->flags &= (uint16_t)~MS_CONN_F_SEND;
+	c->send_nodes = 0;
 	c->inflight--;
 	if (c->sendctx) {
 		sendctx *x = c->sendctx;

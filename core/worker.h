@@ -146,6 +146,10 @@ void ms_conn_set_transform(ms_conn *c);
  * (with TLS: before each engine call). It is not called from here because
  * raw writes come from inside the engine, which must not be re-entered. */
 void ms_conn_write_raw(ms_worker *w, ms_conn *c, const void *p, size_t n);
+/* Drop queued output that is not yet with the kernel (nor, on a
+ * transformed connection, already transformed): what a slow consumer had
+ * coming. Whatever is queued afterwards goes out as usual. */
+void ms_conn_discard_output(ms_worker *w, ms_conn *c);
 /* Transform the plaintext queued so far now (on_transform runs). */
 void ms_conn_transform_now(ms_worker *w, ms_conn *c);
 

@@ -123,14 +123,24 @@ static void respond_503(ms_worker *w, ms_conn *c)
 	respond(w, c, 503, extra, "over capacity\n");
 }
 
+static void ws_close(ms_worker *w, ms_conn *c, uint16_t code, const char *reason);
+
+/* PROTOCOL.md: a client whose pending output passes --max-backpressure is
+ * closed with 1008 "slow consumer". What it had not yet been handed is
+ * dropped (memory stays bounded), then the close frame is queued behind the
+ * send in flight; a client that never reads is cut off by the close
+ * timeout. */
 bool ms_net_check_backpressure(ms_worker *w, ms_conn *c)
 {
 	if (ms_conn_pending(c) <= ms_worker_config(w)->max_backpressure)
 		return false;
-	/* A close frame could not get past what is queued: abort. */
 	ms_debug("conn %u: slow consumer (%u bytes queued)", c->idx, ms_conn_pending(c));
 	ms_worker_stats_of(w)->slow_closes++;
-	ms_conn_close(w, c, MS_CLOSE_ABORT);
+	ms_conn_discard_output(w, c);
+	if (c->state == ST_OPEN)
+		ws_close(w, c, MS_WS_CLOSE_POLICY, "slow consumer");
+	else
+		ms_conn_close(w, c, MS_CLOSE_ABORT);
 	return true;
 }
 
@@ -208,11 +218,11 @@ static void ws_close(ms_worker *w, ms_conn *c, uint16_t code, const char *reason
 {
 	uint8_t payload[MS_WS_MAX_CONTROL];
 	size_t n = ms_ws_close_payload(payload, code, reason);
-	ws_send(w, c, MS_WS_OP_CLOSE, payload, n);
-	if (ms_conn_closing(c))
-		return;
+	/* The state first: the send below may find the connection over its
+	 * backpressure limit, and that path must then abort, not close again. */
 	c->state = ST_CLOSING;
 	ms_conn_timeout(w, c, CLOSE_WAIT_SECONDS);
+	ws_send(w, c, MS_WS_OP_CLOSE, payload, n);
 }
 
 /* Fail the connection (RFC 6455 §7.1.7): close frame, then close TCP. */
@@ -220,6 +230,7 @@ static void ws_fail(ms_worker *w, ms_conn *c, uint16_t code, const char *reason)
 {
 	uint8_t payload[MS_WS_MAX_CONTROL];
 	size_t n = ms_ws_close_payload(payload, code, reason);
+	c->state = ST_CLOSING;
 	ws_send(w, c, MS_WS_OP_CLOSE, payload, n);
 	net_close(w, c, MS_CLOSE_FLUSH);
 }

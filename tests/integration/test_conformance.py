@@ -619,5 +619,30 @@ def test_max_message_flag():
         assert_echo(srv.port)
 
 
+def test_slow_consumer_is_closed_1008():
+    """PROTOCOL.md: a client whose pending output passes --max-backpressure
+    is closed with 1008 "slow consumer"; memory stays bounded and other
+    clients are not affected. The client sends echo requests without reading
+    until the server's queue for it overflows, then reads: echoes, then the
+    close frame, then EOF."""
+    with mstest.Server("--max-backpressure", "262144", "--sndbuf", "65536") as srv:
+        with mstest.RawWS(srv.port, timeout=10) as ws:
+            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            payload = os.urandom(60000)
+            sent = 0
+            try:
+                for _ in range(200):  # 12 MB of echoes the client never reads
+                    ws.send(frame(BINARY, payload))
+                    sent += 1
+            except OSError:
+                pass  # the server may already have closed
+            assert sent > 10, sent
+            reason = ws.expect_close(1008, timeout=10, allow_before=(BINARY,))
+            assert "slow consumer" in reason, reason
+        assert_echo(srv.port)
+        stats = srv.stop()
+        assert stats["total"]["slow_closes"] >= 1, stats["total"]
+
+
 if __name__ == "__main__":
     mstest.run(globals(), setup=setup, teardown=teardown)
