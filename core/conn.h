@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/spill.h"
+
 typedef struct ms_outq_node ms_outq_node;
 
 enum {
@@ -45,14 +47,12 @@ typedef struct ms_conn {
 	uint32_t deadline;     /* core: worker second of the timeout, 0 = none */
 	uint32_t last_active;  /* core: worker second of the last input */
 	uint32_t out_bytes;    /* core: queued output not yet sent */
-	uint32_t spill_len;    /* core: unconsumed input kept for next time */
-	uint32_t spill_cap;
 	uint8_t kind;          /* core: index of the listener that accepted it */
 	uint8_t send_nodes;    /* core: queue nodes the send in flight covers */
 	uint8_t _pad[2];
 	ms_outq_node *out_head; /* core: output queue */
 	ms_outq_node *out_tail;
-	uint8_t *spill;
+	ms_spill spill;         /* core: unconsumed input kept for next time */
 	void *sendctx;          /* core: msghdr of a gathered send in flight */
 } ms_conn;
 

@@ -541,37 +541,13 @@ void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds)
 
 static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 {
-	uint8_t *buf = p;
-	size_t len = n;
-	if (c->spill_len) {
-		size_t need = c->spill_len + n;
-		if (need > c->spill_cap) {
-			size_t cap = c->spill_cap * 2 > need ? c->spill_cap * 2 : need;
-			c->spill = realloc(c->spill, cap);
-			if (!c->spill)
-				abort();
-			c->spill_cap = (uint32_t)cap;
-		}
-		memcpy(c->spill + c->spill_len, p, n);
-		buf = c->spill;
-		len = need;
-	}
+	size_t len;
+	uint8_t *buf = ms_spill_join(&c->spill, p, n, &len);
 	size_t used = w->h->on_data(w, c, buf, len);
-	size_t rest = len - used;
-	if (rest == 0 || (c->flags & MS_CONN_F_CLOSING)) {
-		free(c->spill);
-		c->spill = NULL;
-		c->spill_len = c->spill_cap = 0;
-		return;
-	}
-	if (buf == c->spill) {
-		memmove(c->spill, c->spill + used, rest);
-	} else {
-		c->spill = xmalloc(rest);
-		c->spill_cap = (uint32_t)rest;
-		memcpy(c->spill, buf + used, rest);
-	}
-	c->spill_len = (uint32_t)rest;
+	if (c->flags & MS_CONN_F_CLOSING)
+		ms_spill_free(&c->spill); /* no more input is parsed */
+	else
+		ms_spill_keep(&c->spill, buf, len, used);
 }
 
 static void park_rearm(ms_worker *w, ms_conn *c)
@@ -765,9 +741,7 @@ static void free_closed(ms_worker *w)
 		ms_conn *c = ms_pool_at(&w->pool, w->freeq[i]);
 		close_fidx(w, c->fidx);
 		outq_release(w, c);
-		free(c->spill);
-		c->spill = NULL;
-		c->spill_len = c->spill_cap = 0;
+		ms_spill_free(&c->spill);
 		if (c->sendctx) {
 			sendctx *x = c->sendctx;
 			x->next = w->free_ctx;
@@ -1068,7 +1042,7 @@ void ms_worker_destroy(ms_worker *w)
 		ms_conn *c = ms_pool_at(&w->pool, i);
 		if (c->fidx >= 0) {
 			outq_release(w, c);
-			free(c->spill);
+			ms_spill_free(&c->spill);
 			if (c->sendctx)
 				free(c->sendctx);
 			w->h->on_free(w, c);

@@ -62,8 +62,7 @@ _Static_assert(sizeof(net_conn) == 72, "per-connection protocol state stays smal
  * input that did not yet form a whole frame or request (usually none). */
 typedef struct tls_conn {
 	ms_tls *t;
-	uint8_t *spill;
-	uint32_t len, cap;
+	ms_spill spill;
 } tls_conn;
 
 typedef struct sink_arg {
@@ -591,47 +590,17 @@ static size_t plain_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 	return on_frames(w, c, buf, len);
 }
 
-static void spill_free(tls_conn *t)
-{
-	free(t->spill);
-	t->spill = NULL;
-	t->len = t->cap = 0;
-}
-
 /* Decrypted bytes: parse them like plain input, keeping an incomplete tail
  * (the core does the same for plain connections). */
 static void tls_plain(ms_worker *w, ms_conn *c, tls_conn *t, uint8_t *p, size_t n)
 {
-	uint8_t *buf = p;
-	size_t len = n;
-	if (t->len) {
-		if (t->len + n > t->cap) {
-			size_t cap = t->cap * 2 > t->len + n ? t->cap * 2 : t->len + n;
-			t->spill = realloc(t->spill, cap);
-			if (!t->spill)
-				abort();
-			t->cap = (uint32_t)cap;
-		}
-		memcpy(t->spill + t->len, p, n);
-		buf = t->spill;
-		len = t->len + n;
-	}
+	size_t len;
+	uint8_t *buf = ms_spill_join(&t->spill, p, n, &len);
 	size_t used = plain_data(w, c, buf, len);
-	size_t rest = len - used;
-	if (rest == 0 || ms_conn_closing(c)) {
-		spill_free(t);
-		return;
-	}
-	if (buf == t->spill) {
-		memmove(t->spill, t->spill + used, rest);
-	} else {
-		t->spill = malloc(rest);
-		if (!t->spill)
-			abort();
-		t->cap = (uint32_t)rest;
-		memcpy(t->spill, buf + used, rest);
-	}
-	t->len = (uint32_t)rest;
+	if (ms_conn_closing(c))
+		ms_spill_free(&t->spill);
+	else
+		ms_spill_keep(&t->spill, buf, len, used);
 }
 
 /* Greedy read: everything the engine can decrypt from this input, in
@@ -730,7 +699,7 @@ static void h_free(ms_worker *w, ms_conn *c)
 	x->claims = NULL;
 	if (x->tls) {
 		ms_tls_free(x->tls->t);
-		spill_free(x->tls);
+		ms_spill_free(&x->tls->spill);
 		free(x->tls);
 		x->tls = NULL;
 	}
