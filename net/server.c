@@ -17,6 +17,7 @@
  */
 #include "net/server.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,29 +188,31 @@ void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n)
 	ws_send(w, c, MS_WS_OP_TEXT, p, n);
 }
 
-void ms_net_send_ok(ms_worker *w, ms_conn *c, bool has_id, int64_t id)
+void ms_net_reply(ms_worker *w, ms_conn *c, bool has_id, int64_t id, const char *fmt, ...)
 {
-	char buf[64];
-	int n = has_id ? snprintf(buf, sizeof(buf), "{\"id\":%lld,\"ok\":true}", (long long)id)
-		       : snprintf(buf, sizeof(buf), "{\"ok\":true}");
+	char buf[512];
+	int n = has_id ? snprintf(buf, sizeof(buf), "{\"id\":%lld,", (long long)id)
+		       : snprintf(buf, sizeof(buf), "{");
+	va_list ap;
+	va_start(ap, fmt);
+	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (n >= (int)sizeof(buf))
+		n = (int)sizeof(buf) - 1; /* callers' replies are far shorter */
 	ws_send(w, c, MS_WS_OP_TEXT, buf, (size_t)n);
 	ms_worker_stats_of(w)->msgs_out++;
+}
+
+void ms_net_send_ok(ms_worker *w, ms_conn *c, bool has_id, int64_t id)
+{
+	ms_net_reply(w, c, has_id, id, "\"ok\":true}");
 }
 
 void ms_net_send_error(ms_worker *w, ms_conn *c, bool has_id, int64_t id,
 		       int code, const char *msg)
 {
-	char buf[256];
-	int n;
-	if (has_id)
-		n = snprintf(buf, sizeof(buf),
-			     "{\"id\":%lld,\"ok\":false,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
-			     (long long)id, code, msg);
-	else
-		n = snprintf(buf, sizeof(buf),
-			     "{\"ok\":false,\"error\":{\"code\":%d,\"message\":\"%s\"}}", code, msg);
-	ws_send(w, c, MS_WS_OP_TEXT, buf, (size_t)n);
-	ms_worker_stats_of(w)->msgs_out++;
+	ms_net_reply(w, c, has_id, id, "\"ok\":false,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
+		     code, msg);
 }
 
 /* Start the closing handshake: our close frame, then wait for the peer's. */

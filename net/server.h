@@ -65,6 +65,11 @@ bool ms_net_deliverable(ms_conn *c);
 bool ms_net_check_backpressure(ms_worker *w, ms_conn *c);
 /* Queue one text frame (whole message). Enforces --max-backpressure. */
 void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n);
+/* Reply with an object whose members after "id" come from fmt:
+ * ms_net_reply(w, c, true, 7, "\"ok\":true,\"seq\":%d}", 3) sends
+ * {"id":7,"ok":true,"seq":3} (no "id" member when has_id is false). */
+void ms_net_reply(ms_worker *w, ms_conn *c, bool has_id, int64_t id, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 /* Reply {"id":N,"ok":true} ({"ok":true} when has_id is false). */
 void ms_net_send_ok(ms_worker *w, ms_conn *c, bool has_id, int64_t id);
 /* Reply {"id":N,"ok":false,"error":{"code":C,"message":"M"}} (no id when

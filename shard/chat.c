@@ -236,14 +236,6 @@ static ms_pkt *frame_pkt(uint8_t opcode, const void *text, size_t n)
 	return p;
 }
 
-static void reply_text(ms_worker *w, ms_conn *c, const char *text, int n)
-{
-	if (n > 0)
-		ms_net_send_text(w, c, text, (size_t)n);
-	ms_worker_stats_of(w)->msgs_out++;
-}
-
-
 static cconn *conn_state(ms_conn *c)
 {
 	return *ms_net_chat_slot(c);
@@ -653,15 +645,9 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		if (s && !(j->flags & F_QUIET)) {
 			/* One reply per request: a join left before its ack still
 			 * succeeded (and was then left). */
-			char buf[128];
-			int n = (j->flags & F_HAS_ID)
-				? snprintf(buf, sizeof(buf),
-					   "{\"id\":%lld,\"ok\":true,\"seq\":%llu,\"epoch\":\"%016llx\"}",
-					   (long long)j->id, (unsigned long long)j->seq,
-					   (unsigned long long)j->epoch)
-				: snprintf(buf, sizeof(buf), "{\"ok\":true,\"seq\":%llu,\"epoch\":\"%016llx\"}",
-					   (unsigned long long)j->seq, (unsigned long long)j->epoch);
-			reply_text(w, c, buf, n);
+			ms_net_reply(w, c, j->flags & F_HAS_ID, j->id,
+				     "\"ok\":true,\"seq\":%llu,\"epoch\":\"%016llx\"}",
+				     (unsigned long long)j->seq, (unsigned long long)j->epoch);
 		}
 		if (!s || s->state == SUB_LEAVING) {
 			/* Gone, or left meanwhile: undo the membership. */
@@ -689,13 +675,8 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 	case M_PUB_ACK: {
 		ms_conn *c = ms_worker_conn(w, m->ref);
 		if (c && ms_net_deliverable(c)) {
-			char buf[96];
-			int n = (m->flags & F_HAS_ID)
-				? snprintf(buf, sizeof(buf), "{\"id\":%lld,\"ok\":true,\"seq\":%llu}",
-					   (long long)m->a, (unsigned long long)m->b)
-				: snprintf(buf, sizeof(buf), "{\"ok\":true,\"seq\":%llu}",
-					   (unsigned long long)m->b);
-			reply_text(w, c, buf, n);
+			ms_net_reply(w, c, m->flags & F_HAS_ID, (int64_t)m->a,
+				     "\"ok\":true,\"seq\":%llu}", (unsigned long long)m->b);
 		}
 		break;
 	}
