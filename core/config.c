@@ -95,6 +95,11 @@ static const struct opt opts[] = {
 	  "HS256 JWT secret as text (tests only: visible in the process list)", NULL },
 	{ "log-level", K_ENUM, O(log_level), 0, 3, "info",
 	  "error, warn, info or debug", level_names },
+	/* operating (issue 6) */
+	{ "admin-listen", K_ADDR, O(admin_listen), 0, 0, "127.0.0.1:9090",
+	  "admin listener HOST:PORT (/metrics, /healthz, server API), or off; keep it private", NULL },
+	{ "api-key-file", K_STR, O(api_key_file), 1, sizeof(((ms_config *)0)->api_key_file), NULL,
+	  "file holding the server API bearer key (default: server API disabled)", NULL },
 };
 #undef O
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))

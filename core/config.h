@@ -59,6 +59,9 @@ typedef struct ms_config {
 	char secret_file[2][256];
 	char secret[256];
 	uint32_t log_level;
+	/* operating (issue 6) */
+	ms_addr admin_listen;    /* len 0: no admin listener ("off") */
+	char api_key_file[256];
 } ms_config;
 
 /* Fill *cfg with defaults, then apply argv. On a bad flag or value prints a

@@ -69,6 +69,8 @@ struct ms_mbox_hub {
 	int *sleeping;        /* per receiver */
 	int *bell;            /* per receiver: ring fd for MSG_RING */
 	ms_mbox **boxes;
+	uint32_t arrived[MS_MBOX_ROUNDS]; /* drain barrier: arrivals per round */
+	uint32_t rounds_done;             /* rounds every worker has reached */
 };
 
 typedef struct outq {
@@ -349,4 +351,24 @@ size_t ms_mbox_backlog(const ms_mbox *mb)
 const ms_mbox_stats *ms_mbox_stats_of(const ms_mbox *mb)
 {
 	return &mb->st;
+}
+
+/* ---- drain barrier -------------------------------------------------------- */
+
+bool ms_mbox_round_arrive(ms_mbox_hub *hub, uint32_t round)
+{
+	if (round >= MS_MBOX_ROUNDS)
+		return false;
+	uint32_t n = __atomic_add_fetch(&hub->arrived[round], 1, __ATOMIC_ACQ_REL);
+	if (n != hub->n)
+		return false;
+	/* Rounds complete in order: every worker arrives at round r only
+	 * after it has seen r - 1 complete. */
+	__atomic_store_n(&hub->rounds_done, round + 1, __ATOMIC_RELEASE);
+	return true;
+}
+
+uint32_t ms_mbox_rounds_done(const ms_mbox_hub *hub)
+{
+	return __atomic_load_n(&hub->rounds_done, __ATOMIC_ACQUIRE);
 }

@@ -89,6 +89,16 @@ void ms_mbox_sleep_end(ms_mbox *mb);
 
 /* Outgoing batches still waiting (overflow), for backpressure decisions. */
 size_t ms_mbox_backlog(const ms_mbox *mb);
+
+/* Drain barrier (graceful shutdown). Every worker arrives at rounds 0, 1, …
+ * in order, each time right after flushing its outbound messages; round r
+ * is done when all hub members arrived. Messages pushed before a worker's
+ * arrival at r are visible to any worker that saw round r done (acquire).
+ * ms_mbox_round_arrive returns true for the arrival that completed the
+ * round (that worker then wakes the others). */
+#define MS_MBOX_ROUNDS 8
+bool ms_mbox_round_arrive(ms_mbox_hub *hub, uint32_t round);
+uint32_t ms_mbox_rounds_done(const ms_mbox_hub *hub);
 const ms_mbox_stats *ms_mbox_stats_of(const ms_mbox *mb);
 
 #endif

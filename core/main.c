@@ -200,6 +200,15 @@ int main(int argc, char **argv)
 		nopts.nsecrets++;
 	}
 	nopts.chat = &ms_chat_hooks_impl;
+	if (cfg.api_key_file[0]) {
+		if ((ret = read_secret(cfg.api_key_file, &nopts.api_key)) != 0) {
+			fprintf(stderr, "mezon-sock: --api-key-file %s: %s\n", cfg.api_key_file,
+				ret == -EINVAL ? "empty or larger than 4096 bytes" : strerror(-ret));
+			return 2;
+		}
+	} else if (cfg.admin_listen.len) {
+		ms_info("server API disabled (no --api-key-file); /metrics and /healthz on the admin listener");
+	}
 	ms_tls_ctx *tls = NULL;
 	if (cfg.tls_listen.len) {
 		ms_tls_opts to = {
@@ -216,10 +225,15 @@ int main(int argc, char **argv)
 		ms_info("TLS: %s certificate, SHA-256 fingerprint %s",
 			cfg.cert[0] ? cfg.cert : "self-signed localhost", fp);
 		nopts.tls = tls;
-		nopts.tls_kind = cfg.listen.len ? 1 : 0; /* listener order: plain, TLS */
+		nopts.tls_kind = cfg.listen.len ? 1 : 0; /* listener order: plain, TLS, admin */
 	} else {
 		nopts.tls_kind = -1;
 	}
+	int npublic = (cfg.listen.len ? 1 : 0) + (cfg.tls_listen.len ? 1 : 0);
+	nopts.admin_kind = cfg.admin_listen.len ? npublic : -1;
+	for (int k = 0; k < MS_MAX_LISTENERS; k++)
+		nopts.kinds[k] = k == nopts.tls_kind ? "tls" : k == nopts.admin_kind ? "admin" :
+				 k < npublic ? "plain" : NULL;
 	ms_net_configure(&nopts);
 
 	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, MAILBOX_SLOTS);
@@ -241,13 +255,15 @@ int main(int argc, char **argv)
 	ms_worker *workers[MS_MAX_WORKERS];
 	uint32_t started = 0;
 	for (uint32_t i = 0; i < cfg.cores; i++) {
-		int fds[2], nfd = 0;
-		ms_addr *addrs[2];
+		int fds[3], nfd = 0;
+		ms_addr *addrs[3];
 		int na = 0;
 		if (cfg.listen.len)
 			addrs[na++] = &cfg.listen;
 		if (cfg.tls_listen.len)
 			addrs[na++] = &cfg.tls_listen;
+		if (cfg.admin_listen.len && i == 0)
+			addrs[na++] = &cfg.admin_listen; /* worker 0 alone serves the admin listener */
 		for (int k = 0; k < na; k++) {
 			int fd = make_listener(&cfg, addrs[k]);
 			if (fd < 0) {
@@ -262,6 +278,8 @@ int main(int argc, char **argv)
 		cws[i] = ms_chat_worker_create(chat, i);
 		workers[i] = ms_worker_create(&cfg, i, cpu, fds, nfd, &handlers,
 					      ms_net_ext_size(), cws[i], hub);
+		if (workers[i] && i == 0 && nopts.admin_kind >= 0)
+			ms_worker_keep_listening(workers[i], nopts.admin_kind);
 		if (!workers[i] || (ret = ms_worker_start(workers[i])) != 0) {
 			ms_err("worker %u failed to start: %s", i, strerror(workers[i] ? -ret : ENOMEM));
 			if (workers[i])
@@ -283,6 +301,18 @@ int main(int argc, char **argv)
 			a->ss.ss_family == AF_INET6 ? "[" : "", host,
 			a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a), cfg.cores,
 			cfg.diag ? " (diagnostics on: /echo /room)" : "");
+	}
+	if (cfg.admin_listen.len && started) {
+		char host[INET6_ADDRSTRLEN] = "?";
+		ms_addr *a = &cfg.admin_listen;
+		if (a->ss.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&a->ss)->sin_addr, host, sizeof(host));
+		else
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->ss)->sin6_addr, host, sizeof(host));
+		ms_info("admin on http://%s%s%s:%u/metrics (server API %s)",
+			a->ss.ss_family == AF_INET6 ? "[" : "", host,
+			a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a),
+			nopts.api_key.n ? "on" : "off");
 	}
 
 	for (;;) {
@@ -327,5 +357,6 @@ stop:
 	for (int k = 0; k < nopts.nsecrets; k++)
 		if (nopts.secrets[k].p != cfg.secret)
 			free((void *)nopts.secrets[k].p);
+	free((void *)nopts.api_key.p);
 	return started == cfg.cores ? 0 : 1;
 }

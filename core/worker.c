@@ -90,6 +90,13 @@ struct ms_worker {
 	bool draining;
 	uint32_t drain_deadline;
 	int stop;           /* set by ms_worker_stop (any thread) */
+	/* Drain barrier (DESIGN §3, graceful shutdown): the round this worker
+	 * is in, whether it arrived, the rounds done when this iteration
+	 * began, and whether on_drain (close 1001) ran. */
+	uint32_t drain_round, drain_seen;
+	bool drain_arrived, drain_closed, kick;
+	uint32_t keep_listen;       /* listeners that stay open while draining (bits) */
+	uint32_t live_kind[MS_MAX_LISTENERS];
 
 	uint64_t start_ns;
 	uint64_t now_ns;
@@ -139,6 +146,19 @@ ms_worker_stats *ms_worker_stats_of(ms_worker *w) { return &w->st; }
 bool ms_worker_draining(const ms_worker *w) { return w->draining; }
 uint32_t ms_worker_now(const ms_worker *w) { return w->now_s; }
 uint32_t ms_worker_conns(const ms_worker *w) { return w->live; }
+uint64_t ms_worker_now_ns(const ms_worker *w) { return w->now_ns; }
+
+const char *const ms_hist_names[MS_HIST_COUNT] = {
+	"iteration", "hop", "publish_to_flush", "tls_handshake", "op_join", "op_leave",
+	"op_publish", "op_dm", "op_presence", "op_ping", "api",
+};
+
+void ms_worker_record(ms_worker *w, enum ms_hist_id which, uint64_t ns)
+{
+	(void)w;
+	(void)which;
+	(void)ns; /* TODO(hist): record once core/hist lands */
+}
 uint32_t ms_worker_count(const ms_worker *w) { return w->hub ? ms_mbox_hub_size(w->hub) : 1; }
 ms_mbox *ms_worker_mbox(ms_worker *w) { return w->mbox; }
 
@@ -661,6 +681,7 @@ static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 	c->kind = (uint8_t)l;
 	c->last_active = w->now_s;
 	w->live++;
+	w->live_kind[c->kind]++;
 	w->st.accepts++;
 	if (w->live > w->st.max_conns)
 		w->st.max_conns = w->live;
@@ -728,10 +749,10 @@ static void rearm_stopped(ms_worker *w)
 			arm_recv(w, c);
 	}
 	w->nrearm = 0;
-	if (!w->draining && (!w->accept_parked || w->pool.used < w->pool.cap) &&
+	if (!w->drain_closed && (!w->accept_parked || w->pool.used < w->pool.cap) &&
 	    w->now_s >= w->accept_retry_at)
 		for (int l = 0; l < w->nlisten; l++)
-			if (!w->accept_armed[l])
+			if (!w->accept_armed[l] && w->listen_fd[l] >= 0)
 				arm_accept(w, l);
 }
 
@@ -752,6 +773,7 @@ static void free_closed(ms_worker *w)
 		c->fidx = -1;
 		ms_pool_free(&w->pool, c);
 		w->live--;
+		w->live_kind[c->kind]--;
 		w->st.closes++;
 	}
 	w->nfreeq = 0;
@@ -774,20 +796,147 @@ static void abort_conn(ms_worker *w, ms_conn *c, void *arg)
 	teardown(w, c);
 }
 
+/* Stop listening on l: cancel the multishot accept and close the socket,
+ * so the kernel stops queueing connections to it (with
+ * net.ipv4.tcp_migrate_req=1 the ones already queued move to another
+ * listener of the port, e.g. the next process's). */
+static void stop_listener(ms_worker *w, int l)
+{
+	if (w->listen_fd[l] < 0)
+		return;
+	if (w->accept_armed[l])
+		submit_cancel(w, ms_udata(MS_OP_ACCEPT, (uint32_t)l, 0));
+	close(w->listen_fd[l]); /* the accept in flight holds the file until cancelled */
+	w->listen_fd[l] = -1;
+}
+
+/* Graceful shutdown, step 1: stop accepting (health checks now answer 503,
+ * chat requests are refused) and enter the drain barrier. The protocol
+ * layer's on_drain (close 1001 to every client) runs only once every
+ * worker has stopped taking input and the messages already in flight
+ * between workers have been delivered: rounds of the barrier, one hop of a
+ * message chain each (publish -> owner -> subscribers, join -> ack ->
+ * leave -> presence). */
+#define DRAIN_ROUNDS 5
 static void begin_drain(ms_worker *w)
 {
 	w->draining = true;
 	w->drain_deadline = w->now_s + w->cfg->drain_timeout;
 	for (int l = 0; l < w->nlisten; l++)
-		if (w->accept_armed[l])
-			submit_cancel(w, ms_udata(MS_OP_ACCEPT, (uint32_t)l, 0));
+		if (!(w->keep_listen & (1u << l)))
+			stop_listener(w, l);
+	if (!w->hub)
+		w->drain_round = DRAIN_ROUNDS;
+}
+
+static void ring_bell(void *arg, uint32_t to);
+
+/* After this iteration's mailbox flush: arrive at the current round, or
+ * move on to the next once the round was seen done at the start of the
+ * iteration (so everything pushed before it was drained this iteration). */
+static void drain_step(ms_worker *w)
+{
+	if (w->drain_arrived && w->drain_seen > w->drain_round) {
+		w->drain_round++;
+		w->drain_arrived = false;
+	}
+	if (w->drain_arrived || w->drain_round >= DRAIN_ROUNDS)
+		return;
+	w->drain_arrived = true;
+	if (ms_mbox_round_arrive(w->hub, w->drain_round)) {
+		uint32_t n = ms_mbox_hub_size(w->hub);
+		for (uint32_t to = 0; to < n; to++)
+			if (to != w->id)
+				ring_bell(w, to);
+		w->kick = true; /* do not sleep: the next round starts now */
+	}
+}
+
+/* Graceful shutdown, step 2 (barrier passed): close every connection. */
+static void finish_drain(ms_worker *w)
+{
+	w->drain_closed = true;
+	for (int l = 0; l < w->nlisten; l++)
+		stop_listener(w, l);
 	w->h->on_drain(w);
+}
+
+/* ---- snapshots ------------------------------------------------------------ */
+
+enum { MSG_SNAP = 0xff01, MSG_SNAP_DONE }; /* core's own mailbox messages */
+
+typedef struct collect {
+	ms_collect_fn fn;
+	void *arg;
+	uint32_t n, left;
+	ms_worker_snap snaps[];
+} collect;
+
+void ms_worker_keep_listening(ms_worker *w, int l)
+{
+	if (l >= 0 && l < MS_MAX_LISTENERS)
+		w->keep_listen |= 1u << l;
+}
+
+void ms_worker_snapshot(ms_worker *w, ms_worker_snap *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->id = w->id;
+	out->live = w->live;
+	out->cap = w->cap;
+	memcpy(out->live_kind, w->live_kind, sizeof(out->live_kind));
+	out->draining = w->draining;
+	out->st = w->st;
+	if (w->mbox) {
+		out->mb = *ms_mbox_stats_of(w->mbox);
+		out->pending_out = ms_mbox_backlog(w->mbox);
+	}
+}
+
+void ms_worker_collect(ms_worker *w, ms_collect_fn fn, void *arg)
+{
+	uint32_t n = ms_worker_count(w);
+	collect *k = xmalloc(sizeof(*k) + n * sizeof(ms_worker_snap));
+	k->fn = fn;
+	k->arg = arg;
+	k->n = n;
+	k->left = n;
+	if (!w->mbox) {
+		ms_worker_snapshot(w, &k->snaps[0]);
+		fn(w, k->snaps, 1, arg);
+		free(k);
+		return;
+	}
+	for (uint32_t to = 0; to < n; to++) {
+		ms_msg *m = ms_worker_post(w, to);
+		m->type = MSG_SNAP;
+		m->ptr = k;
+	}
+}
+
+static void core_msg(ms_worker *w, uint32_t from, ms_msg *m)
+{
+	collect *k = m->ptr;
+	if (m->type == MSG_SNAP) {
+		/* Each worker writes only its own element; the reply's hand-off
+		 * through the mailbox orders it before the initiator's read. */
+		ms_worker_snapshot(w, &k->snaps[w->id]);
+		ms_msg *r = ms_worker_post(w, from);
+		r->type = MSG_SNAP_DONE;
+		r->ptr = k;
+	} else if (m->type == MSG_SNAP_DONE && --k->left == 0) {
+		k->fn(w, k->snaps, k->n, k->arg);
+		free(k);
+	}
 }
 
 static void on_mail(void *arg, uint32_t from, ms_msg *m)
 {
 	ms_worker *w = arg;
-	w->h->on_msg(w, from, m);
+	if (m->type >= 0xff00)
+		core_msg(w, from, m);
+	else
+		w->h->on_msg(w, from, m);
 }
 
 /* Doorbell: a MSG_RING completion on the target's ring wakes its wait. The
@@ -828,6 +977,10 @@ static void run(ms_worker *w)
 			wait_nr = 0; /* mail is waiting: do not block */
 		if (w->mbox && ms_mbox_backlog(w->mbox) && timeout > 50000)
 			timeout = 50000; /* a full ring: retry the overflow soon */
+		if (w->kick) {
+			w->kick = false;
+			wait_nr = 0;
+		}
 		int ret = ms_ring_enter(&w->ring, wait_nr, cfg->min_wait_us, timeout);
 		if (w->mbox)
 			ms_mbox_sleep_end(w->mbox);
@@ -840,6 +993,8 @@ static void run(ms_worker *w)
 		if (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW)
 			w->st.cq_overflows++;
 		update_clock(w);
+		if (w->draining && w->hub)
+			w->drain_seen = ms_mbox_rounds_done(w->hub); /* before the drain below */
 
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
@@ -854,9 +1009,14 @@ static void run(ms_worker *w)
 			ms_mbox_drain(w->mbox, on_mail, w);
 		if (!w->draining && __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE))
 			begin_drain(w);
+		if (w->draining && !w->drain_closed && w->drain_round >= DRAIN_ROUNDS)
+			finish_drain(w);
 		ms_wheel_advance(&w->wheel, &w->pool, w->now_s, fire_timer, w);
-		if (w->draining && w->now_s >= w->drain_deadline)
+		if (w->draining && w->now_s >= w->drain_deadline) {
+			if (!w->drain_closed)
+				finish_drain(w); /* a worker never reached the barrier */
 			ms_worker_foreach(w, abort_conn, NULL);
+		}
 		if (w->h->on_flush)
 			w->h->on_flush(w);
 		if (w->mbox)
@@ -865,8 +1025,10 @@ static void run(ms_worker *w)
 		free_closed(w); /* before the mailbox flush: on_free posts messages */
 		if (w->mbox)
 			ms_mbox_flush(w->mbox, ring_bell, w);
+		if (w->draining && w->hub)
+			drain_step(w);
 		rearm_stopped(w);
-		if (w->draining && w->live == 0)
+		if (w->drain_closed && w->live == 0)
 			break;
 	}
 }
@@ -964,8 +1126,8 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 	w->cpu = cpu;
 	if (nlisten > MS_MAX_LISTENERS)
 		nlisten = MS_MAX_LISTENERS;
-	for (int l = 0; l < nlisten; l++)
-		w->listen_fd[l] = listen_fds[l];
+	for (int l = 0; l < MS_MAX_LISTENERS; l++)
+		w->listen_fd[l] = l < nlisten ? listen_fds[l] : -1;
 	w->nlisten = nlisten;
 	w->ext_size = ext_size;
 	w->hub = hub;
@@ -1062,7 +1224,8 @@ void ms_worker_destroy(ms_worker *w)
 	ms_pool_fini(&w->pool);
 	ms_ring_fini(&w->ring);
 	for (int l = 0; l < w->nlisten; l++)
-		close(w->listen_fd[l]);
+		if (w->listen_fd[l] >= 0)
+			close(w->listen_fd[l]);
 	free(w->xform_buf);
 	free(w->dirty);
 	free(w->rearm);

@@ -45,6 +45,12 @@ typedef struct ms_worker_stats {
 	uint64_t deliveries;    /* packets queued to subscribers (fan-out, DMs) */
 	uint64_t records;       /* output transforms (TLS records written) */
 	uint64_t slow_closes;   /* connections closed as slow consumers */
+	uint64_t upgrades;      /* WebSocket upgrades (101) */
+	uint64_t tls_handshakes, tls_resumed, tls_failures;
+	uint64_t http_4xx;      /* HTTP requests answered 4xx */
+	uint64_t auth_failures; /* 401s at the upgrade, bad refresh tokens */
+	uint64_t ws_protocol_errors, ws_utf8_errors, ws_too_big; /* closes 1002/1007/1009 */
+	uint64_t req_errors;    /* error replies to chat requests */
 	uint64_t max_conns;     /* high-water mark */
 } ms_worker_stats;
 
@@ -109,6 +115,53 @@ ms_worker_stats *ms_worker_stats_of(ms_worker *w);
 bool ms_worker_draining(const ms_worker *w);
 /* Worker clock: whole seconds since the worker started (coarse). */
 uint32_t ms_worker_now(const ms_worker *w);
+/* Listener l stays open while the worker drains (until the barrier has
+ * passed and connections are being closed): the admin listener, so health
+ * checks see 503 and metrics stay readable during a drain. */
+void ms_worker_keep_listening(ms_worker *w, int l);
+
+/* A worker's figures at one moment (metrics, histogram dumps). */
+typedef struct ms_worker_snap {
+	uint32_t id;
+	uint32_t live, cap;
+	uint32_t live_kind[MS_MAX_LISTENERS]; /* by listener index */
+	bool draining;
+	uint64_t pending_out;  /* msgs waiting on the mailbox overflow lists */
+	ms_worker_stats st;
+	ms_mbox_stats mb;
+} ms_worker_snap;
+
+/* Snapshot of this worker (its own thread; or any thread once it ended). */
+void ms_worker_snapshot(ms_worker *w, ms_worker_snap *out);
+/* Ask every worker for its snapshot through the mailboxes (no worker is
+ * stopped or locked); fn(w, snaps, n, arg) runs on this worker's thread
+ * once all have answered, snaps[i] being worker i's. */
+typedef void (*ms_collect_fn)(ms_worker *w, const ms_worker_snap *snaps, uint32_t n,
+			      void *arg);
+void ms_worker_collect(ms_worker *w, ms_collect_fn fn, void *arg);
+
+/* Worker clock: CLOCK_MONOTONIC ns read once per loop iteration. */
+uint64_t ms_worker_now_ns(const ms_worker *w);
+
+/* Latency histograms kept per worker (merged on dump, DESIGN §9). */
+enum ms_hist_id {
+	MS_HIST_ITERATION,     /* loop iteration: work between two waits */
+	MS_HIST_HOP,           /* mailbox push -> pop on the receiving worker */
+	MS_HIST_PUBLISH_FLUSH, /* publish received -> bytes handed to the kernel, per recipient */
+	MS_HIST_TLS_HANDSHAKE, /* accept -> handshake done */
+	MS_HIST_OP_JOIN,       /* request received -> reply queued, per op */
+	MS_HIST_OP_LEAVE,
+	MS_HIST_OP_PUBLISH,
+	MS_HIST_OP_DM,
+	MS_HIST_OP_PRESENCE,
+	MS_HIST_OP_PING,
+	MS_HIST_API,           /* server API request -> answer */
+	MS_HIST_COUNT
+};
+extern const char *const ms_hist_names[MS_HIST_COUNT];
+/* Record one sample (ns) in this worker's histogram `which`. */
+void ms_worker_record(ms_worker *w, enum ms_hist_id which, uint64_t ns);
+
 /* Call fn for every live connection (e.g. to drain). */
 void ms_worker_foreach(ms_worker *w, void (*fn)(ms_worker *, ms_conn *, void *),
 		       void *arg);

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "net/admin.h"
 #include "net/http.h"
 #include "net/jwt.h"
 #include "net/ws.h"
@@ -64,6 +65,7 @@ _Static_assert(sizeof(net_conn) == 72, "per-connection protocol state stays smal
 typedef struct tls_conn {
 	ms_tls *t;
 	ms_spill spill;
+	uint64_t t_open; /* worker clock (ns) at accept: handshake latency */
 } tls_conn;
 
 typedef struct sink_arg {
@@ -90,6 +92,11 @@ static void net_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
 	ms_conn_close(w, c, mode);
 }
 
+const ms_net_opts *ms_net_options(void)
+{
+	return &opts;
+}
+
 size_t ms_net_ext_size(void)
 {
 	return sizeof(net_conn);
@@ -107,6 +114,10 @@ static void respond(ms_worker *w, ms_conn *c, int status, const char *extra,
 {
 	char buf[512];
 	int n = ms_http_response(buf, sizeof(buf), status, true, extra, body);
+	if (status >= 400 && status < 500)
+		ms_worker_stats_of(w)->http_4xx++;
+	if (status == 401)
+		ms_worker_stats_of(w)->auth_failures++;
 	if (n > 0)
 		ms_conn_write(w, c, buf, (size_t)n);
 	net_close(w, c, MS_CLOSE_FLUSH);
@@ -211,6 +222,7 @@ void ms_net_send_ok(ms_worker *w, ms_conn *c, bool has_id, int64_t id)
 void ms_net_send_error(ms_worker *w, ms_conn *c, bool has_id, int64_t id,
 		       int code, const char *msg)
 {
+	ms_worker_stats_of(w)->req_errors++;
 	ms_net_reply(w, c, has_id, id, "\"ok\":false,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
 		     code, msg);
 }
@@ -232,9 +244,22 @@ static void ws_fail(ms_worker *w, ms_conn *c, uint16_t code, const char *reason)
 {
 	uint8_t payload[MS_WS_MAX_CONTROL];
 	size_t n = ms_ws_close_payload(payload, code, reason);
+	ms_worker_stats *st = ms_worker_stats_of(w);
+	if (code == MS_WS_CLOSE_TOO_BIG)
+		st->ws_too_big++;
+	else if (code == MS_WS_CLOSE_INVALID_DATA)
+		st->ws_utf8_errors++;
+	else
+		st->ws_protocol_errors++;
 	c->state = ST_CLOSING;
 	ws_send(w, c, MS_WS_OP_CLOSE, payload, n);
 	net_close(w, c, MS_CLOSE_FLUSH);
+}
+
+void ms_net_kick(ms_worker *w, ms_conn *c, const char *reason)
+{
+	if (c->state == ST_OPEN && !ms_conn_closing(c))
+		ws_close(w, c, MS_WS_CLOSE_POLICY, reason);
 }
 
 /* ---- messages -------------------------------------------------------------- */
@@ -332,6 +357,12 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 		ms_net_send_error(w, c, req.has_id, req.id, 503, "chat core not available");
 		return;
 	}
+	if (ms_worker_draining(w)) {
+		/* Graceful shutdown: what was accepted before is delivered; new
+		 * work is refused with an answer rather than lost silently. */
+		ms_net_send_error(w, c, req.has_id, req.id, 503, "server shutting down");
+		return;
+	}
 	opts.chat->request(w, c, &req);
 }
 
@@ -349,7 +380,7 @@ static void on_message(ms_worker *w, ms_conn *c, uint8_t opcode, uint8_t *p,
 		chat_request(w, c, opcode, p, len);
 		break;
 	case ROUTE_ROOM:
-		if (opts.chat)
+		if (opts.chat && !ms_worker_draining(w))
 			opts.chat->room_message(w, c, opcode, p, len);
 		break;
 	default:
@@ -546,6 +577,7 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 		return len;
 	}
 	ms_conn_write(w, c, out, (size_t)n);
+	ms_worker_stats_of(w)->upgrades++;
 	c->state = ST_OPEN;
 	x->route = (uint8_t)route;
 	if (opts.chat && route == ROUTE_CHAT) {
@@ -580,6 +612,7 @@ static void h_open(ms_worker *w, ms_conn *c, bool over_cap)
 			ms_conn_close(w, c, MS_CLOSE_ABORT);
 			return;
 		}
+		t->t_open = ms_worker_now_ns(w);
 		X(c)->tls = t;
 		ms_conn_set_transform(c);
 	}
@@ -588,6 +621,8 @@ static void h_open(ms_worker *w, ms_conn *c, bool over_cap)
 
 static size_t plain_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 {
+	if (c->kind == opts.admin_kind)
+		return ms_admin_data(w, c, buf, len);
 	if (c->state == ST_HTTP)
 		return on_http(w, c, buf, len);
 	return on_frames(w, c, buf, len);
@@ -616,6 +651,7 @@ static size_t tls_data(ms_worker *w, ms_conn *c, tls_conn *t, uint8_t *buf, size
 	const uint8_t *in = buf;
 	size_t n = len;
 	bool more;
+	bool was_done = ms_tls_handshake_done(t->t);
 	do {
 		size_t got = 0;
 		/* Anything the engine writes now (handshake, alerts, tickets) must
@@ -624,9 +660,18 @@ static size_t tls_data(ms_worker *w, ms_conn *c, tls_conn *t, uint8_t *buf, size
 		int r = ms_tls_read(t->t, in, n, pt, sizeof(pt), &got, &more, &sink);
 		in = NULL;
 		n = 0;
+		if (!was_done && ms_tls_handshake_done(t->t)) {
+			was_done = true;
+			ms_worker_stats *st = ms_worker_stats_of(w);
+			st->tls_handshakes++;
+			st->tls_resumed += ms_tls_session_reused(t->t);
+			ms_worker_record(w, MS_HIST_TLS_HANDSHAKE, ms_worker_now_ns(w) - t->t_open);
+		}
 		if (got)
 			tls_plain(w, c, t, pt, got);
 		if (r != MS_TLS_OK) {
+			if (!was_done)
+				ms_worker_stats_of(w)->tls_failures++;
 			/* Fatal (the engine wrote an alert) or close_notify. */
 			net_close(w, c, MS_CLOSE_FLUSH);
 			return len;

@@ -28,6 +28,12 @@ typedef struct ms_chat_hooks {
 			     const uint8_t *p, size_t n);
 	/* A connection that was opened is going away: release everything. */
 	void (*close)(ms_worker *w, ms_conn *c);
+	/* Server API calls from the admin listener (connection c, answered
+	 * with ms_admin_reply/ms_admin_error, now or after a cross-core step).
+	 * Messages carry "from":"server". */
+	void (*api_publish)(ms_worker *w, ms_conn *c, ms_str stream, ms_str data);
+	void (*api_dm)(ms_worker *w, ms_conn *c, uint64_t to, ms_str data);
+	void (*api_disconnect)(ms_worker *w, ms_conn *c, uint64_t uid);
 } ms_chat_hooks;
 
 typedef struct ms_net_opts {
@@ -36,10 +42,14 @@ typedef struct ms_net_opts {
 	const ms_chat_hooks *chat;  /* NULL: chat requests get a 503 reply */
 	ms_tls_ctx *tls;            /* shared TLS context, or NULL */
 	int tls_kind;               /* listener index whose connections are TLS, -1: none */
+	int admin_kind;             /* listener index of the admin listener, -1: none */
+	ms_str api_key;             /* server API bearer key; n == 0: API disabled */
+	const char *kinds[MS_MAX_LISTENERS]; /* transport name per listener (metrics) */
 } ms_net_opts;
 
 /* Set once by main before the workers start; read-only afterwards. */
 void ms_net_configure(const ms_net_opts *o);
+const ms_net_opts *ms_net_options(void);
 
 /* Handlers for the public listeners (on_msg/on_flush left to the caller). */
 extern const ms_handlers ms_net_handlers;
@@ -70,6 +80,8 @@ void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n);
  * {"id":7,"ok":true,"seq":3} (no "id" member when has_id is false). */
 void ms_net_reply(ms_worker *w, ms_conn *c, bool has_id, int64_t id, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
+/* Close an open WebSocket with 1008 and `reason` (server API disconnect). */
+void ms_net_kick(ms_worker *w, ms_conn *c, const char *reason);
 /* Reply {"id":N,"ok":true} ({"ok":true} when has_id is false). */
 void ms_net_send_ok(ms_worker *w, ms_conn *c, bool has_id, int64_t id);
 /* Reply {"id":N,"ok":false,"error":{"code":C,"message":"M"}} (no id when

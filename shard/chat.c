@@ -22,6 +22,7 @@
 
 #include "core/log.h"
 #include "core/pkt.h"
+#include "net/admin.h"
 #include "net/ws.h"
 #include "shard/map.h"
 #include "shard/registry.h"
@@ -44,9 +45,15 @@ enum {
 	M_DM,           /* ptr = pkt, ref = recipient */
 	M_PRESENCE,     /* ptr = jreq (name, cursor in seq) */
 	M_REPLY,        /* ptr = pkt, ref = recipient */
+	M_KICK,         /* ref = connection to close (server API) */
 };
 
-enum { F_HAS_ID = 1, F_ROOM = 2, F_QUIET = 4 /* join without reply or presence */ };
+enum {
+	F_HAS_ID = 1,
+	F_ROOM = 2,
+	F_QUIET = 4, /* join without reply or presence */
+	F_API = 8,   /* publish from the server API: ref is the admin connection */
+};
 
 typedef struct jreq {
 	uint64_t ref, uid;
@@ -674,7 +681,13 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		break;
 	case M_PUB_ACK: {
 		ms_conn *c = ms_worker_conn(w, m->ref);
-		if (c && ms_net_deliverable(c)) {
+		if (m->flags & F_API) {
+			if (c) {
+				char b[48];
+				int n = snprintf(b, sizeof(b), "{\"seq\":%llu}", (unsigned long long)m->b);
+				ms_admin_reply(w, c, 200, b, (size_t)n);
+			}
+		} else if (c && ms_net_deliverable(c)) {
 			ms_net_reply(w, c, m->flags & F_HAS_ID, (int64_t)m->a,
 				     "\"ok\":true,\"seq\":%llu}", (unsigned long long)m->b);
 		}
@@ -696,6 +709,12 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 			ms_net_check_backpressure(w, c);
 		}
 		ms_pkt_unref(m->ptr);
+		break;
+	}
+	case M_KICK: {
+		ms_conn *c = ms_worker_conn(w, m->ref);
+		if (c && ms_net_deliverable(c))
+			ms_net_kick(w, c, "disconnected by the server");
 		break;
 	}
 	case M_PRESENCE: {
@@ -828,21 +847,18 @@ static void do_leave(ms_worker *w, ms_conn *c, const ms_req *req)
 	ms_net_send_ok(w, c, req->has_id, req->id);
 }
 
-/* {"event":"message","stream":S,"seq":<slot>,"from":"U","data":D} */
-static void do_publish(ms_worker *w, ms_conn *c, const ms_req *req)
+/* {"event":"message","stream":S,"seq":<slot>,"from":F,"data":D}: the
+ * packet, and the offsets of the stream name and of the blank seq slot the
+ * owner fills in. from is the JSON value (a quoted user id, or "server"). */
+static ms_pkt *message_pkt(ms_str name, const char *from, size_t fl, ms_str data,
+			   uint32_t *name_off, uint32_t *seq_off)
 {
-	if (!ms_net_stream_allowed(c, req->stream)) {
-		ms_net_send_error(w, c, req->has_id, req->id, 403, "stream not allowed by token");
-		return;
-	}
-	char from[24];
-	int fl = snprintf(from, sizeof(from), "%llu", (unsigned long long)ms_net_uid(c));
 	static const char p1[] = "{\"event\":\"message\",\"stream\":\"";
 	static const char p2[] = "\",\"seq\":";
-	static const char p3[] = ",\"from\":\"";
-	static const char p4[] = "\",\"data\":";
-	size_t len = (sizeof(p1) - 1) + req->stream.n + (sizeof(p2) - 1) + SEQ_SLOT +
-		     (sizeof(p3) - 1) + (size_t)fl + (sizeof(p4) - 1) + req->data.n + 1;
+	static const char p3[] = ",\"from\":";
+	static const char p4[] = ",\"data\":";
+	size_t len = (sizeof(p1) - 1) + name.n + (sizeof(p2) - 1) + SEQ_SLOT +
+		     (sizeof(p3) - 1) + fl + (sizeof(p4) - 1) + data.n + 1;
 	size_t h = ms_ws_header_len(len);
 	ms_pkt *pkt = ms_pkt_new((uint32_t)(h + len));
 	uint8_t *o = pkt->data;
@@ -850,54 +866,68 @@ static void do_publish(ms_worker *w, ms_conn *c, const ms_req *req)
 	size_t k = h;
 #define PUT(ptr, n) (memcpy(o + k, (ptr), (n)), k += (n))
 	PUT(p1, sizeof(p1) - 1);
-	uint32_t name_off = (uint32_t)k;
-	PUT(req->stream.p, req->stream.n);
+	*name_off = (uint32_t)k;
+	PUT(name.p, name.n);
 	PUT(p2, sizeof(p2) - 1);
-	uint32_t seq_off = (uint32_t)k;
+	*seq_off = (uint32_t)k;
 	memset(o + k, ' ', SEQ_SLOT);
 	k += SEQ_SLOT;
 	PUT(p3, sizeof(p3) - 1);
-	PUT(from, (size_t)fl);
+	PUT(from, fl);
 	PUT(p4, sizeof(p4) - 1);
-	PUT(req->data.p, req->data.n);
+	PUT(data.p, data.n);
 	o[k++] = '}';
 #undef PUT
 	pkt->len = (uint32_t)k;
-	ms_msg *m = ms_worker_post(w, ms_chat_stream_owner(req->stream.p, req->stream.n,
-							   ms_worker_count(w)));
-	m->type = M_PUBLISH;
-	m->flags = req->has_id ? F_HAS_ID : 0;
-	m->ref = ref_of(w, c);
-	m->ptr = pkt;
-	m->a = (uint64_t)req->id;
-	m->u32 = name_off;
-	m->b = (uint64_t)req->stream.n << 32 | seq_off;
+	return pkt;
 }
 
-static void do_dm(ms_worker *w, ms_conn *c, const ms_req *req)
+static void post_publish(ms_worker *w, ms_str name, ms_pkt *pkt, uint32_t name_off,
+			 uint32_t seq_off, uint16_t flags, ms_conn_ref ref, uint64_t id)
 {
-	uint64_t to;
-	if (!ms_proto_uid(req->to, &to)) {
-		ms_net_send_error(w, c, req->has_id, req->id, 400, "bad user id");
+	ms_msg *m = ms_worker_post(w, ms_chat_stream_owner(name.p, name.n,
+							   ms_worker_count(w)));
+	m->type = M_PUBLISH;
+	m->flags = flags;
+	m->ref = ref;
+	m->ptr = pkt;
+	m->a = id;
+	m->u32 = name_off;
+	m->b = (uint64_t)name.n << 32 | seq_off;
+}
+
+static void do_publish(ms_worker *w, ms_conn *c, const ms_req *req)
+{
+	if (!ms_net_stream_allowed(c, req->stream)) {
+		ms_net_send_error(w, c, req->has_id, req->id, 403, "stream not allowed by token");
 		return;
 	}
+	char from[24];
+	int fl = snprintf(from, sizeof(from), "\"%llu\"", (unsigned long long)ms_net_uid(c));
+	uint32_t name_off, seq_off;
+	ms_pkt *pkt = message_pkt(req->stream, from, (size_t)fl, req->data, &name_off, &seq_off);
+	post_publish(w, req->stream, pkt, name_off, seq_off, req->has_id ? F_HAS_ID : 0,
+		     ref_of(w, c), (uint64_t)req->id);
+}
+
+/* {"event":"dm","from":F,"data":D} to every device of `to` that is online
+ * (at most DM_FANOUT_MAX); returns how many were reached. */
+static size_t post_dm(ms_worker *w, uint64_t to, const char *from, ms_str data)
+{
 	uint64_t refs[DM_FANOUT_MAX];
 	size_t n = ms_reg_lookup(CW(w)->chat->reg, to, refs, DM_FANOUT_MAX);
-	if (n == 0) {
-		ms_net_send_error(w, c, req->has_id, req->id, 404, "user not online");
-		return;
-	}
+	if (n == 0)
+		return 0;
 	if (n > DM_FANOUT_MAX)
 		n = DM_FANOUT_MAX;
 	char head[64];
-	int hl = snprintf(head, sizeof(head), "{\"event\":\"dm\",\"from\":\"%llu\",\"data\":",
-			  (unsigned long long)ms_net_uid(c));
-	size_t len = (size_t)hl + req->data.n + 1;
+	int hl = snprintf(head, sizeof(head), "{\"event\":\"dm\",\"from\":%s,\"data\":", from);
+	size_t len = (size_t)hl + data.n + 1;
 	size_t h = ms_ws_header_len(len);
 	ms_pkt *pkt = ms_pkt_new((uint32_t)(h + len));
 	ms_ws_header(pkt->data, true, MS_WS_OP_TEXT, len, NULL);
 	memcpy(pkt->data + h, head, (size_t)hl);
-	memcpy(pkt->data + h + hl, req->data.p, req->data.n);
+	memcpy(pkt->data + h + hl, data.p, data.n);
 	pkt->data[h + len - 1] = '}';
 	pkt->len = (uint32_t)(h + len);
 	for (size_t i = 0; i < n; i++) {
@@ -908,7 +938,22 @@ static void do_dm(ms_worker *w, ms_conn *c, const ms_req *req)
 		m->ptr = pkt;
 	}
 	ms_pkt_unref(pkt);
-	ms_net_send_ok(w, c, req->has_id, req->id);
+	return n;
+}
+
+static void do_dm(ms_worker *w, ms_conn *c, const ms_req *req)
+{
+	uint64_t to;
+	if (!ms_proto_uid(req->to, &to)) {
+		ms_net_send_error(w, c, req->has_id, req->id, 400, "bad user id");
+		return;
+	}
+	char from[24];
+	snprintf(from, sizeof(from), "\"%llu\"", (unsigned long long)ms_net_uid(c));
+	if (post_dm(w, to, from, req->data) == 0)
+		ms_net_send_error(w, c, req->has_id, req->id, 404, "user not online");
+	else
+		ms_net_send_ok(w, c, req->has_id, req->id);
 }
 
 static void do_presence(ms_worker *w, ms_conn *c, const ms_req *req)
@@ -1009,10 +1054,57 @@ static void h_close(ms_worker *w, ms_conn *c)
 	m->ref = ref_of(w, c);
 }
 
+/* ---- server API (admin listener) ------------------------------------------------------- */
+
+static void h_api_publish(ms_worker *w, ms_conn *c, ms_str name, ms_str data)
+{
+	uint32_t name_off, seq_off;
+	ms_pkt *pkt = message_pkt(name, "\"server\"", 8, data, &name_off, &seq_off);
+	post_publish(w, name, pkt, name_off, seq_off, F_API, ref_of(w, c), 0);
+}
+
+static void h_api_dm(ms_worker *w, ms_conn *c, uint64_t to, ms_str data)
+{
+	size_t n = post_dm(w, to, "\"server\"", data);
+	if (n == 0) {
+		ms_admin_error(w, c, 404, "user not online");
+		return;
+	}
+	char b[48];
+	int k = snprintf(b, sizeof(b), "{\"delivered\":%zu}", n);
+	ms_admin_reply(w, c, 200, b, (size_t)k);
+}
+
+/* Every connection of uid is closed 1008 by its own worker. The registry
+ * learns of a new connection one mailbox hop after its upgrade, so one
+ * opened in the same instant may be missed (the caller can repeat). */
+static void h_api_disconnect(ms_worker *w, ms_conn *c, uint64_t uid)
+{
+	uint64_t refs[DM_FANOUT_MAX];
+	size_t n = ms_reg_lookup(CW(w)->chat->reg, uid, refs, DM_FANOUT_MAX);
+	if (n > DM_FANOUT_MAX)
+		n = DM_FANOUT_MAX;
+	if (n == 0) {
+		ms_admin_error(w, c, 404, "user not online");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		ms_msg *m = ms_worker_post(w, ms_conn_ref_worker(refs[i]));
+		m->type = M_KICK;
+		m->ref = refs[i];
+	}
+	char b[48];
+	int k = snprintf(b, sizeof(b), "{\"disconnected\":%zu}", n);
+	ms_admin_reply(w, c, 200, b, (size_t)k);
+}
+
 const ms_chat_hooks ms_chat_hooks_impl = {
 	.open = h_open,
 	.request = h_request,
 	.room_open = h_room_open,
 	.room_message = h_room_message,
 	.close = h_close,
+	.api_publish = h_api_publish,
+	.api_dm = h_api_dm,
+	.api_disconnect = h_api_disconnect,
 };

@@ -1,0 +1,20 @@
+/*
+ * Prometheus text exposition (version 0.0.4) of the workers' snapshots:
+ * what /metrics on the admin listener serves. Pure formatting, so it is
+ * tested without a server.
+ */
+#ifndef MS_CORE_METRICS_H
+#define MS_CORE_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/worker.h"
+
+/* Format snaps[0..n) (snaps[i] is worker i). kinds[l] names listener l's
+ * transport ("plain", "tls", "admin"; NULL: not counted). Returns a
+ * malloc'd NUL-terminated text (caller frees) and its length in *len. */
+char *ms_metrics_text(const ms_worker_snap *snaps, uint32_t n,
+		      const char *const kinds[MS_MAX_LISTENERS], size_t *len);
+
+#endif

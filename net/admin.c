@@ -1,0 +1,272 @@
+/*
+ * Admin listener: health, metrics and the server API (see admin.h).
+ *
+ * A request is answered either at once (health, errors, /api/dm, which
+ * reads the registry under its shard's read lock) or after a cross-core
+ * step: /metrics gathers every worker's snapshot through the mailboxes,
+ * /api/publish waits for the stream owner's seq, /api/disconnect for
+ * nothing (the kicks are posted; the answer says how many). While it waits
+ * the connection is in ST_WAIT and further input is ignored (one request
+ * per connection); the answer finds it again by handle, so a client that
+ * went away meanwhile costs nothing.
+ */
+#include "net/admin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+
+#include "core/log.h"
+#include "core/metrics.h"
+#include "net/http.h"
+#include "net/json.h"
+#include "net/proto.h"
+#include "net/server.h"
+
+enum { ST_READ = 0, ST_WAIT = 3 }; /* server.c's ST_OPEN/ST_CLOSING are 1, 2 */
+
+static const char *reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 503: return "Service Unavailable";
+	default: return "Internal Server Error";
+	}
+}
+
+static void answer(ms_worker *w, ms_conn *c, int status, const char *type,
+		   const char *extra, const char *body, size_t n)
+{
+	if (ms_conn_closing(c))
+		return;
+	char head[256];
+	int h = snprintf(head, sizeof(head),
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+			 "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
+			 status, reason(status), type, n, extra ? extra : "");
+	ms_conn_write(w, c, head, (size_t)h);
+	if (n)
+		ms_conn_write(w, c, body, n);
+	if (status >= 400 && status < 500)
+		ms_worker_stats_of(w)->http_4xx++;
+	ms_conn_close(w, c, MS_CLOSE_FLUSH);
+}
+
+void ms_admin_reply(ms_worker *w, ms_conn *c, int status, const char *json, size_t n)
+{
+	answer(w, c, status, "application/json", NULL, json, n);
+}
+
+void ms_admin_error(ms_worker *w, ms_conn *c, int status, const char *msg)
+{
+	char body[256];
+	int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":%d,\"message\":\"%s\"}}",
+			 status, msg);
+	answer(w, c, status, "application/json",
+	       status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL, body, (size_t)n);
+}
+
+static bool str_is(ms_str s, const char *lit)
+{
+	size_t n = strlen(lit);
+	return s.n == n && memcmp(s.p, lit, n) == 0;
+}
+
+/* ---- /metrics ------------------------------------------------------------- */
+
+static void metrics_done(ms_worker *w, const ms_worker_snap *snaps, uint32_t n, void *arg)
+{
+	ms_conn *c = ms_worker_conn(w, (ms_conn_ref)(uintptr_t)arg);
+	if (!c || ms_conn_closing(c))
+		return;
+	size_t len;
+	char *text = ms_metrics_text(snaps, n, ms_net_options()->kinds, &len);
+	answer(w, c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
+	free(text);
+}
+
+/* ---- server API ------------------------------------------------------------ */
+
+/* Bearer key check in constant time (for keys of the right length). */
+static bool authorised(const ms_http_request *req)
+{
+	ms_str key = ms_net_options()->api_key;
+	const ms_http_header *h = ms_http_header_get(req, "authorization");
+	if (!h || h->value.n != 7 + key.n || strncasecmp(h->value.p, "Bearer ", 7) != 0)
+		return false;
+	return CRYPTO_memcmp(h->value.p + 7, key.p, key.n) == 0;
+}
+
+/* The body's members: stream, to, user (strings), data (raw value). */
+typedef struct api_req {
+	ms_str stream, to, user, data;
+} api_req;
+
+static const char *parse_body(const char *p, size_t n, api_req *r)
+{
+	memset(r, 0, sizeof(*r));
+	ms_json_iter it;
+	if (!ms_json_object_begin(&it, p, n))
+		return "body must be a JSON object";
+	ms_str key, val;
+	int k;
+	while ((k = ms_json_object_next(&it, &key, &val)) > 0) {
+		ms_str *dst = str_is(key, "stream") ? &r->stream :
+			      str_is(key, "to") ? &r->to :
+			      str_is(key, "user") ? &r->user :
+			      str_is(key, "data") ? &r->data : NULL;
+		if (!dst)
+			continue; /* unknown members are ignored (forward compatible) */
+		if (dst->p)
+			return "duplicate key";
+		if (dst != &r->data) {
+			/* Names and ids need no escapes: take the raw contents. */
+			if (val.n < 2 || val.p[0] != '"' || memchr(val.p + 1, '\\', val.n - 2))
+				return "stream, to and user are plain strings";
+			val.p++;
+			val.n -= 2;
+		}
+		*dst = val;
+	}
+	return k < 0 ? "invalid JSON" : NULL;
+}
+
+static void api(ms_worker *w, ms_conn *c, const ms_http_request *req, const char *body,
+		size_t n)
+{
+	const ms_net_opts *o = ms_net_options();
+	if (!o->api_key.n) {
+		ms_admin_error(w, c, 403, "server API disabled: start with --api-key-file");
+		return;
+	}
+	if (!authorised(req)) {
+		ms_worker_stats_of(w)->auth_failures++;
+		ms_admin_error(w, c, 401, "bearer key required");
+		return;
+	}
+	if (!str_is(req->method, "POST")) {
+		ms_admin_error(w, c, 405, "POST only");
+		return;
+	}
+	if (ms_worker_draining(w)) {
+		ms_admin_error(w, c, 503, "server shutting down");
+		return;
+	}
+	if (!o->chat) {
+		ms_admin_error(w, c, 503, "chat core not available");
+		return;
+	}
+	api_req r;
+	const char *err = parse_body(body, n, &r);
+	if (err) {
+		ms_admin_error(w, c, 400, err);
+		return;
+	}
+	uint64_t uid;
+	if (str_is(req->path, "/api/publish")) {
+		if (!r.stream.p || !r.data.p) {
+			ms_admin_error(w, c, 400, "stream and data required");
+		} else if (!ms_proto_stream_valid(r.stream)) {
+			ms_admin_error(w, c, 400, "bad stream name");
+		} else {
+			c->state = ST_WAIT;
+			o->chat->api_publish(w, c, r.stream, r.data);
+		}
+	} else if (str_is(req->path, "/api/dm")) {
+		if (!r.to.p || !r.data.p)
+			ms_admin_error(w, c, 400, "to and data required");
+		else if (!ms_proto_uid(r.to, &uid))
+			ms_admin_error(w, c, 400, "bad user id");
+		else
+			o->chat->api_dm(w, c, uid, r.data);
+	} else if (str_is(req->path, "/api/disconnect")) {
+		if (!r.user.p)
+			ms_admin_error(w, c, 400, "user required");
+		else if (!ms_proto_uid(r.user, &uid))
+			ms_admin_error(w, c, 400, "bad user id");
+		else
+			o->chat->api_disconnect(w, c, uid);
+	} else {
+		ms_admin_error(w, c, 404, "no such API call");
+	}
+}
+
+/* ---- input ------------------------------------------------------------------ */
+
+/* Content-Length as a plain decimal; -1 if malformed. */
+static long content_length(const ms_http_request *req)
+{
+	const ms_http_header *h = ms_http_header_get(req, "content-length");
+	if (!h)
+		return 0;
+	if (h->value.n == 0 || h->value.n > 9)
+		return -1;
+	long v = 0;
+	for (size_t i = 0; i < h->value.n; i++) {
+		char d = h->value.p[i];
+		if (d < '0' || d > '9')
+			return -1;
+		v = v * 10 + (d - '0');
+	}
+	return v;
+}
+
+size_t ms_admin_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
+{
+	if (c->state != ST_READ)
+		return len; /* one request per connection */
+	ms_http_request req;
+	int r = ms_http_parse((const char *)buf, len, &req);
+	if (r == 0)
+		return 0;
+	if (r < 0) {
+		ms_admin_error(w, c, -r, "malformed request");
+		return len;
+	}
+	if (ms_http_header_get(&req, "transfer-encoding")) {
+		ms_admin_error(w, c, 411, "Content-Length required (no chunked bodies)");
+		return len;
+	}
+	long cl = content_length(&req);
+	if (cl < 0) {
+		ms_admin_error(w, c, 400, "bad Content-Length");
+		return len;
+	}
+	if ((unsigned long)cl > ms_worker_config(w)->max_message + 4096u) {
+		ms_admin_error(w, c, 413, "body larger than --max-message");
+		return len;
+	}
+	if (len - (size_t)r < (size_t)cl)
+		return 0; /* the body is still coming */
+	const char *body = (const char *)buf + r;
+	if (str_is(req.path, "/healthz")) {
+		if (ms_worker_draining(w))
+			answer(w, c, 503, "text/plain", NULL, "draining\n", 9);
+		else
+			answer(w, c, 200, "text/plain", NULL, "ok\n", 3);
+	} else if (str_is(req.path, "/metrics")) {
+		if (!str_is(req.method, "GET")) {
+			ms_admin_error(w, c, 405, "GET only");
+		} else {
+			c->state = ST_WAIT;
+			ms_worker_collect(w, metrics_done,
+					  (void *)(uintptr_t)ms_conn_ref_of(w, c));
+		}
+	} else if (req.path.n > 5 && memcmp(req.path.p, "/api/", 5) == 0) {
+		api(w, c, &req, body, (size_t)cl);
+	} else {
+		ms_admin_error(w, c, 404, "not found");
+	}
+	return len;
+}
