@@ -71,6 +71,7 @@ struct ms_mbox_hub {
 	ms_mbox **boxes;
 	uint32_t arrived[MS_MBOX_ROUNDS]; /* drain barrier: arrivals per round */
 	uint32_t rounds_done;             /* rounds every worker has reached */
+	uint32_t running;                 /* workers that have not finished draining */
 };
 
 typedef struct outq {
@@ -108,6 +109,7 @@ ms_mbox_hub *ms_mbox_hub_create(uint32_t n, uint32_t ring_slots)
 {
 	ms_mbox_hub *hub = xcalloc(1, sizeof(*hub));
 	hub->n = n;
+	hub->running = n;
 	hub->slots = ring_slots;
 	hub->pairs = xcalloc((size_t)n * n, sizeof(pair));
 	for (size_t i = 0; i < (size_t)n * n; i++) {
@@ -371,4 +373,14 @@ bool ms_mbox_round_arrive(ms_mbox_hub *hub, uint32_t round)
 uint32_t ms_mbox_rounds_done(const ms_mbox_hub *hub)
 {
 	return __atomic_load_n(&hub->rounds_done, __ATOMIC_ACQUIRE);
+}
+
+uint32_t ms_mbox_hub_leave(ms_mbox_hub *hub)
+{
+	return __atomic_sub_fetch(&hub->running, 1, __ATOMIC_ACQ_REL);
+}
+
+uint32_t ms_mbox_hub_running(const ms_mbox_hub *hub)
+{
+	return __atomic_load_n(&hub->running, __ATOMIC_ACQUIRE);
 }

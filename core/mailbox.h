@@ -99,6 +99,11 @@ size_t ms_mbox_backlog(const ms_mbox *mb);
 #define MS_MBOX_ROUNDS 8
 bool ms_mbox_round_arrive(ms_mbox_hub *hub, uint32_t round);
 uint32_t ms_mbox_rounds_done(const ms_mbox_hub *hub);
+/* Workers still draining: each leaves once its connections are gone
+ * (returns how many remain) but keeps running until none remain, so
+ * mailbox round trips (metrics) and the admin listener work to the end. */
+uint32_t ms_mbox_hub_leave(ms_mbox_hub *hub);
+uint32_t ms_mbox_hub_running(const ms_mbox_hub *hub);
 const ms_mbox_stats *ms_mbox_stats_of(const ms_mbox *mb);
 
 #endif

@@ -94,7 +94,7 @@ struct ms_worker {
 	 * is in, whether it arrived, the rounds done when this iteration
 	 * began, and whether on_drain (close 1001) ran. */
 	uint32_t drain_round, drain_seen;
-	bool drain_arrived, drain_closed, kick;
+	bool drain_arrived, drain_closed, drain_left, kick;
 	uint32_t keep_listen;       /* listeners that stay open while draining (bits) */
 	uint32_t live_kind[MS_MAX_LISTENERS];
 
@@ -666,10 +666,8 @@ static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 		return;
 	}
 	int fidx = cqe->res;
-	if (w->draining) {
-		close_fidx(w, fidx);
-		return;
-	}
+	/* Accepted while draining (raced the listener's close, or the kept
+	 * admin listener): served, so it gets an answer (503 / health). */
 	ms_conn *c = ms_pool_alloc(&w->pool);
 	if (!c) {
 		close_fidx(w, fidx);
@@ -749,7 +747,7 @@ static void rearm_stopped(ms_worker *w)
 			arm_recv(w, c);
 	}
 	w->nrearm = 0;
-	if (!w->drain_closed && (!w->accept_parked || w->pool.used < w->pool.cap) &&
+	if ((!w->accept_parked || w->pool.used < w->pool.cap) &&
 	    w->now_s >= w->accept_retry_at)
 		for (int l = 0; l < w->nlisten; l++)
 			if (!w->accept_armed[l] && w->listen_fd[l] >= 0)
@@ -852,12 +850,11 @@ static void drain_step(ms_worker *w)
 	}
 }
 
-/* Graceful shutdown, step 2 (barrier passed): close every connection. */
+/* Graceful shutdown, step 2 (barrier passed): close every connection. A
+ * kept (admin) listener goes on answering until the worker exits. */
 static void finish_drain(ms_worker *w)
 {
 	w->drain_closed = true;
-	for (int l = 0; l < w->nlisten; l++)
-		stop_listener(w, l);
 	w->h->on_drain(w);
 }
 
@@ -1028,7 +1025,15 @@ static void run(ms_worker *w)
 		if (w->draining && w->hub)
 			drain_step(w);
 		rearm_stopped(w);
-		if (w->drain_closed && w->live == 0)
+		if (w->drain_closed && w->live == 0 && !w->drain_left) {
+			if (!w->hub)
+				break;
+			w->drain_left = true;
+			ms_mbox_hub_leave(w->hub);
+		}
+		/* Every worker goes on draining its mailbox (metrics snapshots)
+		 * and the admin listener goes on answering until all are done. */
+		if (w->drain_left && ms_mbox_hub_running(w->hub) == 0)
 			break;
 	}
 }

@@ -760,7 +760,10 @@ static void drain_one(ms_worker *w, ms_conn *c, void *arg)
 	if (c->state == ST_OPEN)
 		ws_close(w, c, MS_WS_CLOSE_GOING_AWAY, "server shutting down");
 	else if (c->state == ST_HTTP)
-		net_close(w, c, MS_CLOSE_ABORT);
+		/* A request on its way gets its answer (503 while draining, or
+		 * the health/metrics answer on the admin listener) rather than a
+		 * reset; one that does not come within a second gets a 408. */
+		ms_conn_timeout(w, c, 1);
 }
 
 static void h_drain(ms_worker *w)

@@ -79,10 +79,14 @@ class Server:
         if cores != 2 and args is None:
             a[a.index("--cores") + 1] = str(cores)
         self.args = a + [str(x) for x in extra]
+        if "--admin-listen" not in self.args:
+            # Never the fixed default port: tests run side by side.
+            self.args += ["--admin-listen", "127.0.0.1:0"]
         self.env = env
         self.proc = None
         self.port = None
         self.tls_port = None
+        self.admin_port = None
         self.tls_fingerprint = None
         self.workers = None
         self._err = []
@@ -114,6 +118,7 @@ class Server:
         ready = threading.Event()
         want_plain = self._flag("--listen", "") != "off"
         want_tls = self._flag("--tls-listen", "") != "off"
+        want_admin = self._flag("--admin-listen", "") != "off"
 
         def pump():
             for raw in iter(self.proc.stderr.readline, b""):
@@ -132,9 +137,14 @@ class Server:
                     elif m.group(1) == "wss" and self.tls_port is None:
                         self.tls_port = int(m.group(2))
                     self.workers = int(m.group(3))
-                    if ((self.port is not None or not want_plain)
-                            and (self.tls_port is not None or not want_tls)):
-                        ready.set()
+                m = re.search(r"admin on http://(?:\[[^\]]*\]|[^:/]+):(\d+)/metrics", line)
+                if m and self.admin_port is None:
+                    self.admin_port = int(m.group(1))
+                if ((self.port is not None or not want_plain)
+                        and (self.tls_port is not None or not want_tls)
+                        and (self.admin_port is not None or not want_admin)
+                        and self.workers is not None):
+                    ready.set()
             ready.set()
 
         self._thread = threading.Thread(target=pump, daemon=True)

@@ -1,0 +1,430 @@
+#!/usr/bin/python3
+"""Operating the server (issue 6): the admin listener's /healthz and
+/metrics (Prometheus text, parsed), the server API (auth, publish with seq
+order and "from":"server", DM, disconnect), graceful shutdown under load
+(every message acknowledged before SIGTERM reaches every subscriber, then
+close 1001; /healthz 503 while draining), and a restart with two
+overlapping processes on the same ports that loses no connection attempt
+(run in a private network namespace with net.ipv4.tcp_migrate_req=1).
+
+usage: test_admin.py SERVER_BINARY [SOURCE_DIR] [-k SUBSTRING]
+"""
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mstest  # noqa: E402
+
+import websockets  # noqa: E402  (Debian's python3-websockets)
+
+SLOW = 3.0 if os.environ.get("MS_SLOW", "0") not in ("", "0") else 1.0
+KEY = "test-api-key-0123456789"
+
+
+def http(port, method, path, body=None, key=None, timeout=5.0):
+    """One request on its own connection: (status, headers dict, body bytes)."""
+    data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (method, path)
+    if key is not None:
+        head += "Authorization: Bearer %s\r\n" % key
+    if body is not None:
+        head += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(data)
+    return mstest.http_exchange(port, head.encode() + b"\r\n" + data, timeout=timeout * SLOW)
+
+
+def parse_prometheus(text):
+    """Validate the text exposition format line by line; return
+    {name: [(labels dict, value)]} and {name: type}."""
+    samples, types, helps = {}, {}, set()
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (-?[0-9.eE+-]+|NaN|\+Inf|-Inf)$')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.split("\n"):
+        if not line:
+            continue
+        if line.startswith("# HELP "):
+            name = line.split(" ")[2]
+            assert name not in helps, "duplicate HELP for %s" % name
+            helps.add(name)
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(" ")
+            assert typ in ("counter", "gauge", "summary", "histogram", "untyped"), line
+            assert name not in types, "duplicate TYPE for %s" % name
+            types[name] = typ
+            continue
+        assert not line.startswith("#"), "stray comment: %r" % line
+        m = line_re.match(line)
+        assert m, "not a sample line: %r" % line
+        name, labels = m.group(1), dict(label_re.findall(m.group(3) or ""))
+        base = re.sub(r"_(sum|count)$", "", name)
+        assert name in types or base in types, "sample before its TYPE: %r" % line
+        samples.setdefault(name, []).append((labels, float(m.group(4))))
+    assert text.endswith("\n")
+    return samples, types
+
+
+def total(samples, name, **want):
+    return sum(v for labels, v in samples.get(name, [])
+               if all(labels.get(k) == str(x) for k, x in want.items()))
+
+
+def arun(coro, timeout=60):
+    return asyncio.run(asyncio.wait_for(coro, timeout * SLOW))
+
+
+async def ws_connect(port, user):
+    return await websockets.connect("ws://127.0.0.1:%d/ws?user=%d" % (port, user),
+                                    open_timeout=10 * SLOW, close_timeout=5, max_queue=None)
+
+
+async def request(ws, **req):
+    await ws.send(json.dumps(req))
+    while True:
+        o = json.loads(await ws.recv())
+        if o.get("id") == req.get("id") and "event" not in o:
+            return o
+
+
+def key_file():
+    f = tempfile.NamedTemporaryFile("w", prefix="ms-apikey-", delete=False)
+    f.write(KEY + "\n")
+    f.close()
+    return f.name
+
+
+# ---- tests -------------------------------------------------------------------
+
+def test_admin_healthz_and_metrics():
+    with mstest.Server("--cores", "2") as srv:
+        st, _, body = http(srv.admin_port, "GET", "/healthz")
+        assert (st, body) == (200, b"ok\n"), (st, body)
+
+        async def main():
+            ws = await ws_connect(srv.port, 7)
+            assert (await request(ws, op="ping", id=1))["ok"]
+            st, h, body = http(srv.admin_port, "GET", "/metrics")
+            assert st == 200 and h.get("content-type", "").startswith("text/plain"), (st, h)
+            samples, types = parse_prometheus(body.decode())
+            assert total(samples, "mezon_workers") == 2
+            assert total(samples, "mezon_connections", transport="plain") == 1, samples["mezon_connections"]
+            assert total(samples, "mezon_connections", transport="admin") == 1
+            assert total(samples, "mezon_upgrades_total") >= 1
+            assert total(samples, "mezon_messages_in_total") >= 1
+            for name in ("mezon_accepts_total", "mezon_deliveries_total", "mezon_enters_total",
+                         "mezon_sends_total", "mezon_records_total", "mezon_mailbox_pushes_total",
+                         "mezon_mailbox_overflows_total", "mezon_mailbox_doorbells_total",
+                         "mezon_slow_consumer_closes_total", "mezon_tls_handshakes_total",
+                         "mezon_errors_total"):
+                assert types.get(name) == "counter", name
+                assert len({lab["worker"] for lab, _ in samples[name]}) == 2, name
+            await ws.close()
+            # The close is counted once the slot is freed.
+            deadline = time.monotonic() + 5 * SLOW
+            while True:
+                s2, _ = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
+                if total(s2, "mezon_connections", transport="plain") == 0:
+                    break
+                assert time.monotonic() < deadline, "connection gauge did not drop"
+                await asyncio.sleep(0.05)
+        arun(main())
+        # Wrong method, unknown path: clear answers.
+        assert http(srv.admin_port, "POST", "/metrics", body={})[0] == 405
+        assert http(srv.admin_port, "GET", "/nope")[0] == 404
+        # The public listener does not serve metrics.
+        assert http(srv.port, "GET", "/metrics")[0] == 404
+
+
+def test_api_disabled_without_key_file():
+    with mstest.Server("--cores", "2") as srv:
+        st, _, body = http(srv.admin_port, "POST", "/api/publish",
+                           body={"stream": "a", "data": 1}, key=KEY)
+        assert st == 403 and b"api-key-file" in body, (st, body)
+
+
+def test_api_auth_and_bad_requests():
+    kf = key_file()
+    try:
+        with mstest.Server("--cores", "2", "--api-key-file", kf) as srv:
+            p = srv.admin_port
+            st, h, _ = http(p, "POST", "/api/publish", body={"stream": "a", "data": 1})
+            assert st == 401 and h.get("www-authenticate") == "Bearer", (st, h)
+            assert http(p, "POST", "/api/publish", body={"stream": "a", "data": 1}, key=KEY + "x")[0] == 401
+            assert http(p, "POST", "/api/publish", body={"stream": "a", "data": 1}, key=KEY[:-1])[0] == 401
+            assert http(p, "GET", "/api/publish", key=KEY)[0] == 405
+            assert http(p, "POST", "/api/publish", body=b"{nope", key=KEY)[0] == 400
+            assert http(p, "POST", "/api/publish", body={"stream": "bad name!", "data": 1}, key=KEY)[0] == 400
+            assert http(p, "POST", "/api/publish", body={"stream": "a"}, key=KEY)[0] == 400
+            assert http(p, "POST", "/api/publish", body=b'{"stream":"a","data":}', key=KEY)[0] == 400
+            assert http(p, "POST", "/api/dm", body={"to": "012", "data": 1}, key=KEY)[0] == 400
+            assert http(p, "POST", "/api/frobnicate", body={}, key=KEY)[0] == 404
+            big = {"stream": "a", "data": "x" * (70 * 1024)}
+            assert http(p, "POST", "/api/publish", body=big, key=KEY)[0] == 413
+            st, _, body = http(p, "POST", "/api/dm", body={"to": "424242", "data": 1}, key=KEY)
+            assert st == 404 and json.loads(body)["error"]["code"] == 404, (st, body)
+    finally:
+        os.unlink(kf)
+
+
+def test_api_publish_dm_disconnect():
+    kf = key_file()
+    try:
+        with mstest.Server("--cores", "2", "--api-key-file", kf) as srv:
+            async def main():
+                # Subscribers on both workers (the kernel spreads them).
+                subs = [await ws_connect(srv.port, 101 + i) for i in range(6)]
+                pubc = await ws_connect(srv.port, 100)  # not subscribed: replies only
+                for i, ws in enumerate(subs):
+                    r = await request(ws, op="join", stream="news", id=1)
+                    assert r["ok"] and r["seq"] == 0, r
+                # Interleave client and API publishes: one seq order for all.
+                seqs = []
+                for k in range(10):
+                    if k % 2:
+                        st, _, body = http(srv.admin_port, "POST", "/api/publish",
+                                           body={"stream": "news", "data": {"k": k}}, key=KEY)
+                        assert st == 200, (st, body)
+                        seqs.append(json.loads(body)["seq"])
+                    else:
+                        r = await request(pubc, op="publish", stream="news", data={"k": k}, id=10 + k)
+                        seqs.append(r["seq"])
+                assert seqs == list(range(1, 11)), seqs
+                for ws in subs:
+                    got = []
+                    while len(got) < 10:
+                        try:
+                            o = json.loads(await asyncio.wait_for(ws.recv(), 5 * SLOW))
+                        except asyncio.TimeoutError:
+                            raise AssertionError("only %d of 10 messages: %r" % (len(got), got))
+                        if o.get("event") == "message":
+                            got.append(o)
+                    assert [o["seq"] for o in got] == list(range(1, 11)), got
+                    assert [o["data"]["k"] for o in got] == list(range(10))
+                    assert all(o["from"] == ("server" if o["data"]["k"] % 2 else "100") for o in got), got
+                # DM from the server to a user with two devices.
+                d2 = await ws_connect(srv.port, 103)
+                await request(d2, op="ping", id=1)  # registered by now (one hop)
+                await asyncio.sleep(0.2)
+                st, _, body = http(srv.admin_port, "POST", "/api/dm",
+                                   body={"to": "103", "data": [1, "two"]}, key=KEY)
+                assert st == 200 and json.loads(body) == {"delivered": 2}, (st, body)
+                for ws in (subs[2], d2):
+                    while True:
+                        o = json.loads(await asyncio.wait_for(ws.recv(), 5 * SLOW))
+                        if o.get("event") == "dm":
+                            assert o == {"event": "dm", "from": "server", "data": [1, "two"]}, o
+                            break
+                # Disconnect both devices of user 103: close 1008; others stay.
+                st, _, body = http(srv.admin_port, "POST", "/api/disconnect",
+                                   body={"user": "103"}, key=KEY)
+                assert st == 200 and json.loads(body) == {"disconnected": 2}, (st, body)
+                for ws in (subs[2], d2):
+                    try:
+                        while True:
+                            await asyncio.wait_for(ws.recv(), 5 * SLOW)
+                    except websockets.ConnectionClosed:
+                        pass
+                    assert ws.close_code == 1008, (ws.close_code, ws.close_reason)
+                assert (await request(subs[3], op="ping", id=5))["ok"]
+                st, _, _ = http(srv.admin_port, "POST", "/api/disconnect",
+                                body={"user": "103"}, key=KEY)
+                assert st in (200, 404)  # unregistration is one hop behind
+                for ws in subs + [pubc]:
+                    await ws.close()
+            arun(main())
+    finally:
+        os.unlink(kf)
+
+
+def test_sigterm_under_load_delivers_acked_then_1001():
+    """Publishers keep publishing on four workers; at some point SIGTERM.
+    Every message whose ack the publisher had received before the signal
+    was sent reaches every subscriber, in seq order, before close 1001;
+    /healthz on the admin listener answers 503 while draining."""
+    srv = mstest.Server("--cores", "4")
+    srv.start()
+    try:
+        async def main():
+            subs = [await ws_connect(srv.port, 1000 + i) for i in range(16)]
+            for ws in subs:
+                assert (await request(ws, op="join", stream="load", id=1))["ok"]
+            pubs = subs[:4]
+            acked = set()
+            stop = asyncio.Event()
+            sent_at_signal = {}
+
+            async def publisher(ws, base):
+                k = 0
+                while not stop.is_set():
+                    k += 1
+                    await ws.send(json.dumps({"op": "publish", "stream": "load",
+                                              "data": base + k, "id": base + k}))
+                    if k % 8 == 0:
+                        await asyncio.sleep(0.002)
+            # Replies and events arrive on the same socket: one reader each.
+            received = {id(ws): [] for ws in subs}
+            codes = {}
+
+            async def reader(ws):
+                try:
+                    async for m in ws:
+                        o = json.loads(m)
+                        if o.get("event") == "message":
+                            received[id(ws)].append((o["seq"], o["data"]))
+                        elif o.get("ok") is True and "seq" in o:
+                            acked.add(o["id"])
+                except websockets.ConnectionClosed:
+                    pass
+                codes[id(ws)] = (ws.close_code, ws.close_reason)
+
+            readers = [asyncio.ensure_future(reader(ws)) for ws in subs]
+            tasks = [asyncio.ensure_future(publisher(ws, 10 ** 6 * (i + 1))) for i, ws in enumerate(pubs)]
+            await asyncio.sleep(1.0)
+            sent_at_signal["acked"] = set(acked)
+            srv.terminate()
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait_for(asyncio.gather(*readers), 20 * SLOW)
+            must = sent_at_signal["acked"]
+            assert len(must) > 100, "too few acks before the signal: %d" % len(must)
+            for ws in subs:
+                assert codes[id(ws)] == (1001, "server shutting down"), codes[id(ws)]
+                got = received[id(ws)]
+                seqs = [s for s, _ in got]
+                assert seqs == list(range(1, len(seqs) + 1)), "gap or reorder: %r" % seqs[:20]
+                missing = must - {d for _, d in got}
+                assert not missing, "%d acked messages not delivered, e.g. %r" % (
+                    len(missing), sorted(missing)[:5])
+        arun(main())
+    finally:
+        srv.stop()
+
+
+def test_healthz_503_while_draining():
+    """A client that never answers our close frame keeps the drain going
+    (up to the close timeout): meanwhile the admin /healthz says 503 and
+    /metrics says draining."""
+    srv = mstest.Server("--cores", "2", "--drain-timeout", "20")
+    srv.start()
+    try:
+        s = mstest.tcp(srv.port)
+        s.sendall(mstest.upgrade_request("/ws?user=5")[0])
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        srv.terminate()
+        deadline = time.monotonic() + 5 * SLOW
+        while True:
+            st, _, body = http(srv.admin_port, "GET", "/healthz")
+            if st == 503:
+                break
+            assert time.monotonic() < deadline, "healthz never said 503 (%d %r)" % (st, body)
+            time.sleep(0.02)
+        samples, _ = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
+        assert total(samples, "mezon_draining") == 1
+        # The stalled client got close 1001; answering it ends the drain.
+        data = b""
+        while len(data) < 4:
+            data += s.recv(4096)
+        assert data[0] == 0x88, data
+        s.sendall(mstest.frame(8, mstest.close_payload(1001)))
+        s.close()
+    finally:
+        srv.stop()
+
+
+# ---- restart with overlapping processes -------------------------------------
+
+def _restart_inner():
+    """Inside a private netns with tcp_migrate_req=1: server A on fixed
+    ports, a client thread opening connections back to back; server B
+    starts on the same ports, A gets SIGTERM and drains. Every connection
+    attempt must get an answer (101, or a 503 with Retry-After from the
+    process that is draining) - none refused, reset or timed out."""
+    port, admin = 18080, 19090
+    args = ["--dev", "--cores", "2", "--listen", "127.0.0.1:%d" % port, "--tls-listen", "off",
+            "--admin-listen", "127.0.0.1:%d" % admin]
+    a = mstest.Server(args=args)
+    a.start()
+    results = {"ok": 0, "503": 0, "errors": []}
+    done = threading.Event()
+
+    def client():
+        n = 0
+        while not done.is_set():
+            n += 1
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
+                s.sendall(mstest.upgrade_request("/ws?user=%d" % n)[0])
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise ConnectionError("closed before an answer")
+                    head += chunk
+                if head.startswith(b"HTTP/1.1 101"):
+                    results["ok"] += 1
+                    s.sendall(mstest.frame(8, mstest.close_payload(1000)))
+                elif head.startswith(b"HTTP/1.1 503") and b"Retry-After" in head:
+                    results["503"] += 1
+                else:
+                    results["errors"].append(head[:40])
+                s.close()
+            except OSError as e:
+                results["errors"].append(repr(e))
+    t = threading.Thread(target=client, daemon=True)
+    t.start()
+    b = None
+    try:
+        time.sleep(0.5)
+        b = mstest.Server(args=args)
+        b.start()
+        time.sleep(0.3)
+        before = results["ok"]
+        a.stop()
+        time.sleep(0.7)
+        done.set()
+        t.join(10)
+        assert results["ok"] > before, "no connection reached the new process"
+        assert not results["errors"], "lost connection attempts: %r (ok %d, 503 %d)" % (
+            results["errors"][:5], results["ok"], results["503"])
+        print("restart: %d upgrades, %d answered 503 by the draining process, 0 lost"
+              % (results["ok"], results["503"]))
+    finally:
+        done.set()
+        if b:
+            b.stop()
+
+
+def test_restart_overlapping_processes_loses_nothing():
+    if os.environ.get("MS_ADMIN_NETNS"):
+        _restart_inner()
+        return
+    if not shutil.which("unshare"):
+        raise AssertionError("unshare (util-linux) is required")
+    cmd = ["unshare", "-n", "sh", "-c",
+           'ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=1 && exec "$@"', "sh",
+           sys.executable, os.path.abspath(__file__), mstest.SERVER_BIN]
+    if mstest.SOURCE_DIR:
+        cmd.append(mstest.SOURCE_DIR)
+    cmd += ["-k", "test_restart_overlapping"]
+    env = dict(os.environ, MS_ADMIN_NETNS="1")
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=120 * SLOW)
+    out = p.stdout.decode("utf-8", "replace")
+    print(out.strip())
+    assert p.returncode == 0 and "ok   test_restart" in out, out
+
+
+if __name__ == "__main__":
+    mstest.run(globals())
