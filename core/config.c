@@ -277,14 +277,15 @@ static void usage(FILE *f)
 static int bad(const struct src *s, const struct opt *o, const char *val, const char *why)
 {
 	char head[320];
-	const char *shown = (o->flags & F_HIDE) ? "(hidden)" : val;
+	const char *shown = !val[0] ? "" : (o->flags & F_HIDE) ? "(hidden)" : val;
 	int vlen = (int)strlen(shown) > 64 ? 64 : (int)strlen(shown);
 	const char *ell = strlen(shown) > 64 ? "..." : "";
+	const char *sp = shown[0] ? " " : "";
 	if (s && s->file)
-		snprintf(head, sizeof(head), "%s:%d: %s %.*s%s", s->file, s->line, o->name, vlen,
-			 shown, ell);
+		snprintf(head, sizeof(head), "%s:%d: %s%s%.*s%s", s->file, s->line, o->name, sp,
+			 vlen, shown, ell);
 	else
-		snprintf(head, sizeof(head), "--%s %.*s%s", o->name, vlen, shown, ell);
+		snprintf(head, sizeof(head), "--%s%s%.*s%s", o->name, sp, vlen, shown, ell);
 	if (why) {
 		fprintf(stderr, "mezon-sock: %s: %s\n", head, why);
 		return -EINVAL;
