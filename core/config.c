@@ -605,10 +605,10 @@ void ms_config_print(FILE *f, const ms_config *cfg)
 {
 	static ms_config def;
 	set_defaults(&def);
-	fprintf(f, "# mezon-sock %s configuration, read with --config FILE.\n"
+	fprintf(f, "# mezon-sock configuration, read with --config FILE.\n"
 		   "# One 'key = value' per line; the keys are the long flags (mezon-sock --help).\n"
 		   "# Flags given on the command line win over this file. A commented-out\n"
-		   "# line shows the default.\n", MS_VERSION);
+		   "# line shows the default. Regenerate: mezon-sock --print-config.\n");
 	for (size_t i = 0; i < NOPTS; i++) {
 		const struct opt *o = &opts[i];
 		if (o->kind == K_CONFIG || o->kind == K_ACTION)

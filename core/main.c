@@ -180,9 +180,6 @@ int main(int argc, char **argv)
 	int ret = ms_config_parse(&cfg, argc, argv);
 	if (ret)
 		return ret > 0 ? 0 : 2;
-	static ms_numa_plan plan;
-	if (cpu_plan(&cfg, &plan) != 0)
-		return 2;
 	if (!cfg.dev && !cfg.secret[0] && !cfg.secret_file[0][0]) {
 		fprintf(stderr, "mezon-sock: refusing to start without authentication: give "
 				"--secret-file FILE (HS256 JWT key), or --dev for open "
@@ -193,6 +190,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mezon-sock: --listen and --tls-listen are both off: nothing to serve\n");
 		return 2;
 	}
+	static ms_numa_plan plan;
+	if (cpu_plan(&cfg, &plan) != 0)
+		return 2;
 	if (cfg.dev)
 		ms_warn("DEVELOPMENT MODE (--dev): /ws?user=ID is accepted WITHOUT a token "
 			"and every stream is open. Never run this in production.");
