@@ -184,7 +184,7 @@ int ms_numa_plan_make(ms_numa_plan *p, const ms_numa_topo *t, int node,
 int ms_numa_thread_policy(int bind_node, int cpu)
 {
 	if (numa_available() < 0) {
-		if (bind_node > 0)
+		if (bind_node >= 0)
 			ms_warn("NUMA: no kernel NUMA support; memory not bound to node %d", bind_node);
 		return -ENOSYS;
 	}
