@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #define MS_MAX_WORKERS 64
@@ -27,8 +28,9 @@ typedef struct ms_addr {
 
 typedef struct ms_config {
 	/* workers */
-	uint32_t cores;          /* 0 = one per CPU of the allowed set */
+	uint32_t cores;          /* 0 = one per CPU of the chosen node / allowed set */
 	char cpus[256];          /* "0-3,6" or "" = every allowed CPU */
+	int32_t numa_node;       /* -1: spread over every node; else pin + bind here */
 	uint32_t max_conns;      /* per process, split over workers */
 	uint32_t taskrun;        /* enum ms_taskrun */
 	uint32_t min_wait_us;    /* IORING_FEAT_MIN_TIMEOUT bound on batching waits */
@@ -64,10 +66,18 @@ typedef struct ms_config {
 	char api_key_file[256];
 } ms_config;
 
-/* Fill *cfg with defaults, then apply argv. On a bad flag or value prints a
- * one-line error naming the flag and its accepted range and returns -EINVAL;
- * on --help / --version prints and returns 1. Returns 0 otherwise. */
+/* Fill *cfg with defaults, then the file of --config FILE (if given), then
+ * the other flags of argv, so a command-line flag wins over the file whatever
+ * the order. On a bad flag, value or file line prints one line naming the
+ * flag (or FILE:LINE and key) and the accepted range to stderr and returns
+ * -EINVAL; on --help / --version / --print-config prints to stdout and
+ * returns 1. Returns 0 otherwise. Sets ms_log_level. Main thread, once. */
 int ms_config_parse(ms_config *cfg, int argc, char **argv);
+
+/* Write *cfg as a config file that ms_config_parse reads back to the same
+ * struct: every key with its help as a comment; a value equal to its
+ * default is commented out. --secret is never written (only noted). */
+void ms_config_print(FILE *f, const ms_config *cfg);
 
 /* Parse "HOST:PORT" / "[V6]:PORT" into *a. Returns 0 or -EINVAL. */
 int ms_addr_parse(ms_addr *a, const char *text);

@@ -21,6 +21,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/mailbox.h"
+#include "core/numa.h"
 #include "core/worker.h"
 #include "net/server.h"
 #include "shard/chat.h"
@@ -87,24 +88,50 @@ static uint16_t addr_port(const ms_addr *a)
 						: ((const struct sockaddr_in6 *)&a->ss)->sin6_port);
 }
 
-/* CPUs to pin to, in order: --cpus, else the process's allowed set. */
-static int cpu_list(const ms_config *cfg, int *cpus, int max)
+/* Each worker's CPU and node (core/numa.h): --numa-node, --cpus and the
+ * process's allowed set, read here, chosen by a pure function. Sets
+ * cfg->cores if it was 0 (one worker per usable CPU). Returns 0, or
+ * -EINVAL after one line on stderr (no such node, no usable CPU). */
+static int cpu_plan(ms_config *cfg, ms_numa_plan *plan)
 {
-	int n = 0;
-	if (cfg->cpus[0]) {
-		uint64_t m[16];
-		ms_cpulist_parse(cfg->cpus, m);
-		for (int c = 0; c < 1024 && n < max; c++)
-			if (m[c / 64] & (1ull << (c % 64)))
-				cpus[n++] = c;
-		return n;
-	}
+	uint64_t allowed[16], want[16];
 	cpu_set_t set;
-	if (sched_getaffinity(0, sizeof(set), &set) == 0)
-		for (int c = 0; c < CPU_SETSIZE && n < max; c++)
+	memset(allowed, 0, sizeof(allowed));
+	if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+		for (int c = 0; c < CPU_SETSIZE && c < 1024; c++)
 			if (CPU_ISSET(c, &set))
-				cpus[n++] = c;
-	return n;
+				allowed[c / 64] |= 1ull << (c % 64);
+	} else {
+		memset(allowed, 0xff, sizeof(allowed));
+	}
+	if (cfg->cpus[0])
+		ms_cpulist_parse(cfg->cpus, want); /* checked by ms_config_parse */
+	ms_numa_topo topo;
+	int ret = ms_numa_topo_read(&topo, "/sys", allowed);
+	if (ret < 0) {
+		fprintf(stderr, "mezon-sock: NUMA: cannot read /sys/devices/system/node: %s\n",
+			strerror(-ret));
+		return -EINVAL;
+	}
+	char err[512];
+	ret = ms_numa_plan_make(plan, &topo, cfg->numa_node, allowed, cfg->cpus[0] ? want : NULL,
+				cfg->cores, err, sizeof(err));
+	if (ret < 0) {
+		fprintf(stderr, "mezon-sock: %s\n", err);
+		return -EINVAL;
+	}
+	cfg->cores = plan->workers;
+	char list[256];
+	ms_cpulist_format(plan->usable, list, sizeof(list));
+	if (cfg->numa_node >= 0)
+		ms_info("NUMA: %d node%s; %u workers on node %d's CPUs %s, memory bound to node %d",
+			topo.n, topo.n == 1 ? "" : "s", plan->workers, cfg->numa_node, list,
+			cfg->numa_node);
+	else
+		ms_info("NUMA: %d node%s; %u workers on CPUs %s over %d node%s, node-local memory",
+			topo.n, topo.n == 1 ? "" : "s", plan->workers, list, plan->nodes_used,
+			plan->nodes_used == 1 ? "" : "s");
+	return 0;
 }
 
 static void print_stats(ms_worker **w, uint32_t n)
@@ -163,20 +190,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mezon-sock: --listen and --tls-listen are both off: nothing to serve\n");
 		return 2;
 	}
+	static ms_numa_plan plan;
+	if (cpu_plan(&cfg, &plan) != 0)
+		return 2;
 	if (cfg.dev)
 		ms_warn("DEVELOPMENT MODE (--dev): /ws?user=ID is accepted WITHOUT a token "
 			"and every stream is open. Never run this in production.");
 	if (cfg.secret[0])
 		ms_warn("--secret is visible in the process list; use --secret-file outside tests");
 
-	int cpus[1024];
-	int ncpus = cpu_list(&cfg, cpus, 1024);
-	if (ncpus <= 0) {
-		ncpus = 1;
-		cpus[0] = -1;
-	}
-	if (cfg.cores == 0)
-		cfg.cores = (uint32_t)ncpus;
+	/* With --numa-node the main thread's allocations (hub, chat tables,
+	 * TLS) go to that node too; the workers inherit the policy and set
+	 * it again after pinning. */
+	if (cfg.numa_node >= 0)
+		ms_numa_thread_policy(cfg.numa_node, -1);
 	uint32_t share = (cfg.max_conns + cfg.cores - 1) / cfg.cores;
 	if (share > 19872)
 		ms_warn("--max-conns %u over %u workers is %u per worker, above what one ring's "
@@ -274,7 +301,7 @@ int main(int argc, char **argv)
 			}
 			fds[nfd++] = fd;
 		}
-		int cpu = cpus[i % (uint32_t)ncpus];
+		int cpu = plan.cpu[i];
 		cws[i] = ms_chat_worker_create(chat, i);
 		workers[i] = ms_worker_create(&cfg, i, cpu, fds, nfd, &handlers,
 					      ms_net_ext_size(), cws[i], hub);

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/numa.h"
 #include "core/ring.h"
 #include "core/timer.h"
 #include "core/udata.h"
@@ -1063,6 +1064,8 @@ static void *thread_main(void *arg)
 		if (err)
 			ms_warn("cannot pin to CPU %d: %s", w->cpu, strerror(err));
 	}
+	/* Memory from this CPU's node, or bound to --numa-node (core/numa.h). */
+	ms_numa_thread_policy(w->cfg->numa_node, w->cpu);
 	/* Everything below is allocated after pinning: first touch puts it on
 	 * this CPU's NUMA node. */
 	uint32_t slots = w->cap + ACCEPT_SLACK;
