@@ -125,6 +125,11 @@ static const struct opt opts[] = {
 	  "admin listener HOST:PORT (/metrics, /healthz, server API), or off; keep it private", NULL, 0 },
 	{ "api-key-file", K_STR, O(api_key_file), 1, sizeof(((ms_config *)0)->api_key_file), NULL,
 	  "file holding the server API bearer key (default: server API disabled)", NULL, 0 },
+	{ "hist-dir", K_STR, O(hist_dir), 1, sizeof(((ms_config *)0)->hist_dir), NULL,
+	  "directory for latency histogram dumps (HdrHistogram text, on SIGUSR1, every "
+	  "--hist-interval and at exit); without it only summary lines are logged", NULL, 0 },
+	{ "hist-interval", K_U32, O(hist_interval), 0, 86400, "0",
+	  "seconds between periodic histogram dumps (0 = only on SIGUSR1 and at exit)", NULL, 0 },
 };
 #undef O
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))

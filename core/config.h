@@ -64,6 +64,8 @@ typedef struct ms_config {
 	/* operating (issue 6) */
 	ms_addr admin_listen;    /* len 0: no admin listener ("off") */
 	char api_key_file[256];
+	char hist_dir[256];      /* "" = summaries in the log only */
+	uint32_t hist_interval;  /* seconds between dumps, 0 = only SIGUSR1 and exit */
 } ms_config;
 
 /* Fill *cfg with defaults, then the file of --config FILE (if given), then

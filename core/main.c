@@ -23,6 +23,7 @@
 #include "core/mailbox.h"
 #include "core/numa.h"
 #include "core/worker.h"
+#include "core/metrics.h"
 #include "net/server.h"
 #include "shard/chat.h"
 #include "tls/tls.h"
@@ -172,6 +173,20 @@ static void print_stats(ms_worker **w, uint32_t n)
 				dst[k] += src[k];
 		}
 	}
+}
+
+/* The workers have ended: their histograms are read directly. */
+static void dump_at_exit(const ms_config *cfg, ms_worker **w, uint32_t n)
+{
+	if (!n)
+		return;
+	ms_worker_snap *snaps = malloc(n * sizeof(*snaps));
+	if (!snaps)
+		return;
+	for (uint32_t i = 0; i < n; i++)
+		ms_worker_snapshot(w[i], &snaps[i]);
+	ms_hist_dump(snaps, n, cfg->hist_dir[0] ? cfg->hist_dir : NULL, "exit");
+	free(snaps);
 }
 
 int main(int argc, char **argv)
@@ -347,6 +362,8 @@ int main(int argc, char **argv)
 		int sig = sigtimedwait(&sigs, NULL, &tick);
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
+		if (sig == SIGUSR1 && started)
+			ms_worker_dump(workers[0]); /* it gathers every worker's histograms */
 		if (tls)
 			ms_tls_ctx_tick(tls, (uint64_t)time(NULL));
 	}
@@ -374,6 +391,7 @@ stop:
 		}
 	}
 	print_stats(workers, started);
+	dump_at_exit(&cfg, workers, started);
 	for (uint32_t i = 0; i < started; i++)
 		ms_worker_destroy(workers[i]);
 	ms_mbox_hub_destroy(hub, ms_chat_msg_release);

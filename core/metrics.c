@@ -6,10 +6,15 @@
  */
 #include "core/metrics.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
 
 typedef struct buf {
 	char *p;
@@ -142,6 +147,69 @@ char *ms_metrics_text(const ms_worker_snap *snaps, uint32_t n,
 			put(&b, "mezon_errors_total{worker=\"%u\",kind=\"%s\"} %llu\n", snaps[i].id,
 			    errkinds[k].kind,
 			    (unsigned long long)field(&snaps[i], errkinds[k].off, 0));
+	/* Latency: each histogram merged over the workers, as a summary. */
+	put(&b, "# HELP mezon_latency_seconds latency histograms merged over the workers "
+		"(hist: iteration, hop, publish_to_flush, tls_handshake, op_*, api)\n"
+		"# TYPE mezon_latency_seconds summary\n");
+	ms_hist *m = malloc(sizeof(*m));
+	if (!m)
+		abort();
+	for (int k = 0; k < MS_HIST_COUNT; k++) {
+		ms_hist_init(m);
+		for (uint32_t i = 0; i < n; i++)
+			ms_hist_merge(m, &snaps[i].hist[k]);
+		char labels[48];
+		snprintf(labels, sizeof(labels), "hist=\"%s\"", ms_hist_names[k]);
+		size_t need = ms_hist_prometheus(NULL, 0, "mezon_latency_seconds", labels, m) + 1;
+		if (b.cap - b.n < need) {
+			b.cap = b.cap * 2 + need;
+			b.p = realloc(b.p, b.cap);
+			if (!b.p)
+				abort();
+		}
+		b.n += ms_hist_prometheus(b.p + b.n, b.cap - b.n, "mezon_latency_seconds", labels, m);
+	}
+	free(m);
 	*len = b.n;
 	return b.p;
+}
+
+int ms_hist_dump(const ms_worker_snap *snaps, uint32_t n, const char *dir, const char *why)
+{
+	char stamp[32];
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct tm tm;
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	ms_hist *m = malloc(sizeof(*m));
+	if (!m)
+		abort();
+	int ret = 0;
+	for (int k = 0; k < MS_HIST_COUNT; k++) {
+		ms_hist_init(m);
+		for (uint32_t i = 0; i < n; i++)
+			ms_hist_merge(m, &snaps[i].hist[k]);
+		char line[256];
+		ms_hist_summary(line, sizeof(line), ms_hist_names[k], m);
+		ms_info("histogram (%s) %s", why, line);
+		if (!dir)
+			continue;
+		char path[512];
+		snprintf(path, sizeof(path), "%s/hist-%s-%d-%s.hgrm", dir, stamp, (int)getpid(),
+			 ms_hist_names[k]);
+		FILE *f = fopen(path, "w");
+		int err = f ? ms_hist_write_hdr(f, m, 1000.0) : -errno;
+		if (f && fclose(f) != 0 && !err)
+			err = -EIO;
+		if (err) {
+			ms_warn("histogram dump %s: %s", path, strerror(-err));
+			if (!ret)
+				ret = err;
+		}
+	}
+	free(m);
+	if (dir && !ret)
+		ms_info("histograms written to %s/hist-%s-%d-*.hgrm (µs)", dir, stamp, (int)getpid());
+	return ret;
 }

@@ -16,6 +16,6 @@ ms_pkt *ms_pkt_new(uint32_t cap)
 	p->refs = 1;
 	p->len = 0;
 	p->cap = cap;
-	p->_pad = 0;
+	p->stamp = 0;
 	return p;
 }

@@ -23,9 +23,23 @@ typedef struct ms_pkt {
 	uint32_t refs;
 	uint32_t len; /* bytes used */
 	uint32_t cap; /* bytes allocated after the header */
-	uint32_t _pad;
+	uint32_t stamp; /* ms_pkt_stamp() of the publish it carries, 0 = none */
 	uint8_t data[];
 } ms_pkt;
+
+/* Coarse timestamp for the publish-to-flush histogram: CLOCK_MONOTONIC ns
+ * >> 10 (1.024 µs units), never 0 (0 means none). 32 bits wrap every 73
+ * minutes; ms_pkt_stamp_age is exact for younger stamps. */
+static inline uint32_t ms_pkt_stamp(uint64_t ns)
+{
+	uint32_t s = (uint32_t)(ns >> 10);
+	return s ? s : 1;
+}
+
+static inline uint64_t ms_pkt_stamp_age(uint32_t stamp, uint64_t now_ns)
+{
+	return (uint64_t)(uint32_t)((uint32_t)(now_ns >> 10) - stamp) << 10;
+}
 
 /* New packet with room for cap bytes, len 0, one reference (returned). */
 ms_pkt *ms_pkt_new(uint32_t cap);

@@ -21,6 +21,9 @@
  */
 #include "core/worker.h"
 
+#include "core/hist.h"
+#include "core/metrics.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -51,6 +54,7 @@ struct ms_outq_node {
 	uint32_t off, end;
 	bool writable; /* private tail buffer: appendable */
 	bool plain;    /* awaits on_transform (MS_CONN_F_XFORM connections) */
+	uint32_t stamp; /* oldest publish in it not yet timed (ms_pkt_stamp), 0 = none */
 };
 
 typedef struct sendctx {
@@ -91,6 +95,8 @@ struct ms_worker {
 	bool draining;
 	uint32_t drain_deadline;
 	int stop;           /* set by ms_worker_stop (any thread) */
+	uint32_t dump_req, dump_seen; /* ms_worker_dump requests (any thread) */
+	uint32_t next_dump;  /* worker second of the next --hist-interval dump */
 	/* Drain barrier (DESIGN §3, graceful shutdown): the round this worker
 	 * is in, whether it arrived, the rounds done when this iteration
 	 * began, and whether on_drain (close 1001) ran. */
@@ -101,7 +107,11 @@ struct ms_worker {
 
 	uint64_t start_ns;
 	uint64_t now_ns;
+	uint64_t flush_ns;  /* clock at this iteration's flush (publish-to-flush) */
+	uint64_t mail_ns;   /* clock at the current mailbox drain, 0 = not read yet */
 	uint32_t now_s;
+
+	ms_hist hist[MS_HIST_COUNT]; /* latency histograms, this worker's samples */
 
 	pthread_mutex_t lock; /* start handshake only */
 	pthread_cond_t cond;
@@ -148,6 +158,7 @@ bool ms_worker_draining(const ms_worker *w) { return w->draining; }
 uint32_t ms_worker_now(const ms_worker *w) { return w->now_s; }
 uint32_t ms_worker_conns(const ms_worker *w) { return w->live; }
 uint64_t ms_worker_now_ns(const ms_worker *w) { return w->now_ns; }
+uint64_t ms_clock_ns(void) { return mono_ns(); }
 
 const char *const ms_hist_names[MS_HIST_COUNT] = {
 	"iteration", "hop", "publish_to_flush", "tls_handshake", "op_join", "op_leave",
@@ -156,9 +167,7 @@ const char *const ms_hist_names[MS_HIST_COUNT] = {
 
 void ms_worker_record(ms_worker *w, enum ms_hist_id which, uint64_t ns)
 {
-	(void)w;
-	(void)which;
-	(void)ns; /* TODO(hist): record once core/hist lands */
+	ms_hist_record(&w->hist[which], ns);
 }
 uint32_t ms_worker_count(const ms_worker *w) { return w->hub ? ms_mbox_hub_size(w->hub) : 1; }
 ms_mbox *ms_worker_mbox(ms_worker *w) { return w->mbox; }
@@ -204,6 +213,7 @@ static ms_outq_node *node_get(ms_worker *w)
 	else
 		n = xmalloc(sizeof(*n));
 	n->next = NULL;
+	n->stamp = 0;
 	return n;
 }
 
@@ -282,6 +292,8 @@ void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
 		 * the flush sends one contiguous buffer instead of an iovec per
 		 * message (the kernel's per-segment cost dominates at chat sizes). */
 		ms_conn_write(w, c, pkt->data + off, len);
+		if (pkt->stamp && !c->out_tail->stamp)
+			c->out_tail->stamp = pkt->stamp;
 		return;
 	}
 	ms_pkt_ref(pkt);
@@ -291,6 +303,7 @@ void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
 	n->end = off + len;
 	n->writable = false;
 	n->plain = (c->flags & MS_CONN_F_XFORM) != 0;
+	n->stamp = pkt->stamp;
 	enqueue(w, c, n);
 	c->out_bytes += len;
 	mark_dirty(w, c);
@@ -354,6 +367,11 @@ static void transform_pending(ms_worker *w, ms_conn *c)
 			uint32_t take = n->end - n->off;
 			if (take > MS_XFORM_CHUNK - len)
 				take = (uint32_t)(MS_XFORM_CHUNK - len);
+			if (n->stamp) {
+				ms_hist_record(&w->hist[MS_HIST_PUBLISH_FLUSH],
+					       ms_pkt_stamp_age(n->stamp, w->flush_ns));
+				n->stamp = 0;
+			}
 			memcpy(w->xform_buf + len, n->pkt->data + n->off, take);
 			len += take;
 			n->off += take;
@@ -447,11 +465,22 @@ static void close_fidx(ms_worker *w, int fidx)
 	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_CLOSE, 0, 0));
 }
 
+/* Publish-to-flush: the node's bytes are being handed to the kernel. One
+ * sample per queue node: a shared packet, or the connection's buffer of
+ * copied small frames (its oldest publish). */
+static void time_node(ms_worker *w, ms_outq_node *n)
+{
+	ms_hist_record(&w->hist[MS_HIST_PUBLISH_FLUSH], ms_pkt_stamp_age(n->stamp, w->flush_ns));
+	n->stamp = 0;
+}
+
 static void submit_send(ms_worker *w, ms_conn *c)
 {
 	struct io_uring_sqe *sqe = sqe_get(w);
 	ms_outq_node *n = c->out_head;
 	if (!n->next) {
+		if (n->stamp)
+			time_node(w, n);
 		io_uring_prep_send(sqe, c->fidx, n->pkt->data + n->off,
 				   n->end - n->off, MSG_NOSIGNAL);
 		c->send_nodes = 1;
@@ -463,6 +492,8 @@ static void submit_send(ms_worker *w, ms_conn *c)
 			x = xmalloc(sizeof(*x));
 		int k = 0;
 		for (; n && k < SEND_IOV_MAX; n = n->next, k++) {
+			if (n->stamp)
+				time_node(w, n);
 			x->iov[k].iov_base = n->pkt->data + n->off;
 			x->iov[k].iov_len = n->end - n->off;
 		}
@@ -724,6 +755,8 @@ static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 
 static void flush_dirty(ms_worker *w)
 {
+	if (w->ndirty)
+		w->flush_ns = mono_ns();
 	for (uint32_t i = 0; i < w->ndirty; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->dirty[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_DIRTY;
@@ -885,6 +918,7 @@ void ms_worker_snapshot(ms_worker *w, ms_worker_snap *out)
 	memcpy(out->live_kind, w->live_kind, sizeof(out->live_kind));
 	out->draining = w->draining;
 	out->st = w->st;
+	memcpy(out->hist, w->hist, sizeof(out->hist));
 	if (w->mbox) {
 		out->mb = *ms_mbox_stats_of(w->mbox);
 		out->pending_out = ms_mbox_backlog(w->mbox);
@@ -912,6 +946,11 @@ void ms_worker_collect(ms_worker *w, ms_collect_fn fn, void *arg)
 	}
 }
 
+static void dump_collected(ms_worker *w, const ms_worker_snap *snaps, uint32_t n, void *arg)
+{
+	ms_hist_dump(snaps, n, w->cfg->hist_dir[0] ? w->cfg->hist_dir : NULL, "dump");
+}
+
 static void core_msg(ms_worker *w, uint32_t from, ms_msg *m)
 {
 	collect *k = m->ptr;
@@ -931,6 +970,9 @@ static void core_msg(ms_worker *w, uint32_t from, ms_msg *m)
 static void on_mail(void *arg, uint32_t from, ms_msg *m)
 {
 	ms_worker *w = arg;
+	if (!w->mail_ns)
+		w->mail_ns = mono_ns();
+	ms_hist_record(&w->hist[MS_HIST_HOP], w->mail_ns > m->t_push ? w->mail_ns - m->t_push : 0);
 	if (m->type >= 0xff00)
 		core_msg(w, from, m);
 	else
@@ -953,7 +995,7 @@ static void ring_bell(void *arg, uint32_t to)
 
 static void update_clock(ms_worker *w)
 {
-	w->now_ns = mono_ns();
+	w->now_ns = w->flush_ns = mono_ns();
 	w->now_s = (uint32_t)((w->now_ns - w->start_ns) / 1000000000u) + 1;
 }
 
@@ -1003,8 +1045,10 @@ static void run(ms_worker *w)
 		io_uring_cq_advance(ring, n);
 		w->st.cqes += n;
 
-		if (w->mbox)
+		if (w->mbox) {
 			ms_mbox_drain(w->mbox, on_mail, w);
+			w->mail_ns = 0;
+		}
 		if (!w->draining && __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE))
 			begin_drain(w);
 		if (w->draining && !w->drain_closed && w->drain_round >= DRAIN_ROUNDS)
@@ -1015,10 +1059,18 @@ static void run(ms_worker *w)
 				finish_drain(w); /* a worker never reached the barrier */
 			ms_worker_foreach(w, abort_conn, NULL);
 		}
+		if (__atomic_load_n(&w->dump_req, __ATOMIC_RELAXED) != w->dump_seen ||
+		    (w->cfg->hist_interval && w->now_s >= w->next_dump)) {
+			w->dump_seen = __atomic_load_n(&w->dump_req, __ATOMIC_ACQUIRE);
+			w->next_dump = w->now_s + w->cfg->hist_interval;
+			ms_worker_collect(w, dump_collected, NULL);
+		}
 		if (w->h->on_flush)
 			w->h->on_flush(w);
-		if (w->mbox)
+		if (w->mbox) {
 			ms_mbox_drain(w->mbox, on_mail, w); /* what on_flush sent to us */
+			w->mail_ns = 0;
+		}
 		flush_dirty(w);
 		free_closed(w); /* before the mailbox flush: on_free posts messages */
 		if (w->mbox)
@@ -1026,6 +1078,7 @@ static void run(ms_worker *w)
 		if (w->draining && w->hub)
 			drain_step(w);
 		rearm_stopped(w);
+		ms_hist_record(&w->hist[MS_HIST_ITERATION], mono_ns() - w->now_ns);
 		if (w->drain_closed && w->live == 0 && !w->drain_left) {
 			if (!w->hub)
 				break;
@@ -1098,9 +1151,12 @@ static void *thread_main(void *arg)
 		w->rearm = xmalloc(sizeof(uint32_t) * slots);
 		w->freeq = xmalloc(sizeof(uint32_t) * slots);
 		w->xform_buf = xmalloc(MS_XFORM_CHUNK);
+		for (int i = 0; i < MS_HIST_COUNT; i++)
+			ms_hist_init(&w->hist[i]);
 		w->start_ns = mono_ns();
 		update_clock(w);
 		ms_wheel_init(&w->wheel, w->now_s);
+		w->next_dump = w->now_s + w->cfg->hist_interval;
 		ret = w->h->on_start ? w->h->on_start(w) : 0;
 	}
 	if (ret) {
@@ -1170,11 +1226,12 @@ int ms_worker_start(ms_worker *w)
 	return 0;
 }
 
-void ms_worker_stop(ms_worker *w)
+/* Wake w's wait from another thread (a MSG_RING from a small ring of the
+ * caller's own). */
+static void wake(ms_worker *w)
 {
 	static __thread struct io_uring waker;
 	static __thread bool have_waker;
-	__atomic_store_n(&w->stop, 1, __ATOMIC_SEQ_CST);
 	if (!have_waker)
 		have_waker = io_uring_queue_init(8, &waker, 0) == 0;
 	if (have_waker) {
@@ -1186,6 +1243,18 @@ void ms_worker_stop(ms_worker *w)
 			io_uring_submit(&waker);
 		}
 	}
+}
+
+void ms_worker_stop(ms_worker *w)
+{
+	__atomic_store_n(&w->stop, 1, __ATOMIC_SEQ_CST);
+	wake(w);
+}
+
+void ms_worker_dump(ms_worker *w)
+{
+	__atomic_add_fetch(&w->dump_req, 1, __ATOMIC_SEQ_CST);
+	wake(w);
 }
 
 void ms_worker_join(ms_worker *w)

@@ -17,6 +17,7 @@
 
 #include "core/config.h"
 #include "core/conn.h"
+#include "core/hist.h"
 #include "core/mailbox.h"
 #include "core/pkt.h"
 
@@ -53,6 +54,23 @@ typedef struct ms_worker_stats {
 	uint64_t req_errors;    /* error replies to chat requests */
 	uint64_t max_conns;     /* high-water mark */
 } ms_worker_stats;
+
+/* Latency histograms kept per worker (merged on dump, DESIGN §9). */
+enum ms_hist_id {
+	MS_HIST_ITERATION,     /* loop iteration: work between two waits */
+	MS_HIST_HOP,           /* mailbox push -> pop on the receiving worker */
+	MS_HIST_PUBLISH_FLUSH, /* publish received -> bytes handed to the kernel, per recipient */
+	MS_HIST_TLS_HANDSHAKE, /* accept -> handshake done */
+	MS_HIST_OP_JOIN,       /* request received -> reply queued, per op */
+	MS_HIST_OP_LEAVE,
+	MS_HIST_OP_PUBLISH,
+	MS_HIST_OP_DM,
+	MS_HIST_OP_PRESENCE,
+	MS_HIST_OP_PING,
+	MS_HIST_API,           /* server API request -> answer */
+	MS_HIST_COUNT
+};
+extern const char *const ms_hist_names[MS_HIST_COUNT];
 
 typedef struct ms_handlers {
 	/* Runs on the worker thread before the loop / after it. */
@@ -102,6 +120,9 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 int ms_worker_start(ms_worker *w);
 /* Ask for a graceful stop (any thread, async-signal-unsafe). */
 void ms_worker_stop(ms_worker *w);
+/* Ask the worker (any thread) to gather every worker's histograms and
+ * dump them (log summary lines; files in --hist-dir if set). */
+void ms_worker_dump(ms_worker *w);
 /* Join the thread (ms_worker_tryjoin: only if it has ended; 0 joined,
  * -EBUSY still running). */
 void ms_worker_join(ms_worker *w);
@@ -129,6 +150,7 @@ typedef struct ms_worker_snap {
 	uint64_t pending_out;  /* msgs waiting on the mailbox overflow lists */
 	ms_worker_stats st;
 	ms_mbox_stats mb;
+	ms_hist hist[MS_HIST_COUNT];
 } ms_worker_snap;
 
 /* Snapshot of this worker (its own thread; or any thread once it ended). */
@@ -142,23 +164,9 @@ void ms_worker_collect(ms_worker *w, ms_collect_fn fn, void *arg);
 
 /* Worker clock: CLOCK_MONOTONIC ns read once per loop iteration. */
 uint64_t ms_worker_now_ns(const ms_worker *w);
+/* CLOCK_MONOTONIC ns now (a vDSO call, ~20 ns). */
+uint64_t ms_clock_ns(void);
 
-/* Latency histograms kept per worker (merged on dump, DESIGN §9). */
-enum ms_hist_id {
-	MS_HIST_ITERATION,     /* loop iteration: work between two waits */
-	MS_HIST_HOP,           /* mailbox push -> pop on the receiving worker */
-	MS_HIST_PUBLISH_FLUSH, /* publish received -> bytes handed to the kernel, per recipient */
-	MS_HIST_TLS_HANDSHAKE, /* accept -> handshake done */
-	MS_HIST_OP_JOIN,       /* request received -> reply queued, per op */
-	MS_HIST_OP_LEAVE,
-	MS_HIST_OP_PUBLISH,
-	MS_HIST_OP_DM,
-	MS_HIST_OP_PRESENCE,
-	MS_HIST_OP_PING,
-	MS_HIST_API,           /* server API request -> answer */
-	MS_HIST_COUNT
-};
-extern const char *const ms_hist_names[MS_HIST_COUNT];
 /* Record one sample (ns) in this worker's histogram `which`. */
 void ms_worker_record(ms_worker *w, enum ms_hist_id which, uint64_t ns);
 

@@ -333,6 +333,8 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 	}
 	if (req.op == MS_REQ_PING) {
 		ms_net_send_ok(w, c, req.has_id, req.id);
+		uint64_t now = ms_clock_ns(), t = ms_worker_now_ns(w);
+		ms_worker_record(w, MS_HIST_OP_PING, now > t ? now - t : 0);
 		return;
 	}
 	if (req.op == MS_REQ_AUTH) {

@@ -58,6 +58,7 @@ enum {
 typedef struct jreq {
 	uint64_t ref, uid;
 	int64_t id;
+	uint64_t t_req;   /* joiner's worker clock at the request (op latency) */
 	uint64_t stream_id, seq, epoch;
 	uint16_t flags;
 	uint16_t name_len;
@@ -225,6 +226,14 @@ void ms_chat_msg_release(ms_msg *m)
 }
 
 /* ---- small helpers ------------------------------------------------------------ */
+
+/* Request-to-reply latency of one op, from the worker clock of the
+ * iteration that received the request to now (reply queued). */
+static void op_done(ms_worker *w, enum ms_hist_id which, uint64_t t_req)
+{
+	uint64_t now = ms_clock_ns();
+	ms_worker_record(w, which, now > t_req ? now - t_req : 0);
+}
 
 static ms_conn_ref ref_of(ms_worker *w, ms_conn *c)
 {
@@ -584,6 +593,7 @@ static void owner_publish(ms_worker *w, ms_chat_worker *cw, uint32_t from, ms_ms
 		ack->ref = m->ref;
 		ack->a = m->a;
 		ack->b = seq;
+		ack->u32 = pkt->stamp; /* request time, for the publisher's op latency */
 	}
 	send_to_subscribers(w, s, pkt);
 	ms_pkt_unref(pkt);
@@ -655,6 +665,7 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 			ms_net_reply(w, c, j->flags & F_HAS_ID, j->id,
 				     "\"ok\":true,\"seq\":%llu,\"epoch\":\"%016llx\"}",
 				     (unsigned long long)j->seq, (unsigned long long)j->epoch);
+			op_done(w, MS_HIST_OP_JOIN, j->t_req);
 		}
 		if (!s || s->state == SUB_LEAVING) {
 			/* Gone, or left meanwhile: undo the membership. */
@@ -690,6 +701,7 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		} else if (c && ms_net_deliverable(c)) {
 			ms_net_reply(w, c, m->flags & F_HAS_ID, (int64_t)m->a,
 				     "\"ok\":true,\"seq\":%llu}", (unsigned long long)m->b);
+			ms_worker_record(w, MS_HIST_OP_PUBLISH, ms_pkt_stamp_age(m->u32, ms_clock_ns()));
 		}
 		break;
 	}
@@ -702,10 +714,12 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		ms_conn *c = ms_worker_conn(w, m->ref);
 		if (c && ms_net_deliverable(c)) {
 			ms_conn_send_pkt(w, c, m->ptr, 0, ((ms_pkt *)m->ptr)->len);
-			if (m->type == M_DM)
+			if (m->type == M_DM) {
 				ms_worker_stats_of(w)->deliveries++;
-			else
+			} else {
 				ms_worker_stats_of(w)->msgs_out++;
+				op_done(w, MS_HIST_OP_PRESENCE, m->a);
+			}
 			ms_net_check_backpressure(w, c);
 		}
 		ms_pkt_unref(m->ptr);
@@ -724,6 +738,7 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		ms_msg *r = ms_worker_post(w, from);
 		r->type = M_REPLY;
 		r->ref = j->ref;
+		r->a = j->t_req;
 		r->ptr = frame_pkt(MS_WS_OP_TEXT, text, (size_t)n);
 		free(j);
 		break;
@@ -789,6 +804,7 @@ static void post_join(ms_worker *w, ms_conn *c, const char *name, size_t len,
 	memset(j, 0, sizeof(*j));
 	j->ref = ref_of(w, c);
 	j->uid = ms_net_uid(c);
+	j->t_req = ms_worker_now_ns(w);
 	j->id = req ? req->id : 0;
 	j->flags = flags | (req && req->has_id ? F_HAS_ID : 0);
 	j->name_len = (uint16_t)len;
@@ -845,6 +861,7 @@ static void do_leave(ms_worker *w, ms_conn *c, const ms_req *req)
 		del_sub(c, s);
 	}
 	ms_net_send_ok(w, c, req->has_id, req->id);
+	op_done(w, MS_HIST_OP_LEAVE, ms_worker_now_ns(w));
 }
 
 /* {"event":"message","stream":S,"seq":<slot>,"from":F,"data":D}: the
@@ -906,6 +923,7 @@ static void do_publish(ms_worker *w, ms_conn *c, const ms_req *req)
 	int fl = snprintf(from, sizeof(from), "\"%llu\"", (unsigned long long)ms_net_uid(c));
 	uint32_t name_off, seq_off;
 	ms_pkt *pkt = message_pkt(req->stream, from, (size_t)fl, req->data, &name_off, &seq_off);
+	pkt->stamp = ms_pkt_stamp(ms_worker_now_ns(w));
 	post_publish(w, req->stream, pkt, name_off, seq_off, req->has_id ? F_HAS_ID : 0,
 		     ref_of(w, c), (uint64_t)req->id);
 }
@@ -954,6 +972,7 @@ static void do_dm(ms_worker *w, ms_conn *c, const ms_req *req)
 		ms_net_send_error(w, c, req->has_id, req->id, 404, "user not online");
 	else
 		ms_net_send_ok(w, c, req->has_id, req->id);
+	op_done(w, MS_HIST_OP_DM, ms_worker_now_ns(w));
 }
 
 static void do_presence(ms_worker *w, ms_conn *c, const ms_req *req)
@@ -977,6 +996,7 @@ static void do_presence(ms_worker *w, ms_conn *c, const ms_req *req)
 	jreq *j = xmalloc(sizeof(*j) + len);
 	memset(j, 0, sizeof(*j));
 	j->ref = ref_of(w, c);
+	j->t_req = ms_worker_now_ns(w);
 	j->id = req->id;
 	j->flags = req->has_id ? F_HAS_ID : 0;
 	j->seq = cursor;
@@ -1060,6 +1080,7 @@ static void h_api_publish(ms_worker *w, ms_conn *c, ms_str name, ms_str data)
 {
 	uint32_t name_off, seq_off;
 	ms_pkt *pkt = message_pkt(name, "\"server\"", 8, data, &name_off, &seq_off);
+	pkt->stamp = ms_pkt_stamp(ms_worker_now_ns(w));
 	post_publish(w, name, pkt, name_off, seq_off, F_API, ref_of(w, c), 0);
 }
 

@@ -343,6 +343,93 @@ def test_healthz_503_while_draining():
         srv.stop()
 
 
+def parse_hgrm(path):
+    """HdrHistogram percentile-distribution text: rows (value, percentile,
+    total count) and the footer's total count."""
+    rows, total_count = [], None
+    with open(path) as f:
+        lines = f.read().split("\n")
+    assert lines[0].split() == ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"], lines[0]
+    for ln in lines[1:]:
+        if not ln.strip():
+            continue
+        if ln.startswith("#["):
+            m = re.search(r"Total count\s*=\s*(\d+)", ln)
+            if m:
+                total_count = int(m.group(1))
+            continue
+        parts = ln.split()
+        assert len(parts) in (3, 4), ln
+        rows.append((float(parts[0]), float(parts[1]), int(parts[2])))
+    assert total_count is not None, "no footer in %s" % path
+    if rows:
+        assert [r[1] for r in rows] == sorted(r[1] for r in rows), "percentiles not increasing"
+        assert [r[0] for r in rows] == sorted(r[0] for r in rows), "values not increasing"
+        assert rows[-1][2] == total_count and rows[-1][1] == 1.0, (rows[-1], total_count)
+    return rows, total_count
+
+
+def test_sigusr1_dumps_histograms_while_traffic_flows():
+    d = tempfile.mkdtemp(prefix="ms-hist-")
+    srv = mstest.Server("--cores", "2", "--hist-dir", d)
+    srv.start()
+    try:
+        async def main():
+            subs = [await ws_connect(srv.port, 500 + i) for i in range(8)]
+            for ws in subs:
+                assert (await request(ws, op="join", stream="h", id=1))["ok"]
+            stop = asyncio.Event()
+
+            async def publish():
+                k = 0
+                while not stop.is_set():
+                    k += 1
+                    await request(subs[0], op="publish", stream="h", data=k, id=k + 10)
+
+            async def drain(ws):
+                try:
+                    while True:
+                        await ws.recv()
+                except (websockets.ConnectionClosed, asyncio.CancelledError):
+                    pass
+            readers = [asyncio.ensure_future(drain(ws)) for ws in subs[1:]]
+            pub = asyncio.ensure_future(publish())
+            await asyncio.sleep(0.5)
+            srv.proc.send_signal(signal.SIGUSR1)  # while traffic flows
+            deadline = time.monotonic() + 10 * SLOW
+            names = ["iteration", "hop", "publish_to_flush", "op_publish", "op_join"]
+            while True:
+                files = {n: [f for f in os.listdir(d) if f.endswith("-%s.hgrm" % n)] for n in names}
+                if all(files.values()):
+                    break
+                assert time.monotonic() < deadline, "no dump files: %r" % os.listdir(d)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # the files of one dump are written together
+            for n in names:
+                rows, count = parse_hgrm(os.path.join(d, files[n][0]))
+                assert count > 0 and rows, (n, count)
+            # The same figures on /metrics, as summaries.
+            samples, types = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
+            assert types["mezon_latency_seconds"] == "summary"
+            assert total(samples, "mezon_latency_seconds_count", hist="publish_to_flush") > 0
+            q = [v for lab, v in samples["mezon_latency_seconds"]
+                 if lab.get("hist") == "publish_to_flush" and lab.get("quantile") == "0.99"]
+            assert len(q) == 1 and 0 < q[0] < 10, q
+            stop.set()
+            await pub
+            for ws in subs:
+                await ws.close()
+            for r in readers:
+                r.cancel()
+        arun(main())
+    finally:
+        srv.stop()
+        shutil.rmtree(d, ignore_errors=True)
+    err = srv.stderr
+    assert re.search(r"histogram \(dump\) publish_to_flush: n=[1-9]", err), err[-2000:]
+    assert re.search(r"histogram \(exit\) publish_to_flush: n=[1-9]", err), err[-2000:]
+
+
 # ---- restart with overlapping processes -------------------------------------
 
 def _restart_inner():

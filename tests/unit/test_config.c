@@ -115,6 +115,8 @@ static const struct flag_case cases[] = {
 	{ "log-level", "info", "debug", NULL, { 0 }, { "trace", "3" } },
 	{ "admin-listen", "127.0.0.1:9090", "off", NULL, { 0 }, { "9090", "127.0.0.1:65536" } },
 	{ "api-key-file", NULL, "/api.key", NULL, { 0 }, { "", long_text } },
+	{ "hist-dir", NULL, "/var/tmp/h", NULL, { 0 }, { "", long_text } },
+	{ "hist-interval", "0", "60", NULL, { 0 }, { "86401", "-1" } },
 };
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
 
