@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/mailbox.h"
 #include "core/worker.h"
+#include "net/limits.h"
 #include "net/server.h"
 #include "shard/chat.h"
 #include "tls/tls.h"
@@ -220,6 +221,11 @@ int main(int argc, char **argv)
 	} else {
 		nopts.tls_kind = -1;
 	}
+	/* limits (issue 7): process-wide, so exact across workers */
+	if (cfg.max_conns_per_ip)
+		nopts.per_ip = ms_climit_create(cfg.max_conns_per_ip);
+	if (cfg.max_conns_per_user)
+		nopts.per_user = ms_climit_create(cfg.max_conns_per_user);
 	ms_net_configure(&nopts);
 
 	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, MAILBOX_SLOTS);
@@ -324,6 +330,8 @@ stop:
 		ms_chat_worker_destroy(cws[i]);
 	ms_chat_destroy(chat);
 	ms_tls_ctx_destroy(tls);
+	ms_climit_destroy(nopts.per_ip);
+	ms_climit_destroy(nopts.per_user);
 	for (int k = 0; k < nopts.nsecrets; k++)
 		if (nopts.secrets[k].p != cfg.secret)
 			free((void *)nopts.secrets[k].p);

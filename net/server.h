@@ -36,6 +36,9 @@ typedef struct ms_net_opts {
 	const ms_chat_hooks *chat;  /* NULL: chat requests get a 503 reply */
 	ms_tls_ctx *tls;            /* shared TLS context, or NULL */
 	int tls_kind;               /* listener index whose connections are TLS, -1: none */
+	/* limits (issue 7): process-wide tables, NULL = no limit */
+	struct ms_climit *per_ip;   /* --max-conns-per-ip */
+	struct ms_climit *per_user; /* --max-conns-per-user */
 } ms_net_opts;
 
 /* Set once by main before the workers start; read-only afterwards. */
