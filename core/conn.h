@@ -36,6 +36,7 @@ enum {
 	MS_CONN_F_HELD = 1 << 10,    /* input paused (worker overloaded): recv cancelled,
 	                              * what came is kept unparsed in spill */
 	MS_CONN_F_PEER = 1 << 11,    /* peer address being read; not yet opened */
+	MS_CONN_F_SHED = 1 << 12,    /* closed at the pending-output cap (on_shed) */
 };
 
 typedef struct ms_conn {

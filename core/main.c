@@ -125,7 +125,10 @@ static void print_stats(ms_worker **w, uint32_t n)
 			"enters=%llu iterations=%llu cqes=%llu recvs=%llu sends=%llu "
 			"partial_sends=%llu bytes_in=%llu bytes_out=%llu msgs_in=%llu "
 			"msgs_out=%llu deliveries=%llu records=%llu slow_closes=%llu recv_stops=%llu recv_nobufs=%llu accept_stops=%llu "
-			"cq_overflows=%llu stale=%llu enters_per_msg=%.4f",
+			"cq_overflows=%llu stale=%llu ip_rejects=%llu user_rejects=%llu "
+			"origin_rejects=%llu rate_limited=%llu rate_closes=%llu http_timeouts=%llu "
+			"proxy_rejects=%llu overload_503=%llu pending_cap_closes=%llu "
+			"input_pauses=%llu enters_per_msg=%.4f",
 			label,
 			(unsigned long long)s->accepts, (unsigned long long)s->max_conns,
 			(unsigned long long)s->rejects, (unsigned long long)s->closes,
@@ -138,7 +141,12 @@ static void print_stats(ms_worker **w, uint32_t n)
 			(unsigned long long)s->slow_closes,
 			(unsigned long long)s->recv_stops, (unsigned long long)s->recv_nobufs,
 			(unsigned long long)s->accept_stops, (unsigned long long)s->cq_overflows,
-			(unsigned long long)s->stale, per);
+			(unsigned long long)s->stale, (unsigned long long)s->ip_rejects,
+			(unsigned long long)s->user_rejects, (unsigned long long)s->origin_rejects,
+			(unsigned long long)s->rate_limited, (unsigned long long)s->rate_closes,
+			(unsigned long long)s->http_timeouts, (unsigned long long)s->proxy_rejects,
+			(unsigned long long)s->overload_503, (unsigned long long)s->pending_cap_closes,
+			(unsigned long long)s->input_pauses, per);
 		if (i < n) {
 			const uint64_t *src = (const uint64_t *)s;
 			uint64_t *dst = (uint64_t *)&sum;

@@ -917,7 +917,10 @@ static void free_closed(ms_worker *w)
  * largest queues first until what the open connections hold fits. The
  * bytes of connections already closing (a send in flight, TLS records)
  * still count in out_total until they go, so the scan, not out_total,
- * decides, and it is rate-limited while nothing is left to shed. */
+ * decides, and it is rate-limited while nothing is left to shed. A shed
+ * connection is marked: the protocol layer's closing handshake (close frame,
+ * then the peer's) leaves it open for a while, and it must not be picked
+ * twice. */
 static void shed_pending(ms_worker *w)
 {
 	if (w->now_ns < w->shed_scan_ns)
@@ -927,7 +930,8 @@ static void shed_pending(ms_worker *w)
 		ms_conn *big = NULL;
 		for (uint32_t i = 0; i < w->pool.fresh; i++) {
 			ms_conn *c = ms_pool_at(&w->pool, i);
-			if (c->fidx < 0 || (c->flags & (MS_CONN_F_FREED | MS_CONN_F_CLOSING)))
+			if (c->fidx < 0 ||
+			    (c->flags & (MS_CONN_F_FREED | MS_CONN_F_CLOSING | MS_CONN_F_SHED)))
 				continue;
 			open_total += c->out_bytes;
 			if (!big || c->out_bytes > big->out_bytes)
@@ -940,9 +944,10 @@ static void shed_pending(ms_worker *w)
 		ms_debug("conn %u: shed at the pending-output cap (%u of %llu bytes queued)",
 			 big->idx, big->out_bytes, (unsigned long long)w->out_total);
 		w->st.pending_cap_closes++;
+		big->flags |= MS_CONN_F_SHED; /* its closing handshake may take a while */
 		if (w->h->on_shed)
 			w->h->on_shed(w, big);
-		if (!(big->flags & MS_CONN_F_CLOSING))
+		else
 			ms_conn_close(w, big, MS_CLOSE_ABORT);
 	}
 }

@@ -92,8 +92,8 @@ typedef struct ms_handlers {
 	 * Called when the connection's output is about to be sent. */
 	void (*on_transform)(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n);
 	/* The worker's queued output passed its --max-pending-total share and c
-	 * has the most: close it (as a slow consumer). Core aborts c if the
-	 * handler did not close it. May be NULL (core aborts). */
+	 * has the most: close it (as a slow consumer); it is not offered again.
+	 * May be NULL (core aborts c). */
 	void (*on_shed)(ms_worker *w, ms_conn *c);
 } ms_handlers;
 
