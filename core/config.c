@@ -115,6 +115,19 @@ static const struct opt opts[] = {
 	  "file holding the HS256 JWT secret (give twice during key rotation)", NULL, 0 },
 	{ "secret", K_STR, O(secret), 1, sizeof(((ms_config *)0)->secret), NULL,
 	  "HS256 JWT secret as text (tests only: visible in the process list)", NULL, F_HIDE },
+	/* limits (issue 7) */
+	{ "max-conns-per-ip", K_U32, O(max_conns_per_ip), 0, 1u << 22, "0",
+	  "connections per source address, all workers together (more: 503); 0 = off, since users behind one NAT share an address", NULL, 0 },
+	{ "max-conns-per-user", K_U32, O(max_conns_per_user), 0, 1u << 22, "64",
+	  "/ws connections per user id, all workers together (more: 503 at the upgrade); 0 = off", NULL, 0 },
+	{ "proxy-protocol", K_BOOL, O(proxy_protocol), 0, 1, NULL,
+	  "every connection starts with a PROXY protocol v2 (or v1) header from the load balancer; its source address counts for --max-conns-per-ip; no header: close", NULL, 0 },
+	{ "allowed-origins", K_STR, O(allowed_origins), 0, sizeof(((ms_config *)0)->allowed_origins), "",
+	  "comma-separated origins (https://chat.example.com) a browser upgrade may come from (others: 403; no Origin header: allowed)", NULL, 0 },
+	{ "rate-limit", K_STR, O(rate_limit), 1, sizeof(((ms_config *)0)->rate_limit), "off",
+	  "MSGS,BURST: publish+dm requests per second per connection, burst banked (over: error 429; more than BURST rejected in 10 s: close 1008)", NULL, 0 },
+	{ "max-pending-total", K_U32, O(max_pending_total), 0, 1u << 22, "0",
+	  "MiB of queued output per process, split over the workers (over: largest queues closed 1008; 7/8 of it: new connections 503); 0 = a quarter of RAM", NULL, 0 },
 	{ "log-level", K_ENUM, O(log_level), 0, 3, "info",
 	  "error, warn, info or debug", level_names, 0 },
 	{ "print-config", K_ACTION, 0, 0, 0, NULL,
@@ -571,6 +584,17 @@ int ms_config_parse(ms_config *cfg, int argc, char **argv)
 		fprintf(stderr, "mezon-sock: --diag-root %s needs --diag\n",
 			diag_root_names[cfg->diag_root]);
 		return -EINVAL;
+	}
+	cfg->rate_msgs = cfg->rate_burst = 0;
+	if (strcmp(cfg->rate_limit, "off") != 0) {
+		char tail;
+		if (sscanf(cfg->rate_limit, "%u,%u%c", &cfg->rate_msgs, &cfg->rate_burst, &tail) != 2 ||
+		    cfg->rate_msgs == 0 || cfg->rate_burst == 0 || cfg->rate_msgs > 1000000 ||
+		    cfg->rate_burst > 1000000) {
+			fprintf(stderr, "mezon-sock: --rate-limit %s: expected MSGS,BURST (1..1000000 "
+					"each) or off\n", cfg->rate_limit);
+			return -EINVAL;
+		}
 	}
 	ms_log_level = (int)cfg->log_level;
 	if (print) {

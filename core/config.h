@@ -54,6 +54,14 @@ typedef struct ms_config {
 	uint32_t max_streams_per_conn;
 	uint32_t presence_max_members;
 	uint32_t presence_page;
+	/* limits (issue 7) */
+	uint32_t max_conns_per_ip;   /* 0 = off */
+	uint32_t max_conns_per_user; /* 0 = off */
+	bool proxy_protocol;         /* a PROXY v1/v2 header opens each connection */
+	char allowed_origins[1024];  /* comma-separated exact origins; "" = any */
+	char rate_limit[32];         /* "MSGS,BURST" or "off" (parsed below) */
+	uint32_t rate_msgs, rate_burst; /* from rate_limit; 0 = off */
+	uint32_t max_pending_total;  /* MiB of queued output per process; 0 = RAM / 4 */
 	/* modes */
 	bool dev;
 	bool diag;

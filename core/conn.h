@@ -33,6 +33,10 @@ enum {
 	MS_CONN_F_REARM = 1 << 7,    /* recv stopped, on the re-arm list */
 	MS_CONN_F_FREED = 1 << 8,    /* on the free-at-end-of-iteration list */
 	MS_CONN_F_XFORM = 1 << 9,    /* output is transformed (encrypted) before sending */
+	MS_CONN_F_HELD = 1 << 10,    /* input paused (worker overloaded): recv cancelled,
+	                              * what came is kept unparsed in spill */
+	MS_CONN_F_PEER = 1 << 11,    /* peer address being read; not yet opened */
+	MS_CONN_F_SHED = 1 << 12,    /* closed at the pending-output cap (on_shed) */
 };
 
 typedef struct ms_conn {

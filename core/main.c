@@ -24,6 +24,7 @@
 #include "core/numa.h"
 #include "core/worker.h"
 #include "core/metrics.h"
+#include "net/limits.h"
 #include "net/server.h"
 #include "shard/chat.h"
 #include "tls/tls.h"
@@ -152,7 +153,10 @@ static void print_stats(ms_worker **w, uint32_t n)
 			"enters=%llu iterations=%llu cqes=%llu recvs=%llu sends=%llu "
 			"partial_sends=%llu bytes_in=%llu bytes_out=%llu msgs_in=%llu "
 			"msgs_out=%llu deliveries=%llu records=%llu slow_closes=%llu recv_stops=%llu recv_nobufs=%llu accept_stops=%llu "
-			"cq_overflows=%llu stale=%llu enters_per_msg=%.4f",
+			"cq_overflows=%llu stale=%llu ip_rejects=%llu user_rejects=%llu "
+			"origin_rejects=%llu rate_limited=%llu rate_closes=%llu http_timeouts=%llu "
+			"proxy_rejects=%llu overload_503=%llu pending_cap_closes=%llu "
+			"input_pauses=%llu enters_per_msg=%.4f",
 			label,
 			(unsigned long long)s->accepts, (unsigned long long)s->max_conns,
 			(unsigned long long)s->rejects, (unsigned long long)s->closes,
@@ -165,7 +169,12 @@ static void print_stats(ms_worker **w, uint32_t n)
 			(unsigned long long)s->slow_closes,
 			(unsigned long long)s->recv_stops, (unsigned long long)s->recv_nobufs,
 			(unsigned long long)s->accept_stops, (unsigned long long)s->cq_overflows,
-			(unsigned long long)s->stale, per);
+			(unsigned long long)s->stale, (unsigned long long)s->ip_rejects,
+			(unsigned long long)s->user_rejects, (unsigned long long)s->origin_rejects,
+			(unsigned long long)s->rate_limited, (unsigned long long)s->rate_closes,
+			(unsigned long long)s->http_timeouts, (unsigned long long)s->proxy_rejects,
+			(unsigned long long)s->overload_503, (unsigned long long)s->pending_cap_closes,
+			(unsigned long long)s->input_pauses, per);
 		if (i < n) {
 			const uint64_t *src = (const uint64_t *)s;
 			uint64_t *dst = (uint64_t *)&sum;
@@ -276,6 +285,11 @@ int main(int argc, char **argv)
 	for (int k = 0; k < MS_MAX_LISTENERS; k++)
 		nopts.kinds[k] = k == nopts.tls_kind ? "tls" : k == nopts.admin_kind ? "admin" :
 				 k < npublic ? "plain" : NULL;
+	/* limits (issue 7): process-wide, so exact across workers */
+	if (cfg.max_conns_per_ip)
+		nopts.per_ip = ms_climit_create(cfg.max_conns_per_ip);
+	if (cfg.max_conns_per_user)
+		nopts.per_user = ms_climit_create(cfg.max_conns_per_user);
 	ms_net_configure(&nopts);
 
 	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, MAILBOX_SLOTS);
@@ -399,6 +413,8 @@ stop:
 		ms_chat_worker_destroy(cws[i]);
 	ms_chat_destroy(chat);
 	ms_tls_ctx_destroy(tls);
+	ms_climit_destroy(nopts.per_ip);
+	ms_climit_destroy(nopts.per_user);
 	for (int k = 0; k < nopts.nsecrets; k++)
 		if (nopts.secrets[k].p != cfg.secret)
 			free((void *)nopts.secrets[k].p);

@@ -18,6 +18,7 @@ enum ms_op {
 	MS_OP_CANCEL,
 	MS_OP_CLOSE,
 	MS_OP_WAKE,     /* MSG_RING doorbell */
+	MS_OP_PEER,     /* getsockopt(SO_PEERNAME) of a new connection */
 };
 
 #define MS_UDATA_IDX_MAX 0xffffffu

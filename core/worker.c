@@ -25,6 +25,7 @@
 #include "core/metrics.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -47,6 +48,20 @@
 #define LINGER_SECONDS 2
 #define FLUSH_SECONDS 10      /* a closing peer that will not read */
 #define ACCEPT_SLACK 128      /* slots above the cap, to answer 503 */
+/* Overload (issue 7). Outbound mailbox backlog, in overflowed batches (one
+ * per target per iteration that found the ring full): at HIGH the worker
+ * stops parsing client input, at LOW it resumes. Queued output: at 7/8 of
+ * the --max-pending-total share new connections get 503; past the share the
+ * largest queues are closed, at most SHED_MAX per iteration, and the scan
+ * for them runs at most every SHED_SCAN_MS while the bytes of connections
+ * already closing keep the total up. */
+#define MBOX_HIGH 64
+#define MBOX_LOW 8
+#define SHED_MAX 64
+#define SHED_SCAN_MS 10
+#ifndef SOCKET_URING_OP_GETSOCKOPT
+#define SOCKET_URING_OP_GETSOCKOPT 2 /* linux 6.7; liburing 2.3 lacks it */
+#endif
 
 struct ms_outq_node {
 	ms_outq_node *next;
@@ -112,6 +127,14 @@ struct ms_worker {
 	uint32_t now_s;
 
 	ms_hist hist[MS_HIST_COUNT]; /* latency histograms, this worker's samples */
+	/* limits (issue 7) */
+	struct sockaddr_in6 *peer; /* per slot; sin6_family 0 = unknown */
+	bool need_peer;            /* read each new connection's address */
+	bool listen_v4[MS_MAX_LISTENERS];
+	bool input_paused;         /* mailbox high-water: input is held */
+	uint64_t out_total;        /* queued output bytes, all connections */
+	uint64_t pending_share;    /* this worker's --max-pending-total */
+	uint64_t shed_scan_ns;     /* no shed scan before this */
 
 	pthread_mutex_t lock; /* start handshake only */
 	pthread_cond_t cond;
@@ -156,6 +179,10 @@ const ms_config *ms_worker_config(const ms_worker *w) { return w->cfg; }
 ms_worker_stats *ms_worker_stats_of(ms_worker *w) { return &w->st; }
 bool ms_worker_draining(const ms_worker *w) { return w->draining; }
 uint32_t ms_worker_now(const ms_worker *w) { return w->now_s; }
+uint32_t ms_worker_now_ms(const ms_worker *w)
+{
+	return (uint32_t)((w->now_ns - w->start_ns) / 1000000u);
+}
 uint32_t ms_worker_conns(const ms_worker *w) { return w->live; }
 uint64_t ms_worker_now_ns(const ms_worker *w) { return w->now_ns; }
 uint64_t ms_clock_ns(void) { return mono_ns(); }
@@ -191,6 +218,24 @@ ms_conn *ms_worker_conn(ms_worker *w, ms_conn_ref ref)
 ms_conn_ref ms_conn_ref_of(const ms_worker *w, const ms_conn *c)
 {
 	return (uint64_t)w->id << 56 | (uint64_t)c->idx << 32 | c->gen;
+}
+
+const struct sockaddr *ms_conn_peer(ms_worker *w, ms_conn *c)
+{
+	const struct sockaddr_in6 *a = &w->peer[c->idx];
+	return a->sin6_family ? (const struct sockaddr *)a : NULL;
+}
+
+void ms_conn_set_peer(ms_worker *w, ms_conn *c, const struct sockaddr *sa, socklen_t len)
+{
+	memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
+	if (len <= sizeof(w->peer[0]))
+		memcpy(&w->peer[c->idx], sa, len);
+}
+
+bool ms_worker_overloaded(const ms_worker *w)
+{
+	return w->input_paused || w->out_total > w->pending_share / 8 * 7;
 }
 
 void ms_worker_foreach(ms_worker *w, void (*fn)(ms_worker *, ms_conn *, void *),
@@ -271,6 +316,7 @@ void ms_conn_commit(ms_worker *w, ms_conn *c, size_t n)
 	t->end += (uint32_t)n;
 	t->pkt->len = t->end;
 	c->out_bytes += (uint32_t)n;
+	w->out_total += n;
 	if (!(c->flags & MS_CONN_F_DEAD))
 		mark_dirty(w, c);
 }
@@ -306,6 +352,7 @@ void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
 	n->stamp = pkt->stamp;
 	enqueue(w, c, n);
 	c->out_bytes += len;
+	w->out_total += len;
 	mark_dirty(w, c);
 }
 
@@ -318,6 +365,7 @@ static void outq_release(ms_worker *w, ms_conn *c)
 		n = next;
 	}
 	c->out_head = c->out_tail = NULL;
+	w->out_total -= c->out_bytes;
 	c->out_bytes = 0;
 }
 
@@ -325,6 +373,7 @@ static void outq_release(ms_worker *w, ms_conn *c)
 static void outq_advance(ms_worker *w, ms_conn *c, uint32_t sent)
 {
 	c->out_bytes -= sent;
+	w->out_total -= sent;
 	while (sent) {
 		ms_outq_node *n = c->out_head;
 		uint32_t avail = n->end - n->off;
@@ -376,6 +425,7 @@ static void transform_pending(ms_worker *w, ms_conn *c)
 			len += take;
 			n->off += take;
 			c->out_bytes -= take;
+			w->out_total -= take;
 			if (n->off == n->end) {
 				ms_outq_node *next = n->next;
 				node_put(w, n);
@@ -418,6 +468,7 @@ void ms_conn_discard_output(ms_worker *w, ms_conn *c)
 	}
 	*link = NULL;
 	c->out_tail = keep;
+	w->out_total -= c->out_bytes - bytes;
 	c->out_bytes = (uint32_t)bytes;
 }
 
@@ -447,6 +498,30 @@ static void arm_accept(ms_worker *w, int l)
 	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_ACCEPT, (uint32_t)l, 0));
 	w->accept_armed[l] = true;
 	w->accept_parked = false;
+}
+
+/* getsockopt(SO_PEERNAME) on the direct descriptor: multishot accept
+ * cannot return addresses, and a direct descriptor has no fd for
+ * getpeername(2). SOCKET_URING_OP_GETSOCKOPT (6.7) takes SOL_SOCKET options
+ * only, which SO_PEERNAME is; the kernel wants optlen no larger than the
+ * address, hence the listener's family decides it. The sqe fields (level,
+ * optname, optlen, optval) are not in liburing 2.3's struct: they overlay
+ * addr, file_index and addr3. */
+static void submit_peer(ms_worker *w, ms_conn *c)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+	unsigned len = w->listen_v4[c->kind] ? sizeof(struct sockaddr_in)
+					     : sizeof(struct sockaddr_in6);
+	memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
+	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, c->fidx, NULL, 0, 0);
+	sqe->cmd_op = SOCKET_URING_OP_GETSOCKOPT;
+	sqe->addr = (uint64_t)SOL_SOCKET | (uint64_t)SO_PEERNAME << 32;
+	sqe->file_index = len;
+	sqe->addr3 = (uint64_t)(uintptr_t)&w->peer[c->idx];
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_PEER, c->idx, c->gen));
+	c->flags |= MS_CONN_F_PEER;
+	c->inflight++;
 }
 
 static void submit_cancel(ms_worker *w, uint64_t udata)
@@ -602,6 +677,45 @@ static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 		ms_spill_keep(&c->spill, buf, len, used);
 }
 
+/* Input paused (mailbox high-water): keep the bytes unparsed and stop the
+ * connection's recv, so what it sends next waits in the kernel (TCP flow
+ * control pushes back on the sender) instead of in our memory. What the
+ * recv had already posted lands here too: a few buffers per connection. */
+static void hold(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
+{
+	size_t len;
+	uint8_t *buf = ms_spill_join(&c->spill, p, n, &len);
+	ms_spill_keep(&c->spill, buf, len, 0);
+	if (!(c->flags & MS_CONN_F_HELD)) {
+		c->flags |= MS_CONN_F_HELD;
+		if (c->flags & MS_CONN_F_RECV)
+			submit_cancel(w, ms_udata(MS_OP_RECV, c->idx, c->gen));
+	}
+}
+
+static void park_rearm(ms_worker *w, ms_conn *c);
+
+/* Below the low-water mark: parse what was held and read again. One scan
+ * of the pool per pause (rare), instead of a list to keep across churn. */
+static void resume_input(ms_worker *w)
+{
+	w->input_paused = false;
+	for (uint32_t i = 0; i < w->pool.fresh; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, i);
+		if (!(c->flags & MS_CONN_F_HELD) || (c->flags & MS_CONN_F_FREED))
+			continue;
+		c->flags &= (uint16_t)~MS_CONN_F_HELD;
+		if (c->flags & (MS_CONN_F_CLOSING | MS_CONN_F_DEAD))
+			continue;
+		if (c->spill.len) {
+			uint8_t none;
+			deliver(w, c, &none, 0);
+		}
+		if (!(c->flags & (MS_CONN_F_RECV | MS_CONN_F_CLOSING)))
+			park_rearm(w, c);
+	}
+}
+
 static void park_rearm(ms_worker *w, ms_conn *c)
 {
 	if (!(c->flags & (MS_CONN_F_REARM | MS_CONN_F_DEAD))) {
@@ -623,7 +737,11 @@ static void on_recv(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 		w->st.recvs++;
 		w->st.bytes_in += (uint64_t)res;
 		c->last_active = w->now_s;
-		if (!(c->flags & MS_CONN_F_CLOSING))
+		if (c->flags & MS_CONN_F_CLOSING)
+			;
+		else if (w->input_paused)
+			hold(w, c, ms_ring_buf(&w->ring, bid), (size_t)res);
+		else
 			deliver(w, c, ms_ring_buf(&w->ring, bid), (size_t)res);
 		ms_ring_buf_put(&w->ring, bid);
 		if (!more) {
@@ -682,6 +800,41 @@ static void on_send(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 	maybe_finish(w, c);
 }
 
+/* Over the --max-conns share, or overloaded (mailbox backlog, queued
+ * output): the protocol layer answers 503 and closes. */
+static void open_conn(ms_worker *w, ms_conn *c)
+{
+	bool over = w->live > w->cap;
+	if (!over && ms_worker_overloaded(w)) {
+		over = true;
+		w->st.overload_503++;
+	}
+	if (over)
+		w->st.rejects++;
+	arm_recv(w, c);
+	w->h->on_open(w, c, over);
+}
+
+static void on_peer(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
+{
+	c->flags &= (uint16_t)~MS_CONN_F_PEER;
+	c->inflight--;
+	if (c->flags & MS_CONN_F_CLOSING) {
+		teardown(w, c);
+	} else if (cqe->res < 0) {
+		/* ENOTCONN: reset before we looked. Anything else means this
+		 * kernel cannot do it; --max-conns-per-ip then cannot be kept. */
+		if (cqe->res != -ENOTCONN)
+			ms_warn("peer address: %s", strerror(-cqe->res));
+		memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
+		w->st.rejects++;
+		teardown(w, c);
+	} else {
+		open_conn(w, c);
+	}
+	maybe_finish(w, c);
+}
+
 static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
@@ -715,11 +868,10 @@ static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 	w->st.accepts++;
 	if (w->live > w->st.max_conns)
 		w->st.max_conns = w->live;
-	bool over = w->live > w->cap;
-	if (over)
-		w->st.rejects++;
-	arm_recv(w, c);
-	w->h->on_open(w, c, over);
+	if (w->need_peer)
+		submit_peer(w, c); /* opened when the address is in */
+	else
+		open_conn(w, c);
 }
 
 static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
@@ -731,7 +883,7 @@ static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 			on_accept(w, cqe, ms_udata_idx(u));
 		return;
 	}
-	if (op != MS_OP_RECV && op != MS_OP_SEND && op != MS_OP_SHUTDOWN)
+	if (op != MS_OP_RECV && op != MS_OP_SEND && op != MS_OP_SHUTDOWN && op != MS_OP_PEER)
 		return; /* cancel/close failures and doorbells: nothing to do */
 	uint32_t idx = ms_udata_idx(u);
 	ms_conn *c = idx < w->pool.fresh ? ms_pool_at(&w->pool, idx) : NULL;
@@ -745,6 +897,8 @@ static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 		on_recv(w, cqe, c);
 	} else if (op == MS_OP_SEND) {
 		on_send(w, cqe, c);
+	} else if (op == MS_OP_PEER) {
+		on_peer(w, cqe, c);
 	} else {
 		c->inflight--;
 		maybe_finish(w, c);
@@ -777,7 +931,7 @@ static void rearm_stopped(ms_worker *w)
 	for (uint32_t i = 0; i < w->nrearm; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->rearm[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_REARM;
-		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV)))
+		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV | MS_CONN_F_HELD)))
 			arm_recv(w, c);
 	}
 	w->nrearm = 0;
@@ -802,6 +956,7 @@ static void free_closed(ms_worker *w)
 			c->sendctx = NULL;
 		}
 		w->h->on_free(w, c);
+		memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
 		c->fidx = -1;
 		ms_pool_free(&w->pool, c);
 		w->live--;
@@ -809,6 +964,58 @@ static void free_closed(ms_worker *w)
 		w->st.closes++;
 	}
 	w->nfreeq = 0;
+}
+
+/* Queued output passed this worker's --max-pending-total share: close the
+ * largest queues first until what the open connections hold fits. The
+ * bytes of connections already closing (a send in flight, TLS records)
+ * still count in out_total until they go, so the scan, not out_total,
+ * decides, and it is rate-limited while nothing is left to shed. A shed
+ * connection is marked: the protocol layer's closing handshake (close frame,
+ * then the peer's) leaves it open for a while, and it must not be picked
+ * twice. */
+static void shed_pending(ms_worker *w)
+{
+	if (w->now_ns < w->shed_scan_ns)
+		return;
+	for (int k = 0; k < SHED_MAX; k++) {
+		uint64_t open_total = 0;
+		ms_conn *big = NULL;
+		for (uint32_t i = 0; i < w->pool.fresh; i++) {
+			ms_conn *c = ms_pool_at(&w->pool, i);
+			if (c->fidx < 0 ||
+			    (c->flags & (MS_CONN_F_FREED | MS_CONN_F_CLOSING | MS_CONN_F_SHED)))
+				continue;
+			open_total += c->out_bytes;
+			if (!big || c->out_bytes > big->out_bytes)
+				big = c;
+		}
+		if (open_total <= w->pending_share || !big || !big->out_bytes) {
+			w->shed_scan_ns = w->now_ns + SHED_SCAN_MS * 1000000ull;
+			return;
+		}
+		ms_debug("conn %u: shed at the pending-output cap (%u of %llu bytes queued)",
+			 big->idx, big->out_bytes, (unsigned long long)w->out_total);
+		w->st.pending_cap_closes++;
+		big->flags |= MS_CONN_F_SHED; /* its closing handshake may take a while */
+		if (w->h->on_shed)
+			w->h->on_shed(w, big);
+		else
+			ms_conn_close(w, big, MS_CLOSE_ABORT);
+	}
+}
+
+/* Mailbox high-water: pause input until the backlog is back to LOW. */
+static void check_backlog(ms_worker *w)
+{
+	size_t backlog = ms_mbox_backlog(w->mbox);
+	if (!w->input_paused && backlog >= MBOX_HIGH) {
+		w->input_paused = true;
+		w->st.input_pauses++;
+		ms_debug("mailbox backlog %zu batches: input paused", backlog);
+	} else if (w->input_paused && backlog <= MBOX_LOW) {
+		resume_input(w);
+	}
 }
 
 static void fire_timer(void *arg, ms_conn *c)
@@ -1071,10 +1278,15 @@ static void run(ms_worker *w)
 			ms_mbox_drain(w->mbox, on_mail, w); /* what on_flush sent to us */
 			w->mail_ns = 0;
 		}
+		if (w->out_total > w->pending_share)
+			shed_pending(w);
+		w->st.pending_bytes = w->out_total;
 		flush_dirty(w);
 		free_closed(w); /* before the mailbox flush: on_free posts messages */
-		if (w->mbox)
+		if (w->mbox) {
 			ms_mbox_flush(w->mbox, ring_bell, w);
+			check_backlog(w);
+		}
 		if (w->draining && w->hub)
 			drain_step(w);
 		rearm_stopped(w);
@@ -1153,6 +1365,9 @@ static void *thread_main(void *arg)
 		w->xform_buf = xmalloc(MS_XFORM_CHUNK);
 		for (int i = 0; i < MS_HIST_COUNT; i++)
 			ms_hist_init(&w->hist[i]);
+		w->peer = calloc(slots, sizeof(w->peer[0])); /* pages touched as used */
+		if (!w->peer)
+			abort();
 		w->start_ns = mono_ns();
 		update_clock(w);
 		ms_wheel_init(&w->wheel, w->now_s);
@@ -1192,6 +1407,12 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 		nlisten = MS_MAX_LISTENERS;
 	for (int l = 0; l < MS_MAX_LISTENERS; l++)
 		w->listen_fd[l] = l < nlisten ? listen_fds[l] : -1;
+	for (int l = 0; l < nlisten; l++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		w->listen_v4[l] = getsockname(listen_fds[l], (struct sockaddr *)&ss, &sl) == 0 &&
+				  ss.ss_family == AF_INET;
+	}
 	w->nlisten = nlisten;
 	w->ext_size = ext_size;
 	w->hub = hub;
@@ -1203,6 +1424,14 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 	if (share + ACCEPT_SLACK > table_max)
 		share = table_max - ACCEPT_SLACK;
 	w->cap = share;
+	/* limits (issue 7) */
+	w->need_peer = cfg->max_conns_per_ip && !cfg->proxy_protocol;
+	uint64_t total = (uint64_t)cfg->max_pending_total << 20;
+	if (!total) {
+		long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+		total = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 4 : 2ull << 30;
+	}
+	w->pending_share = total / cfg->cores;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	return w;
@@ -1304,6 +1533,7 @@ void ms_worker_destroy(ms_worker *w)
 		if (w->listen_fd[l] >= 0)
 			close(w->listen_fd[l]);
 	free(w->xform_buf);
+	free(w->peer);
 	free(w->dirty);
 	free(w->rearm);
 	free(w->freeq);

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "core/config.h"
 #include "core/conn.h"
@@ -53,6 +54,18 @@ typedef struct ms_worker_stats {
 	uint64_t ws_protocol_errors, ws_utf8_errors, ws_too_big; /* closes 1002/1007/1009 */
 	uint64_t req_errors;    /* error replies to chat requests */
 	uint64_t max_conns;     /* high-water mark */
+	/* limits (issue 7) */
+	uint64_t ip_rejects;    /* over --max-conns-per-ip (503 / TLS: closed) */
+	uint64_t user_rejects;  /* over --max-conns-per-user (503 at the upgrade) */
+	uint64_t origin_rejects; /* Origin not in --allowed-origins (403) */
+	uint64_t rate_limited;  /* requests answered 429 (--rate-limit) */
+	uint64_t rate_closes;   /* connections closed 1008 "rate limit" */
+	uint64_t http_timeouts; /* handshake deadline passed: 408, or closed (TLS, PROXY) */
+	uint64_t proxy_rejects; /* missing or malformed PROXY header: closed */
+	uint64_t overload_503;  /* new connections refused while overloaded */
+	uint64_t pending_cap_closes; /* closed 1008 by the --max-pending-total share */
+	uint64_t input_pauses;  /* times input was paused at the mailbox high-water */
+	uint64_t pending_bytes; /* gauge: output queued on this worker now */
 } ms_worker_stats;
 
 /* Latency histograms kept per worker (merged on dump, DESIGN §9). */
@@ -102,6 +115,10 @@ typedef struct ms_handlers {
 	 * last send, gathered) into wire bytes written with ms_conn_write_raw().
 	 * Called when the connection's output is about to be sent. */
 	void (*on_transform)(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n);
+	/* The worker's queued output passed its --max-pending-total share and c
+	 * has the most: close it (as a slow consumer); it is not offered again.
+	 * May be NULL (core aborts c). */
+	void (*on_shed)(ms_worker *w, ms_conn *c);
 } ms_handlers;
 
 #define MS_XFORM_CHUNK 16384 /* one TLS record of plaintext */
@@ -170,6 +187,13 @@ uint64_t ms_clock_ns(void);
 /* Record one sample (ns) in this worker's histogram `which`. */
 void ms_worker_record(ms_worker *w, enum ms_hist_id which, uint64_t ns);
 
+/* The same clock in milliseconds (read once per loop iteration; wraps
+ * after 49 days: compare differences only). */
+uint32_t ms_worker_now_ms(const ms_worker *w);
+/* Whether the worker is refusing new connections: its outbound mailbox
+ * backlog passed the high-water mark (input is paused meanwhile) or its
+ * queued output passed 7/8 of its --max-pending-total share. */
+bool ms_worker_overloaded(const ms_worker *w);
 /* Call fn for every live connection (e.g. to drain). */
 void ms_worker_foreach(ms_worker *w, void (*fn)(ms_worker *, ms_conn *, void *),
 		       void *arg);
@@ -231,6 +255,13 @@ bool ms_conn_closing(const ms_conn *c);
 
 /* Fire on_timeout after `seconds` (0 cancels). One deadline per connection. */
 void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds);
+
+/* c's peer address (AF_INET or AF_INET6), or NULL when unknown: the worker
+ * reads it (one IORING_OP_URING_CMD getsockopt(SO_PEERNAME) before on_open)
+ * only with --max-conns-per-ip and without --proxy-protocol. */
+const struct sockaddr *ms_conn_peer(ms_worker *w, ms_conn *c);
+/* Replace it (the source address of a PROXY protocol header). */
+void ms_conn_set_peer(ms_worker *w, ms_conn *c, const struct sockaddr *sa, socklen_t len);
 
 /* Handle of c, valid on every worker. */
 ms_conn_ref ms_conn_ref_of(const ms_worker *w, const ms_conn *c);

@@ -28,10 +28,15 @@
 #include "net/admin.h"
 #include "net/http.h"
 #include "net/jwt.h"
+#include "net/limits.h"
+#include "net/proxy.h"
 #include "net/ws.h"
 
 enum { ST_HTTP = 0, ST_OPEN, ST_CLOSING };
 enum { ROUTE_NONE = 0, ROUTE_CHAT, ROUTE_ECHO, ROUTE_ROOM };
+/* net_conn.lim: what the connection holds in the limit tables, and
+ * whether its PROXY header is still awaited. */
+enum { L_IP_HELD = 1, L_USER_HELD = 2, L_PROXY_WAIT = 4 };
 
 static ms_net_opts opts;
 
@@ -47,7 +52,7 @@ typedef struct net_conn {
 	uint8_t route;
 	uint8_t pinged;  /* idle ping sent, no input since */
 	uint8_t opened;  /* the chat core was told (open/room_open) */
-	uint8_t _pad;
+	uint8_t lim;     /* L_* */
 	uint32_t frag_len, frag_cap;
 	uint8_t *frag;   /* fragmented message being gathered */
 	uint64_t uid;
@@ -56,9 +61,10 @@ typedef struct net_conn {
 	uint32_t claims_len;
 	uint32_t exp;    /* token expiry (unix seconds), 0 = none (dev) */
 	struct tls_conn *tls; /* wss connections only */
+	ms_bucket rl;    /* --rate-limit of publish and dm requests */
 } net_conn;
 
-_Static_assert(sizeof(net_conn) == 72, "per-connection protocol state stays small");
+_Static_assert(sizeof(net_conn) == 88, "per-connection protocol state stays small");
 
 /* TLS state, allocated only for wss connections: the engine, and decrypted
  * input that did not yet form a whole frame or request (usually none). */
@@ -123,7 +129,7 @@ static void respond(ms_worker *w, ms_conn *c, int status, const char *extra,
 	net_close(w, c, MS_CLOSE_FLUSH);
 }
 
-static void respond_503(ms_worker *w, ms_conn *c)
+static void respond_503(ms_worker *w, ms_conn *c, const char *body)
 {
 	/* Jittered Retry-After spreads a reconnect storm over a few seconds. */
 	static __thread unsigned seed;
@@ -131,7 +137,7 @@ static void respond_503(ms_worker *w, ms_conn *c)
 		seed = (unsigned)(uintptr_t)&seed ^ ms_worker_id(w) * 2654435761u;
 	char extra[48];
 	snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", 1 + rand_r(&seed) % 5);
-	respond(w, c, 503, extra, "over capacity\n");
+	respond(w, c, 503, extra, body);
 }
 
 static void ws_close(ms_worker *w, ms_conn *c, uint16_t code, const char *reason);
@@ -141,17 +147,22 @@ static void ws_close(ms_worker *w, ms_conn *c, uint16_t code, const char *reason
  * dropped (memory stays bounded), then the close frame is queued behind the
  * send in flight; a client that never reads is cut off by the close
  * timeout. */
+static void slow_close(ms_worker *w, ms_conn *c)
+{
+	ms_conn_discard_output(w, c);
+	if (c->state == ST_OPEN)
+		ws_close(w, c, MS_WS_CLOSE_POLICY, "slow consumer");
+	else
+		ms_conn_close(w, c, MS_CLOSE_ABORT);
+}
+
 bool ms_net_check_backpressure(ms_worker *w, ms_conn *c)
 {
 	if (ms_conn_pending(c) <= ms_worker_config(w)->max_backpressure)
 		return false;
 	ms_debug("conn %u: slow consumer (%u bytes queued)", c->idx, ms_conn_pending(c));
 	ms_worker_stats_of(w)->slow_closes++;
-	ms_conn_discard_output(w, c);
-	if (c->state == ST_OPEN)
-		ws_close(w, c, MS_WS_CLOSE_POLICY, "slow consumer");
-	else
-		ms_conn_close(w, c, MS_CLOSE_ABORT);
+	slow_close(w, c);
 	return true;
 }
 
@@ -313,6 +324,27 @@ static void arm_timer(ms_worker *w, ms_conn *c, uint32_t secs)
 	ms_conn_timeout(w, c, secs);
 }
 
+/* --rate-limit: a publish or dm without a token gets error 429 and is
+ * dropped; more than BURST of those within MS_BUCKET_STRIKE_WINDOW_MS is
+ * persistent abuse: close 1008 "rate limit". */
+static bool rate_ok(ms_worker *w, ms_conn *c, const ms_req *req)
+{
+	const ms_config *cfg = ms_worker_config(w);
+	net_conn *x = X(c);
+	uint32_t now = ms_worker_now_ms(w);
+	if (!cfg->rate_msgs || ms_bucket_take(&x->rl, cfg->rate_msgs, cfg->rate_burst, now))
+		return true;
+	ms_worker_stats *st = ms_worker_stats_of(w);
+	st->rate_limited++;
+	if (ms_bucket_strike(&x->rl, now) > cfg->rate_burst) {
+		st->rate_closes++;
+		ws_close(w, c, MS_WS_CLOSE_POLICY, "rate limit");
+		return false;
+	}
+	ms_net_send_error(w, c, req->has_id, req->id, 429, "rate limited");
+	return false;
+}
+
 static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t *p,
 			 size_t len)
 {
@@ -337,6 +369,8 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 		ms_worker_record(w, MS_HIST_OP_PING, now > t ? now - t : 0);
 		return;
 	}
+	if ((req.op == MS_REQ_PUBLISH || req.op == MS_REQ_DM) && !rate_ok(w, c, &req))
+		return;
 	if (req.op == MS_REQ_AUTH) {
 		if (!x->exp) {
 			ms_net_send_error(w, c, req.has_id, req.id, 400,
@@ -527,8 +561,18 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 		return len;
 	}
 	if (ms_worker_draining(w)) {
-		respond_503(w, c);
+		respond_503(w, c, "draining\n");
 		return len;
+	}
+	if (cfg->allowed_origins[0]) {
+		/* Browsers always send Origin on a WebSocket upgrade; other
+		 * clients need not, and cannot be told apart by it anyway. */
+		const ms_http_header *o = ms_http_header_get(&req, "origin");
+		if (o && !ms_origin_allowed(cfg->allowed_origins, o->value.p, o->value.n)) {
+			ms_worker_stats_of(w)->origin_rejects++;
+			respond(w, c, 403, NULL, "origin not allowed\n");
+			return len;
+		}
 	}
 	net_conn *x = X(c);
 	const char *subproto = NULL;
@@ -571,6 +615,17 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 			respond(w, c, 401, NULL, "token required\n");
 			return len;
 		}
+		if (opts.per_user) {
+			ms_lkey k = ms_lkey_uid(x->uid);
+			if (ms_climit_acquire(opts.per_user, &k) != 0) {
+				ms_worker_stats_of(w)->user_rejects++;
+				respond_503(w, c, "too many connections for this user\n");
+				return len;
+			}
+			x->lim |= L_USER_HELD;
+		}
+		if (cfg->rate_msgs)
+			ms_bucket_init(&x->rl, cfg->rate_burst, ms_worker_now_ms(w));
 	}
 	char out[256];
 	int n = ms_http_upgrade_response(out, sizeof(out), key, subproto);
@@ -595,18 +650,55 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 
 /* ---- handlers -------------------------------------------------------------- */
 
+static bool is_tls(ms_conn *c)
+{
+	return opts.tls && c->kind == opts.tls_kind;
+}
+
+/* --max-conns-per-ip: count c under its source address (the PROXY
+ * header's, else the peer's). Over the limit: 503 and close (TLS: close,
+ * as a 503 needs a TLS session first). Unknown address (PROXY LOCAL or
+ * UNKNOWN): not counted. */
+static bool admit_ip(ms_worker *w, ms_conn *c)
+{
+	const struct sockaddr *sa = ms_conn_peer(w, c);
+	ms_lkey k;
+	if (!opts.per_ip || !sa || !ms_lkey_addr(&k, sa))
+		return true;
+	if (ms_climit_acquire(opts.per_ip, &k) == 0) {
+		X(c)->lim |= L_IP_HELD;
+		return true;
+	}
+	char text[64];
+	ms_debug("conn %u: over --max-conns-per-ip for %s", c->idx,
+		 ms_lkey_addr_text(&k, text, sizeof(text)));
+	ms_worker_stats_of(w)->ip_rejects++;
+	if (is_tls(c))
+		ms_conn_close(w, c, MS_CLOSE_ABORT);
+	else
+		respond_503(w, c, "too many connections from this address\n");
+	return false;
+}
+
 static void h_open(ms_worker *w, ms_conn *c, bool over_cap)
 {
 	c->state = ST_HTTP;
-	bool tls = opts.tls && c->kind == opts.tls_kind;
+	bool tls = is_tls(c);
 	if (over_cap) {
 		/* A 503 needs a TLS session first: over capacity, TLS just closes. */
 		if (tls)
 			ms_conn_close(w, c, MS_CLOSE_ABORT);
 		else
-			respond_503(w, c);
+			respond_503(w, c, ms_worker_overloaded(w) ? "overloaded\n" : "over capacity\n");
 		return;
 	}
+	/* The handshake deadline is absolute: input does not move it, so a
+	 * client dribbling bytes cannot keep the slot (slowloris). */
+	ms_conn_timeout(w, c, ms_worker_config(w)->handshake_timeout);
+	if (ms_worker_config(w)->proxy_protocol)
+		X(c)->lim |= L_PROXY_WAIT; /* admit_ip once the header is in */
+	else if (!admit_ip(w, c))
+		return;
 	if (tls) {
 		tls_conn *t = calloc(1, sizeof(*t));
 		if (!t || !(t->t = ms_tls_new(opts.tls))) {
@@ -618,7 +710,6 @@ static void h_open(ms_worker *w, ms_conn *c, bool over_cap)
 		X(c)->tls = t;
 		ms_conn_set_transform(c);
 	}
-	ms_conn_timeout(w, c, ms_worker_config(w)->handshake_timeout);
 }
 
 static size_t plain_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
@@ -684,12 +775,47 @@ static size_t tls_data(ms_worker *w, ms_conn *c, tls_conn *t, uint8_t *buf, size
 	return len;
 }
 
+/* --proxy-protocol: the header comes first, before TLS or HTTP; until it
+ * is whole, input is kept (the parser bounds it). Missing or malformed:
+ * close without an answer (whoever sent it is not our balancer). */
+static size_t proxy_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len, size_t *used)
+{
+	ms_proxy_info pi;
+	int r = ms_proxy_parse(buf, len, &pi);
+	if (r == 0) {
+		*used = 0;
+		return 0;
+	}
+	if (r < 0) {
+		ms_debug("conn %u: missing or malformed PROXY header", c->idx);
+		ms_worker_stats_of(w)->proxy_rejects++;
+		ms_conn_close(w, c, MS_CLOSE_ABORT);
+		*used = len;
+		return 0;
+	}
+	X(c)->lim &= (uint8_t)~L_PROXY_WAIT;
+	if (!pi.local)
+		ms_conn_set_peer(w, c, (const struct sockaddr *)&pi.src, pi.src_len);
+	*used = (size_t)r;
+	if (!admit_ip(w, c))
+		*used = len;
+	return (size_t)r;
+}
+
 static size_t h_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 {
-	X(c)->pinged = 0;
-	if (X(c)->tls)
-		return tls_data(w, c, X(c)->tls, buf, len);
-	return plain_data(w, c, buf, len);
+	net_conn *x = X(c);
+	size_t skip = 0;
+	x->pinged = 0;
+	if (x->lim & L_PROXY_WAIT) {
+		size_t used;
+		skip = proxy_data(w, c, buf, len, &used);
+		if (!skip || ms_conn_closing(c) || skip == len)
+			return used;
+	}
+	if (x->tls)
+		return skip + tls_data(w, c, x->tls, buf + skip, len - skip);
+	return skip + plain_data(w, c, buf + skip, len - skip);
 }
 
 static void h_transform(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n)
@@ -712,7 +838,10 @@ static void h_timeout(ms_worker *w, ms_conn *c)
 	const ms_config *cfg = ms_worker_config(w);
 	switch (c->state) {
 	case ST_HTTP:
-		if (X(c)->tls && !ms_tls_handshake_done(X(c)->tls->t))
+		ms_worker_stats_of(w)->http_timeouts++;
+		if (X(c)->lim & L_PROXY_WAIT)
+			ms_conn_close(w, c, MS_CLOSE_ABORT); /* no PROXY header: no answer */
+		else if (X(c)->tls && !ms_tls_handshake_done(X(c)->tls->t))
 			ms_conn_close(w, c, MS_CLOSE_ABORT); /* TLS handshake timeout */
 		else
 			respond(w, c, 408, NULL, NULL);
@@ -745,6 +874,15 @@ static void h_free(ms_worker *w, ms_conn *c)
 	if (x->opened && opts.chat)
 		opts.chat->close(w, c);
 	frag_free(x);
+	if (x->lim & L_USER_HELD) {
+		ms_lkey k = ms_lkey_uid(x->uid);
+		ms_climit_release(opts.per_user, &k);
+	}
+	ms_lkey k;
+	const struct sockaddr *sa = ms_conn_peer(w, c);
+	if ((x->lim & L_IP_HELD) && sa && ms_lkey_addr(&k, sa))
+		ms_climit_release(opts.per_ip, &k);
+	x->lim = 0;
 	free(x->claims);
 	x->claims = NULL;
 	if (x->tls) {
@@ -773,6 +911,11 @@ static void h_drain(ms_worker *w)
 	ms_worker_foreach(w, drain_one, NULL);
 }
 
+static void h_shed(ms_worker *w, ms_conn *c)
+{
+	slow_close(w, c);
+}
+
 const ms_handlers ms_net_handlers = {
 	.on_open = h_open,
 	.on_data = h_data,
@@ -781,4 +924,5 @@ const ms_handlers ms_net_handlers = {
 	.on_free = h_free,
 	.on_drain = h_drain,
 	.on_transform = h_transform,
+	.on_shed = h_shed,
 };

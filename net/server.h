@@ -45,6 +45,9 @@ typedef struct ms_net_opts {
 	int admin_kind;             /* listener index of the admin listener, -1: none */
 	ms_str api_key;             /* server API bearer key; n == 0: API disabled */
 	const char *kinds[MS_MAX_LISTENERS]; /* transport name per listener (metrics) */
+	/* limits (issue 7): process-wide tables, NULL = no limit */
+	struct ms_climit *per_ip;   /* --max-conns-per-ip */
+	struct ms_climit *per_user; /* --max-conns-per-user */
 } ms_net_opts;
 
 /* Set once by main before the workers start; read-only afterwards. */

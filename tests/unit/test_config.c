@@ -117,6 +117,12 @@ static const struct flag_case cases[] = {
 	{ "api-key-file", NULL, "/api.key", NULL, { 0 }, { "", long_text } },
 	{ "hist-dir", NULL, "/var/tmp/h", NULL, { 0 }, { "", long_text } },
 	{ "hist-interval", "0", "60", NULL, { 0 }, { "86401", "-1" } },
+	{ "max-conns-per-ip", "0", "10", NULL, { 0 }, { "4194305", "x" } },
+	{ "max-conns-per-user", "64", "0", NULL, { 0 }, { "4194305", "-3" } },
+	{ "proxy-protocol", "false", NULL, "true", { 0 }, { 0 } },
+	{ "allowed-origins", "", "https://a.example,https://b.example", NULL, { 0 }, { 0 } },
+	{ "rate-limit", "off", "100,20", NULL, { 0 }, { "100", "0,5", "5,0", "1,2,3" } },
+	{ "max-pending-total", "0", "512", NULL, { 0 }, { "4194305", "many" } },
 };
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
 

@@ -1,0 +1,265 @@
+/*
+ * Connection limit tables, token bucket, origin list.
+ *
+ * ms_climit: 64 shards, each a mutex over a small chained hash table of
+ * (key, count). The lock is taken once per accepted connection (and per
+ * /ws upgrade for users) and once when it is freed, never per message, and
+ * with 64 shards two workers rarely meet on one: cheaper and simpler than
+ * a lock-free table whose entries must also be removed. An entry lives only
+ * while its count is non-zero, so memory follows the live connections.
+ */
+#include "net/limits.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SHARDS 64
+
+typedef struct entry {
+	struct entry *next;
+	ms_lkey key;
+	uint32_t count;
+} entry;
+
+typedef struct shard {
+	pthread_mutex_t lock;
+	entry **slots;
+	uint32_t nslots; /* power of two */
+	uint32_t n;
+} __attribute__((aligned(64))) shard; /* one cache line apart: no false sharing */
+
+struct ms_climit {
+	uint32_t limit;
+	shard s[SHARDS];
+};
+
+static void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n, size);
+	if (!p) {
+		fprintf(stderr, "mezon-sock: out of memory\n");
+		abort();
+	}
+	return p;
+}
+
+bool ms_lkey_addr(ms_lkey *k, const struct sockaddr *sa)
+{
+	uint8_t a[16];
+	if (sa->sa_family == AF_INET) {
+		memset(a, 0, 10);
+		a[10] = a[11] = 0xff;
+		memcpy(a + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(a, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	} else {
+		return false;
+	}
+	memcpy(&k->hi, a, 8);
+	memcpy(&k->lo, a + 8, 8);
+	return true;
+}
+
+const char *ms_lkey_addr_text(const ms_lkey *k, char *buf, size_t cap)
+{
+	uint8_t a[16];
+	memcpy(a, &k->hi, 8);
+	memcpy(a + 8, &k->lo, 8);
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	if (memcmp(a, mapped, 12) == 0)
+		inet_ntop(AF_INET, a + 12, buf, (socklen_t)cap);
+	else
+		inet_ntop(AF_INET6, a, buf, (socklen_t)cap);
+	return buf;
+}
+
+static uint64_t hash(const ms_lkey *k)
+{
+	uint64_t h = (k->hi ^ (k->lo * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
+	return h ^ (h >> 29);
+}
+
+ms_climit *ms_climit_create(uint32_t limit)
+{
+	ms_climit *t = xcalloc(1, sizeof(*t));
+	t->limit = limit ? limit : 1;
+	for (int i = 0; i < SHARDS; i++) {
+		pthread_mutex_init(&t->s[i].lock, NULL);
+		t->s[i].nslots = 64;
+		t->s[i].slots = xcalloc(64, sizeof(entry *));
+	}
+	return t;
+}
+
+void ms_climit_destroy(ms_climit *t)
+{
+	if (!t)
+		return;
+	for (int i = 0; i < SHARDS; i++) {
+		shard *s = &t->s[i];
+		for (uint32_t j = 0; j < s->nslots; j++)
+			for (entry *e = s->slots[j], *next; e; e = next) {
+				next = e->next;
+				free(e);
+			}
+		free(s->slots);
+		pthread_mutex_destroy(&s->lock);
+	}
+	free(t);
+}
+
+/* The shard from the hash's top bits, the bucket from its low bits. */
+static shard *shard_of(ms_climit *t, uint64_t h)
+{
+	return &t->s[h >> 58];
+}
+
+static entry **find(shard *s, const ms_lkey *k, uint64_t h)
+{
+	entry **pp = &s->slots[h & (s->nslots - 1)];
+	while (*pp && ((*pp)->key.hi != k->hi || (*pp)->key.lo != k->lo))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static void grow(shard *s)
+{
+	uint32_t n = s->nslots * 2;
+	entry **slots = xcalloc(n, sizeof(entry *));
+	for (uint32_t j = 0; j < s->nslots; j++)
+		for (entry *e = s->slots[j], *next; e; e = next) {
+			next = e->next;
+			entry **head = &slots[hash(&e->key) & (n - 1)];
+			e->next = *head;
+			*head = e;
+		}
+	free(s->slots);
+	s->slots = slots;
+	s->nslots = n;
+}
+
+int ms_climit_acquire(ms_climit *t, const ms_lkey *k)
+{
+	uint64_t h = hash(k);
+	shard *s = shard_of(t, h);
+	int ret = 0;
+	pthread_mutex_lock(&s->lock);
+	entry **pp = find(s, k, h);
+	if (*pp) {
+		if ((*pp)->count >= t->limit)
+			ret = -EBUSY;
+		else
+			(*pp)->count++;
+	} else {
+		entry *e = xcalloc(1, sizeof(*e));
+		e->key = *k;
+		e->count = 1;
+		*pp = e;
+		if (++s->n > s->nslots)
+			grow(s);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+void ms_climit_release(ms_climit *t, const ms_lkey *k)
+{
+	uint64_t h = hash(k);
+	shard *s = shard_of(t, h);
+	pthread_mutex_lock(&s->lock);
+	entry **pp = find(s, k, h);
+	if (*pp && --(*pp)->count == 0) {
+		entry *e = *pp;
+		*pp = e->next;
+		free(e);
+		s->n--;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+uint32_t ms_climit_count(ms_climit *t, const ms_lkey *k)
+{
+	uint64_t h = hash(k);
+	shard *s = shard_of(t, h);
+	pthread_mutex_lock(&s->lock);
+	entry **pp = find(s, k, h);
+	uint32_t n = *pp ? (*pp)->count : 0;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+size_t ms_climit_keys(ms_climit *t)
+{
+	size_t n = 0;
+	for (int i = 0; i < SHARDS; i++) {
+		pthread_mutex_lock(&t->s[i].lock);
+		n += t->s[i].n;
+		pthread_mutex_unlock(&t->s[i].lock);
+	}
+	return n;
+}
+
+/* ---- token bucket ---------------------------------------------------------- */
+
+void ms_bucket_init(ms_bucket *b, uint32_t burst, uint32_t now_ms)
+{
+	b->milli = burst * 1000u;
+	b->at_ms = now_ms;
+	b->strike_at = now_ms;
+	b->strikes = 0;
+}
+
+bool ms_bucket_take(ms_bucket *b, uint32_t rate, uint32_t burst, uint32_t now_ms)
+{
+	uint64_t cap = (uint64_t)burst * 1000u;
+	uint32_t dt = now_ms - b->at_ms; /* wraps correctly */
+	uint64_t milli = b->milli + (uint64_t)dt * rate; /* rate/s = rate millitokens/ms */
+	b->at_ms = now_ms;
+	if (milli > cap)
+		milli = cap;
+	if (milli < 1000) {
+		b->milli = (uint32_t)milli;
+		return false;
+	}
+	b->milli = (uint32_t)(milli - 1000);
+	return true;
+}
+
+uint32_t ms_bucket_strike(ms_bucket *b, uint32_t now_ms)
+{
+	if (now_ms - b->strike_at >= MS_BUCKET_STRIKE_WINDOW_MS || b->strikes == 0) {
+		b->strike_at = now_ms;
+		b->strikes = 0;
+	}
+	return ++b->strikes;
+}
+
+/* ---- origins ----------------------------------------------------------------- */
+
+bool ms_origin_allowed(const char *list, const char *origin, size_t n)
+{
+	const char *p = list;
+	while (*p == ' ')
+		p++;
+	if (!*p)
+		return true;
+	while (*p) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		const char *e = p;
+		while (*e && *e != ',')
+			e++;
+		const char *t = e;
+		while (t > p && t[-1] == ' ')
+			t--;
+		if ((size_t)(t - p) == n && n && memcmp(p, origin, n) == 0)
+			return true;
+		p = e;
+	}
+	return false;
+}

@@ -1,0 +1,77 @@
+/*
+ * Admission and rate limits of the public listeners (issue 7):
+ *   - ms_climit: a process-wide table of live connections per key (source
+ *     address for --max-conns-per-ip, user id for --max-conns-per-user),
+ *     exact across workers: a check and its increment are one step under
+ *     the key's shard lock, so a burst of parallel connects cannot race
+ *     past the limit. Any thread.
+ *   - ms_bucket: a per-connection token bucket (--rate-limit), owner's
+ *     thread only, on the worker's coarse clock.
+ *   - ms_origin_allowed: the --allowed-origins check.
+ */
+#ifndef MS_NET_LIMITS_H
+#define MS_NET_LIMITS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* A table key: an IPv6 address (IPv4 as ::ffff:a.b.c.d, so a v4 client
+ * counts the same whether it reached a v4 or a dual-stack listener) or a
+ * user id. */
+typedef struct ms_lkey {
+	uint64_t hi, lo;
+} ms_lkey;
+
+/* The key of a peer address (AF_INET or AF_INET6; port ignored). Returns
+ * false for any other family. */
+bool ms_lkey_addr(ms_lkey *k, const struct sockaddr *sa);
+static inline ms_lkey ms_lkey_uid(uint64_t uid)
+{
+	return (ms_lkey){ 0, uid };
+}
+/* Text form of an address key, for logs (buf >= 46 bytes). */
+const char *ms_lkey_addr_text(const ms_lkey *k, char *buf, size_t cap);
+
+typedef struct ms_climit ms_climit;
+
+/* A table allowing `limit` (>= 1) live holders per key. */
+ms_climit *ms_climit_create(uint32_t limit);
+void ms_climit_destroy(ms_climit *t);
+/* Count one more holder of k: 0, or -EBUSY (nothing counted) when k has
+ * `limit` already. Any thread. */
+int ms_climit_acquire(ms_climit *t, const ms_lkey *k);
+/* Drop one holder counted by a successful acquire. Any thread. */
+void ms_climit_release(ms_climit *t, const ms_lkey *k);
+/* Holders of k now (tests, logs). */
+uint32_t ms_climit_count(ms_climit *t, const ms_lkey *k);
+/* Keys with at least one holder (tests: empties are removed). */
+size_t ms_climit_keys(ms_climit *t);
+
+/* Token bucket: `rate` tokens per second, at most `burst` banked, one per
+ * request. Millitokens and milliseconds keep it integer; 16 bytes. */
+typedef struct ms_bucket {
+	uint32_t milli;      /* tokens x 1000 */
+	uint32_t at_ms;      /* clock of the last refill */
+	uint32_t strike_at;  /* clock (ms) the current abuse window began */
+	uint32_t strikes;    /* rejected requests in that window */
+} ms_bucket;
+
+#define MS_BUCKET_STRIKE_WINDOW_MS 10000u
+
+/* A full bucket at now_ms. */
+void ms_bucket_init(ms_bucket *b, uint32_t burst, uint32_t now_ms);
+/* Take one token: true if there was one. now_ms: a millisecond clock that
+ * may wrap (only differences are used). */
+bool ms_bucket_take(ms_bucket *b, uint32_t rate, uint32_t burst, uint32_t now_ms);
+/* Note a rejected request; returns the rejections within the current
+ * MS_BUCKET_STRIKE_WINDOW_MS window, this one included. */
+uint32_t ms_bucket_strike(ms_bucket *b, uint32_t now_ms);
+
+/* Whether origin[0..n) is one of the comma-separated exact origins in list
+ * (spaces around entries ignored; comparison is exact, case-sensitive, as
+ * browsers serialise origins in lowercase). An empty list allows all. */
+bool ms_origin_allowed(const char *list, const char *origin, size_t n);
+
+#endif

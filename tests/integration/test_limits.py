@@ -1,0 +1,518 @@
+#!/usr/bin/python3
+"""Limits and overload (issue 7) against the real server: --max-conns-per-ip
+(several 127.0.0.x source addresses), --proxy-protocol (v2 and v1 headers,
+split, LOCAL, missing, malformed) counted per the header's address,
+--max-conns-per-user with a burst of parallel connects, --allowed-origins,
+--rate-limit (429, then close 1008), the handshake deadline against
+slowloris (408, dribbled bytes), --max-pending-total (largest stalled reader
+closed first, others unharmed) and the overload 503. Each case checks that
+an innocent client on the same server keeps working, and the stats line the
+server prints at exit.
+
+Usage: test_limits.py SERVER_BINARY [SOURCE_DIR] [-k SUBSTRING]
+"""
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mstest  # noqa: E402
+from mstest import RawWS, frame, parse_http_response, recv_until_close  # noqa: E402
+
+SLOW = os.environ.get("MS_SLOW") == "1"  # sanitizer builds
+
+
+def src_tcp(ip):
+    """Socket factory for RawWS: connect from source address ip."""
+    def connect(port, timeout=5.0):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.bind((ip, 0))
+        s.connect(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+    return connect
+
+
+def upgrade_req(path, extra=""):
+    req, _ = mstest.upgrade_request(path, extra=extra)
+    return req
+
+
+def rejected(sock, req, status, timeout=5.0):
+    """Send req, read to EOF: the HTTP status must be `status`."""
+    sock.sendall(req)
+    data = recv_until_close(sock, timeout)
+    got, headers, body = parse_http_response(data)
+    assert got == status, "expected %d, got %d %r" % (status, got, data[:200])
+    sock.close()
+    return headers, body
+
+
+def echo_ok(port, connect=None):
+    mstest.assert_echo(port, connect=connect)
+
+
+class Chat(RawWS):
+    """A /ws client speaking JSON requests over RawWS."""
+
+    def __init__(self, port, user, connect=None, **kw):
+        super().__init__(port, "/ws?user=%d" % user, connect=connect, **kw)
+        self.rid = 0
+
+    def send_req(self, **fields):
+        self.rid += 1
+        fields["id"] = self.rid
+        self.send(frame(1, json.dumps(fields).encode()))
+        return self.rid
+
+    def next_json(self, timeout=None):
+        op, p = self.recv_message(timeout)
+        return json.loads(p)
+
+    def next_msg(self, timeout=None):
+        """The next message event (presence events skipped)."""
+        while True:
+            o = self.next_json(timeout)
+            if o.get("event") == "message":
+                return o
+
+    def reply(self, rid, timeout=None):
+        while True:
+            o = self.next_json(timeout)
+            if o.get("id") == rid:
+                return o
+
+    def ok(self, **fields):
+        o = self.reply(self.send_req(**fields))
+        assert o.get("ok") is True, o
+        return o
+
+
+def wait_until(pred, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def try_upgrade(port, path, connect=None):
+    """Status of an upgrade attempt (101 keeps the socket, returned too)."""
+    s = (connect or mstest.tcp)(port, 5.0)
+    s.sendall(upgrade_req(path))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            break
+        buf += d
+    status, _, _ = parse_http_response(buf)
+    if status != 101:
+        s.close()
+        return status, None
+    return status, s
+
+
+# ---- per IP ------------------------------------------------------------------
+
+def test_max_conns_per_ip():
+    with mstest.Server("--max-conns-per-ip", "4") as srv:
+        a = src_tcp("127.0.0.2")
+        held = [RawWS(srv.port, "/echo", connect=a) for _ in range(4)]
+        # Two workers: the four are spread over both, the count is shared.
+        for _ in range(4):
+            headers, body = rejected(a(srv.port), upgrade_req("/echo"), 503)
+            assert 1 <= int(headers["retry-after"]) <= 5, headers
+            assert b"address" in body, body
+        # Other addresses are not affected.
+        echo_ok(srv.port, connect=src_tcp("127.0.0.3"))
+        echo_ok(srv.port)
+        # A slot given back is free again once the connection is gone.
+        held.pop().close_socket()
+
+        def one_more():
+            st, s = try_upgrade(srv.port, "/echo", connect=a)
+            if s:
+                held.append(RawWS.__new__(RawWS))
+                held[-1].sock = s
+            return st == 101
+        wait_until(one_more, what="a freed per-IP slot")
+        for h in held:
+            h.close_socket()
+        srv.stop()
+        assert srv.stats["total"]["ip_rejects"] >= 4, srv.stats["total"]
+
+
+# ---- PROXY protocol ---------------------------------------------------------------
+
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_v2(src, sport=40000, dst="10.0.0.1", dport=443, tlvs=b""):
+    body = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack(">HH", sport, dport) + tlvs
+    return V2_SIG + bytes([0x21, 0x11]) + struct.pack(">H", len(body)) + body
+
+
+def proxy_v2_local():
+    return V2_SIG + bytes([0x20, 0x00, 0, 0])
+
+
+def proxied_upgrade(port, header, path="/echo", split=False):
+    s = mstest.tcp(port)
+    data = header + upgrade_req(path)
+    if split:
+        for i in range(0, len(header)):
+            s.send(data[i:i + 1])
+            time.sleep(0.002)
+        s.sendall(data[len(header):])
+    else:
+        s.sendall(data)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            break
+        buf += d
+    status, _, _ = parse_http_response(buf)
+    return status, s
+
+
+def test_proxy_protocol():
+    with mstest.Server("--proxy-protocol", "--max-conns-per-ip", "2",
+                       "--handshake-timeout", "3") as srv:
+        keep = []
+        # The header's source counts, not the real peer (127.0.0.1 for all).
+        tlv = b"\x01\x00\x02h2" + b"\x04\x00\x03\x00\x00\x00"
+        st, s = proxied_upgrade(srv.port, proxy_v2("198.51.100.7", tlvs=tlv))
+        assert st == 101, st
+        keep.append(s)
+        st, s = proxied_upgrade(srv.port, proxy_v2("198.51.100.7"), split=True)
+        assert st == 101, st
+        keep.append(s)
+        st, s = proxied_upgrade(srv.port, proxy_v2("198.51.100.7"))
+        assert st == 503, st
+        s.close()
+        # v1, same address: also over; another address: fine.
+        st, s = proxied_upgrade(srv.port, b"PROXY TCP4 198.51.100.7 10.0.0.1 5 443\r\n")
+        assert st == 503, st
+        s.close()
+        st, s = proxied_upgrade(srv.port, b"PROXY TCP4 198.51.100.8 10.0.0.1 5 443\r\n")
+        assert st == 101, st
+        keep.append(s)
+        # LOCAL (the balancer's health check) is not counted per address.
+        for _ in range(3):
+            st, s = proxied_upgrade(srv.port, proxy_v2_local())
+            assert st == 101, st
+            keep.append(s)
+        # The WebSocket after the header works.
+        s.sendall(frame(1, b"via proxy"))
+        ws = RawWS.__new__(RawWS)
+        ws.sock, ws.buf, ws.timeout = s, b"", 5.0
+        assert ws.recv_message() == (1, b"via proxy")
+        # No header, a malformed one: closed without an HTTP answer.
+        for bad in (upgrade_req("/echo"), V2_SIG[:11] + b"X" + b"\x21\x11\x00\x0c" + bytes(12),
+                    b"PROXY TCP4 1.2.3.4 nope 1 2\r\n" + upgrade_req("/echo"),
+                    proxy_v2("198.51.100.9", tlvs=b"\x01\x00\x09h2") + upgrade_req("/echo")):
+            c = mstest.tcp(srv.port)
+            c.sendall(bad)
+            assert recv_until_close(c) == b"", bad
+            c.close()
+        # A header that never completes: closed at the handshake deadline.
+        c = mstest.tcp(srv.port)
+        c.sendall(V2_SIG[:8])
+        t0 = time.monotonic()
+        assert recv_until_close(c, timeout=8) == b""
+        assert time.monotonic() - t0 < 6
+        c.close()
+        for s in keep:
+            s.close()
+        srv.stop()
+        t = srv.stats["total"]
+        assert t["proxy_rejects"] == 4, t
+        assert t["ip_rejects"] == 2, t
+
+
+# ---- per user ------------------------------------------------------------------------
+
+def test_max_conns_per_user_burst():
+    with mstest.Server("--max-conns-per-user", "3") as srv:
+        n = 16
+        results = [None] * n
+        socks = [None] * n
+        barrier = threading.Barrier(n)
+
+        def go(i):
+            s = mstest.tcp(srv.port)
+            barrier.wait()
+            s.sendall(upgrade_req("/ws?user=77"))
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = s.recv(4096)
+                if not d:
+                    break
+                buf += d
+            results[i] = parse_http_response(buf)[0]
+            socks[i] = s
+
+        th = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join(20)
+        assert sorted(results) == [101] * 3 + [503] * (n - 3), results
+        # Another user is not affected, and the three work.
+        with Chat(srv.port, 78) as other:
+            other.ok(op="ping")
+        # Freed by a close: a new connection for 77 gets in.
+        for i, r in enumerate(results):
+            if r == 101:
+                socks[i].close()
+                break
+
+        def again():
+            st, s = try_upgrade(srv.port, "/ws?user=77")
+            if s:
+                s.close()
+            return st == 101
+        wait_until(again, what="a freed per-user slot")
+        for s in socks:
+            s.close()
+        srv.stop()
+        assert srv.stats["total"]["user_rejects"] >= n - 3, srv.stats["total"]
+
+
+# ---- origins ---------------------------------------------------------------------------
+
+def test_allowed_origins():
+    with mstest.Server("--allowed-origins", "https://chat.example.com, https://b.example") as srv:
+        with RawWS(srv.port, "/ws?user=5", extra="Origin: https://chat.example.com\r\n") as ws:
+            ws.send(frame(1, b'{"op":"ping","id":1}'))
+            assert json.loads(ws.recv_message()[1]) == {"id": 1, "ok": True}
+        with RawWS(srv.port, "/echo", extra="Origin: https://b.example\r\n"):
+            pass
+        for origin in ("https://evil.example", "https://chat.example.com.evil.example",
+                       "http://chat.example.com", "null"):
+            for path in ("/ws?user=5", "/echo"):
+                _, body = rejected(mstest.tcp(srv.port),
+                                   upgrade_req(path, extra="Origin: %s\r\n" % origin), 403)
+                assert b"origin" in body, body
+        echo_ok(srv.port)  # no Origin: a non-browser client, allowed
+        srv.stop()
+        assert srv.stats["total"]["origin_rejects"] == 8, srv.stats["total"]
+
+
+# ---- rate limit -----------------------------------------------------------------------------
+
+def test_rate_limit():
+    with mstest.Server("--rate-limit", "5,3") as srv:
+        sub = Chat(srv.port, 11)
+        sub.ok(op="join", stream="rl")
+        p = Chat(srv.port, 12)
+        # The burst of 3 goes, the 4th at once is refused, not published.
+        for i in range(3):
+            p.ok(op="publish", stream="rl", data=i)
+        o = p.reply(p.send_req(op="publish", stream="rl", data=3))
+        assert o["ok"] is False and o["error"]["code"] == 429, o
+        o = p.reply(p.send_req(op="dm", to="11", data="x"))
+        assert o["ok"] is False and o["error"]["code"] == 429, o
+        # Other requests are not rate limited.
+        p.ok(op="ping")
+        # 5/s: after 0.5 s two more go.
+        time.sleep(0.5)
+        p.ok(op="publish", stream="rl", data=4)
+        p.ok(op="publish", stream="rl", data=5)
+        got = [sub.next_msg()["data"] for _ in range(5)]
+        assert got == [0, 1, 2, 4, 5], got
+        # An innocent publisher is not affected.
+        q = Chat(srv.port, 13)
+        q.ok(op="publish", stream="rl", data="innocent")
+        assert sub.next_msg()["data"] == "innocent"
+        # Persistent abuse: more than 3 refusals within 10 s (2 so far):
+        # one more 429, then the 4th refusal closes 1008. (The first spam
+        # may still find a token refilled meanwhile.)
+        for _ in range(10):
+            p.send_req(op="publish", stream="rl", data="spam")
+        replies = []
+        while True:
+            f = p.recv_frame()
+            if f[2] == 8:
+                assert mstest.close_info(f[3]) == (1008, "rate limit"), f
+                break
+            replies.append(json.loads(f[3]))
+        oks = [r for r in replies if r.get("ok")]
+        codes = [r["error"]["code"] for r in replies if not r.get("ok")]
+        assert codes == [429] and len(oks) <= 1, replies
+        for _ in oks:
+            assert sub.next_msg()["data"] == "spam"
+        sub.no_frame_within(0.3)  # nothing of the spam was published
+        q.ok(op="publish", stream="rl", data="still")
+        assert sub.next_msg()["data"] == "still"
+        for c in (sub, p, q):
+            c.close_socket()
+        srv.stop()
+        t = srv.stats["total"]
+        assert t["rate_limited"] == 4 and t["rate_closes"] == 1, t
+
+
+# ---- slowloris ---------------------------------------------------------------------------------
+
+def test_slowloris_408():
+    with mstest.Server("--handshake-timeout", "2") as srv:
+        # A head that never ends.
+        c = mstest.tcp(srv.port)
+        c.sendall(b"GET /ws?user=1 HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.monotonic()
+        data = recv_until_close(c, timeout=8)
+        assert parse_http_response(data)[0] == 408, data
+        assert 1.5 < time.monotonic() - t0 < 5
+        c.close()
+        # One byte every 0.2 s: the deadline does not move.
+        d = mstest.tcp(srv.port)
+        d.settimeout(0.05)
+        head = b"GET /echo HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 200
+        t0 = time.monotonic()
+        got = b""
+        for i in range(len(head)):
+            try:
+                d.send(head[i:i + 1])
+            except OSError:
+                break
+            try:
+                r = d.recv(4096)
+                if not r:
+                    break
+                got += r
+            except socket.timeout:
+                pass
+            time.sleep(0.15)
+            if time.monotonic() - t0 > 8:
+                break
+        elapsed = time.monotonic() - t0
+        if not got:
+            got = recv_until_close(d, timeout=3)
+        assert parse_http_response(got)[0] == 408, got
+        assert elapsed < 5, "slot kept for %.1fs by a dribbling client" % elapsed
+        d.close()
+        echo_ok(srv.port)
+        srv.stop()
+        assert srv.stats["total"]["http_timeouts"] == 2, srv.stats["total"]
+
+
+# ---- pending-output cap and overload ---------------------------------------------------------------
+
+def stalled(port, user, streams):
+    """A /ws client that joins and then does not read (small receive
+    buffer, so the server's queue grows instead of our kernel's)."""
+    def connect(p, timeout=5.0):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(timeout)
+        s.connect(("127.0.0.1", p))
+        return s
+    c = Chat(port, user, connect=connect)
+    for st in streams:
+        c.ok(op="join", stream=st)
+    return c
+
+
+def publish_many(p, stream, n, size):
+    """n publishes of `size` bytes of data, replies read as we go."""
+    data = "x" * size
+    for i in range(n):
+        rid = p.send_req(op="publish", stream=stream, data=data)
+        if i % 50 == 49 or i == n - 1:
+            p.reply(rid, timeout=10)
+
+
+def read_to_close(c, timeout=10):
+    n = 0
+    while True:
+        f = c.recv_frame(timeout)
+        if f[2] == 8:
+            return n, mstest.close_info(f[3])
+        n += 1
+
+
+COMMON = ["--cores", "1", "--sndbuf", "4096", "--max-backpressure", "8388608"]
+
+
+def test_pending_total_cap_sheds_largest():
+    # Share 2 MiB (one worker). A gets s1 and s2, B only s1: A's queue is
+    # twice B's, and A goes first when the total passes 2 MiB.
+    with mstest.Server(*COMMON, "--max-pending-total", "2") as srv:
+        a = stalled(srv.port, 21, ["s1", "s2"])
+        b = stalled(srv.port, 22, ["s1"])
+        healthy = Chat(srv.port, 23)
+        healthy.ok(op="join", stream="s1")
+        p = Chat(srv.port, 24)
+        got_h = 0
+
+        def rounds(k):
+            nonlocal got_h
+            for _ in range(k):
+                publish_many(p, "s1", 50, 1000)
+                publish_many(p, "s2", 50, 1000)
+                while True:  # the healthy subscriber keeps up
+                    try:
+                        healthy.recv_frame(0.1)
+                        got_h += 1
+                    except AssertionError:
+                        break
+        # ~162 KB a round (108 to s1 for A and B, 54 to s2 for A): 2 MiB is
+        # passed in round 13 (A has ~1.4 MB, B ~0.7 MB). A reads after
+        # round 15, within the 5 s the server waits for a closing peer.
+        rounds(15)
+        n, (code, reason) = read_to_close(a)
+        assert (code, reason) == (1008, "slow consumer"), (code, reason)
+        rounds(3)
+        # B was not closed: it reads every message, then still works.
+        n_b = 0
+        while n_b < 900:
+            f = b.recv_frame(10)
+            assert f[2] == 1, "B got opcode %d" % f[2]
+            n_b += 1
+        b.ok(op="ping")
+        while got_h < 900:
+            healthy.recv_frame(5)
+            got_h += 1
+        healthy.ok(op="ping")
+        p.ok(op="ping")
+        for c in (a, b, healthy, p):
+            c.close_socket()
+        srv.stop()
+        t = srv.stats["total"]
+        assert t["pending_cap_closes"] == 1 and t["slow_closes"] == 0, t
+
+
+def test_overload_503():
+    # Share 4 MiB: at 7/8 (3.5 MiB) queued, new connections get 503.
+    with mstest.Server(*COMMON, "--max-pending-total", "4") as srv:
+        a = stalled(srv.port, 31, ["o1"])
+        p = Chat(srv.port, 32)
+        publish_many(p, "o1", 3700, 1000)
+        headers, body = rejected(mstest.tcp(srv.port), upgrade_req("/echo"), 503)
+        assert 1 <= int(headers["retry-after"]) <= 5 and body == b"overloaded\n", (headers, body)
+        p.ok(op="ping")  # existing connections are served
+        a.close_socket()  # the queue goes with it
+
+        def served():
+            st, s = try_upgrade(srv.port, "/echo")
+            if s:
+                s.close()
+            return st == 101
+        wait_until(served, what="service after the overload")
+        echo_ok(srv.port)
+        p.close_socket()
+        srv.stop()
+        t = srv.stats["total"]
+        assert t["overload_503"] >= 1 and t["pending_cap_closes"] == 0, t
+
+
+if __name__ == "__main__":
+    mstest.run(globals())
