@@ -83,6 +83,18 @@ static const family families[] = {
 	{ "mezon_mailbox_received_total", "counter", "messages drained from the inbound mailboxes", MB(msgs_in), 0 },
 	{ "mezon_mailbox_backlog", "gauge", "batches waiting on the overflow lists",
 	  offsetof(ms_worker_snap, pending_out), 0 },
+	{ "mezon_pending_output_bytes", "gauge", "output queued on the worker's connections",
+	  ST(pending_bytes), 0 },
+	{ "mezon_overload_rejects_total", "counter",
+	  "new connections refused (503) while the worker was overloaded", ST(overload_503), 0 },
+	{ "mezon_input_pauses_total", "counter",
+	  "times input was paused at the mailbox high-water mark", ST(input_pauses), 0 },
+	{ "mezon_pending_cap_closes_total", "counter",
+	  "connections closed 1008 to keep under --max-pending-total", ST(pending_cap_closes), 0 },
+	{ "mezon_rate_limited_total", "counter", "requests answered 429 (--rate-limit)",
+	  ST(rate_limited), 0 },
+	{ "mezon_rate_limit_closes_total", "counter", "connections closed 1008 for rate-limit abuse",
+	  ST(rate_closes), 0 },
 };
 
 /* Errors by kind: one family with a kind label. */
@@ -98,6 +110,11 @@ static const errkind errkinds[] = {
 	{ "ws_too_big", ST(ws_too_big) },
 	{ "request", ST(req_errors) },
 	{ "tls", ST(tls_failures) },
+	{ "ip_limit", ST(ip_rejects) },
+	{ "user_limit", ST(user_rejects) },
+	{ "origin", ST(origin_rejects) },
+	{ "http_timeout", ST(http_timeouts) },
+	{ "proxy_header", ST(proxy_rejects) },
 };
 
 static uint64_t field(const ms_worker_snap *s, size_t off, int is32)
