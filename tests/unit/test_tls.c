@@ -1180,7 +1180,8 @@ enum { MEM_N = 1000 };
  * difference is exactly what the server engines held. */
 static double engine_bytes(pair *ps, uint16_t ver, bool exchange, double *drift)
 {
-	static uint8_t msg[16384];
+	enum { MSG = 16384 };
+	static uint8_t msg[MSG + 1024]; /* + the pre-grow below */
 	SSL_CTX *cc = cli_ctx(ver);
 	size_t before, held, freed;
 
@@ -1189,17 +1190,17 @@ static double engine_bytes(pair *ps, uint16_t ver, bool exchange, double *drift)
 	for (int i = 0; i < MEM_N; i++) {
 		pair_init_buf(&ps[i], g_srv, cc, NULL, 1 << 15);
 		ps[i].discard = true;
-		ps[i].cap = sizeof(msg);
-		buf_put(&ps[i].s2c, msg, sizeof(msg) + 1024); /* pre-grow */
+		ps[i].cap = MSG;
+		buf_put(&ps[i].s2c, msg, MSG + 1024); /* pre-grow */
 		ps[i].s2c.n = 0;
 		handshake_ok(&ps[i]);
 	}
 	before = heap_used();
 	if (exchange) {
 		for (int i = 0; i < MEM_N; i++) {
-			cli_write(&ps[i], msg, sizeof(msg));
+			cli_write(&ps[i], msg, MSG);
 			pump(&ps[i]);
-			srv_write(&ps[i], msg, sizeof(msg));
+			srv_write(&ps[i], msg, MSG);
 			pump(&ps[i]);
 		}
 	}
