@@ -73,6 +73,7 @@ typedef struct ms_bench_cfg {
 	/* echo */
 	unsigned inflight;
 	unsigned size;
+	unsigned pad;        /* fanout/dm: padding bytes in data */
 	bool binary;
 	/* fanout / dm */
 	unsigned streams, joins, publishers;

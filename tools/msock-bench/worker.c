@@ -609,24 +609,40 @@ static void chat_publish(thr *t, uint32_t i)
 {
 	const ms_bench_cfg *cfg = t->cfg;
 	conn *c = &t->c[i];
-	char m[512];
+	static __thread char *m;
+	static __thread size_t mcap;
+	size_t need = 512 + cfg->pad;
+	if (mcap < need) {
+		free(m);
+		m = malloc(need);
+		if (!m)
+			abort();
+		mcap = need;
+	}
+	/* --pad: "x":"aaa…" last inside data, so messages have a chosen size. */
 	int n;
 	uint64_t k = c->pub_k++;
 	if (cfg->scenario == SC_DM) {
 		uint64_t to = cfg->user_base + rnd(t) % cfg->conns;
-		n = snprintf(m, sizeof(m),
-			     "{\"op\":\"dm\",\"to\":\"%llu\",\"data\":{\"t\":%llu,\"p\":%llu},\"id\":%llu}",
+		n = snprintf(m, mcap,
+			     "{\"op\":\"dm\",\"to\":\"%llu\",\"data\":{\"t\":%llu,\"p\":%llu",
 			     (unsigned long long)to, (unsigned long long)t->now,
-			     (unsigned long long)c->id, (unsigned long long)(PUB_ID_BASE + k));
+			     (unsigned long long)c->id);
 	} else {
 		/* each publisher cycles through every stream, starting at its own */
 		uint32_t s = (uint32_t)((c->id + k) % cfg->streams);
-		n = snprintf(m, sizeof(m),
-			     "{\"op\":\"publish\",\"stream\":\"%s%u\",\"data\":{\"t\":%llu,\"p\":%llu,\"k\":%llu},\"id\":%llu}",
+		n = snprintf(m, mcap,
+			     "{\"op\":\"publish\",\"stream\":\"%s%u\",\"data\":{\"t\":%llu,\"p\":%llu,\"k\":%llu",
 			     cfg->stream_prefix, s, (unsigned long long)t->now,
-			     (unsigned long long)c->id, (unsigned long long)k,
-			     (unsigned long long)(PUB_ID_BASE + k));
+			     (unsigned long long)c->id, (unsigned long long)k);
 	}
+	if (cfg->pad) {
+		memcpy(m + n, ",\"x\":\"", 6);
+		memset(m + n + 6, 'a', cfg->pad);
+		m[n + 6 + cfg->pad] = '"';
+		n += 7 + (int)cfg->pad;
+	}
+	n += snprintf(m + n, mcap - (size_t)n, "},\"id\":%llu}", (unsigned long long)(PUB_ID_BASE + k));
 	c->pub_outstanding++;
 	t->st->pub_sent++;
 	queue_frame(t, i, MS_WS_OP_TEXT, m, (size_t)n);
