@@ -75,7 +75,7 @@ static const struct opt opts[] = {
 	{ "ticket-rotate", K_U32, O(ticket_rotate), 0, 30u * 86400, "43200",
 	  "seconds between session ticket key rotations (0 = never)", NULL, 0 },
 	{ "max-conns", K_U32, O(max_conns), 1, 1u << 22, "100000",
-	  "connections per process, split over the workers (each worker <= 19900)", NULL, 0 },
+	  "connections per process, split over the workers (each worker <= 19872 here: RLIMIT_NOFILE 20000 less 128 kept to answer 503)", NULL, 0 },
 	{ "sndbuf", K_U32, O(sndbuf), 4096, 64u << 20, "262144",
 	  "SO_SNDBUF bytes of accepted sockets (bounds kernel memory per slow client)", NULL, 0 },
 	{ "backlog", K_U32, O(backlog), 16, 65535, "4096", "listen(2) backlog per worker", NULL, 0 },

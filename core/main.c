@@ -184,6 +184,25 @@ static void print_stats(ms_worker **w, uint32_t n)
 	}
 }
 
+/* Whether two listeners would share a port (SO_REUSEPORT lets them, and
+ * connections would be split between them): same port, and the same or a
+ * wildcard address. Port 0 never collides. */
+static bool same_port(const ms_addr *a, const ms_addr *b)
+{
+	if (!a->len || !b->len || addr_port(a) == 0 || addr_port(a) != addr_port(b))
+		return false;
+	if (a->ss.ss_family != b->ss.ss_family)
+		return true; /* a v6 wildcard may cover v4; be strict */
+	if (a->ss.ss_family == AF_INET) {
+		uint32_t x = ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr;
+		uint32_t y = ((const struct sockaddr_in *)&b->ss)->sin_addr.s_addr;
+		return x == y || x == INADDR_ANY || y == INADDR_ANY;
+	}
+	const struct in6_addr *x = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+	const struct in6_addr *y = &((const struct sockaddr_in6 *)&b->ss)->sin6_addr;
+	return !memcmp(x, y, sizeof(*x)) || IN6_IS_ADDR_UNSPECIFIED(x) || IN6_IS_ADDR_UNSPECIFIED(y);
+}
+
 /* The workers have ended: their histograms are read directly. */
 static void dump_at_exit(const ms_config *cfg, ms_worker **w, uint32_t n)
 {
@@ -208,6 +227,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mezon-sock: refusing to start without authentication: give "
 				"--secret-file FILE (HS256 JWT key), or --dev for open "
 				"development mode\n");
+		return 2;
+	}
+	if (cfg.hist_dir[0] && access(cfg.hist_dir, W_OK | X_OK) != 0) {
+		fprintf(stderr, "mezon-sock: --hist-dir %s: %s (create it first)\n", cfg.hist_dir,
+			strerror(errno));
+		return 2;
+	}
+	if (same_port(&cfg.admin_listen, &cfg.listen) || same_port(&cfg.admin_listen, &cfg.tls_listen)) {
+		fprintf(stderr, "mezon-sock: --admin-listen %s: the same port as a public listener "
+				"(the admin listener must stay separate and private)\n",
+			cfg.admin_listen.text);
 		return 2;
 	}
 	if (!cfg.listen.len && !cfg.tls_listen.len) {
@@ -270,7 +300,10 @@ int main(int argc, char **argv)
 		};
 		char fp[128] = "", err[256] = "";
 		if ((ret = ms_tls_ctx_create(&tls, &to, fp, err, sizeof(err))) != 0) {
-			fprintf(stderr, "mezon-sock: TLS: %s\n", err[0] ? err : strerror(-ret));
+			const char *e = err[0] ? err : strerror(-ret);
+			if (strncmp(e, "tls: ", 5) == 0)
+				e += 5;
+			fprintf(stderr, "mezon-sock: TLS setup (--cert, --key, --ticket-key-file): %s\n", e);
 			return 2;
 		}
 		ms_info("TLS: %s certificate, SHA-256 fingerprint %s",

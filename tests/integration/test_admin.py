@@ -430,6 +430,19 @@ def test_sigusr1_dumps_histograms_while_traffic_flows():
     assert re.search(r"histogram \(exit\) publish_to_flush: n=[1-9]", err), err[-2000:]
 
 
+
+def test_startup_refusals():
+    """An admin listener sharing a public port (SO_REUSEPORT would split
+    connections between them) and a --hist-dir that does not exist are
+    refused at start: exit 2, one line naming the flag."""
+    for args, flag in ((["--listen", "127.0.0.1:29999", "--admin-listen", "127.0.0.1:29999"], "--admin-listen"),
+                       (["--tls-listen", "0.0.0.0:29998", "--admin-listen", "127.0.0.1:29998"], "--admin-listen"),
+                       (["--hist-dir", "/nonexistent/hist"], "--hist-dir")):
+        p = subprocess.run([mstest.SERVER_BIN, "--dev"] + args, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=20 * SLOW)
+        err = [ln for ln in p.stderr.decode().splitlines() if ln.startswith("mezon-sock:")]
+        assert p.returncode == 2 and len(err) == 1 and flag in err[0], (p.returncode, p.stderr)
+
 # ---- restart with overlapping processes -------------------------------------
 
 def _restart_inner():
