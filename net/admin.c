@@ -28,23 +28,6 @@
 
 enum { ST_READ = 0, ST_WAIT = 3 }; /* server.c's ST_OPEN/ST_CLOSING are 1, 2 */
 
-static const char *reason(int status)
-{
-	switch (status) {
-	case 200: return "OK";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 411: return "Length Required";
-	case 413: return "Content Too Large";
-	case 503: return "Service Unavailable";
-	default: return "Internal Server Error";
-	}
-}
-
 static void answer(ms_worker *w, ms_conn *c, int status, const char *type,
 		   const char *extra, const char *body, size_t n)
 {
@@ -60,7 +43,7 @@ static void answer(ms_worker *w, ms_conn *c, int status, const char *type,
 	int h = snprintf(head, sizeof(head),
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 			 "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
-			 status, reason(status), type, n, extra ? extra : "");
+			 status, ms_http_reason(status), type, n, extra ? extra : "");
 	ms_conn_write(w, c, head, (size_t)h);
 	if (n)
 		ms_conn_write(w, c, body, n);

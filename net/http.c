@@ -335,7 +335,7 @@ ms_str ms_http_query_param(ms_str query, const char *name)
 	return (ms_str){ NULL, 0 };
 }
 
-static const char *reason_phrase(int status)
+const char *ms_http_reason(int status)
 {
 	switch (status) {
 	case 101: return "Switching Protocols";
@@ -347,6 +347,7 @@ static const char *reason_phrase(int status)
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
+	case 411: return "Length Required";
 	case 413: return "Content Too Large";
 	case 426: return "Upgrade Required";
 	case 429: return "Too Many Requests";
@@ -398,7 +399,7 @@ int ms_http_response(char *out, size_t cap, int status, bool close,
 		return -1;
 	snprintf(line, sizeof(line), "HTTP/1.1 %d ", status);
 	puts_(&w, line);
-	puts_(&w, reason_phrase(status));
+	puts_(&w, ms_http_reason(status));
 	puts_(&w, "\r\n");
 	/* RFC 7230 §3.3.2: no Content-Length (and no body) on 1xx and 204. */
 	if (status < 200 || status == 204) {

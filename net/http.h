@@ -68,6 +68,9 @@ int ms_http_ws_check(const ms_http_request *req, ms_str *key);
  * '=' ("?flag") is present with an empty value (p != NULL, n == 0). */
 ms_str ms_http_query_param(ms_str query, const char *name);
 
+/* The reason phrase of a status code ("Unknown" for codes we never send). */
+const char *ms_http_reason(int status);
+
 /* Write a complete response into out (cap bytes): status line with the
  * standard reason phrase, "Content-Length", "Connection: close" when
  * close is set, extra_headers verbatim (each line ending in CRLF, may be
