@@ -72,6 +72,7 @@ struct ms_mbox_hub {
 	uint32_t arrived[MS_MBOX_ROUNDS]; /* drain barrier: arrivals per round */
 	uint32_t rounds_done;             /* rounds every worker has reached */
 	uint32_t running;                 /* workers that have not finished draining */
+	uint32_t members;                 /* workers the barrier waits for */
 };
 
 typedef struct outq {
@@ -110,6 +111,7 @@ ms_mbox_hub *ms_mbox_hub_create(uint32_t n, uint32_t ring_slots)
 	ms_mbox_hub *hub = xcalloc(1, sizeof(*hub));
 	hub->n = n;
 	hub->running = n;
+	hub->members = n;
 	hub->slots = ring_slots;
 	hub->pairs = xcalloc((size_t)n * n, sizeof(pair));
 	for (size_t i = 0; i < (size_t)n * n; i++) {
@@ -357,17 +359,35 @@ const ms_mbox_stats *ms_mbox_stats_of(const ms_mbox *mb)
 
 /* ---- drain barrier -------------------------------------------------------- */
 
+/* Round r is complete once every member arrived; whoever sees it first
+ * (an arrival, or a member dropping out) publishes it, exactly once. */
+static bool try_complete(ms_mbox_hub *hub, uint32_t round)
+{
+	if (__atomic_load_n(&hub->arrived[round], __ATOMIC_ACQUIRE) <
+	    __atomic_load_n(&hub->members, __ATOMIC_ACQUIRE))
+		return false;
+	uint32_t expect = round;
+	return __atomic_compare_exchange_n(&hub->rounds_done, &expect, round + 1, false,
+					   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
 bool ms_mbox_round_arrive(ms_mbox_hub *hub, uint32_t round)
 {
 	if (round >= MS_MBOX_ROUNDS)
 		return false;
-	uint32_t n = __atomic_add_fetch(&hub->arrived[round], 1, __ATOMIC_ACQ_REL);
-	if (n != hub->n)
-		return false;
 	/* Rounds complete in order: every worker arrives at round r only
 	 * after it has seen r - 1 complete. */
-	__atomic_store_n(&hub->rounds_done, round + 1, __ATOMIC_RELEASE);
-	return true;
+	__atomic_add_fetch(&hub->arrived[round], 1, __ATOMIC_ACQ_REL);
+	return try_complete(hub, round);
+}
+
+void ms_mbox_hub_absent(ms_mbox_hub *hub)
+{
+	__atomic_sub_fetch(&hub->members, 1, __ATOMIC_ACQ_REL);
+	__atomic_sub_fetch(&hub->running, 1, __ATOMIC_ACQ_REL);
+	uint32_t r = __atomic_load_n(&hub->rounds_done, __ATOMIC_ACQUIRE);
+	if (r < MS_MBOX_ROUNDS)
+		try_complete(hub, r); /* the others poll while draining */
 }
 
 uint32_t ms_mbox_rounds_done(const ms_mbox_hub *hub)

@@ -104,6 +104,9 @@ uint32_t ms_mbox_rounds_done(const ms_mbox_hub *hub);
  * mailbox round trips (metrics) and the admin listener work to the end. */
 uint32_t ms_mbox_hub_leave(ms_mbox_hub *hub);
 uint32_t ms_mbox_hub_running(const ms_mbox_hub *hub);
+/* A member that will never arrive or leave (it failed to start, or its
+ * loop died): the barrier and the running count stop waiting for it. */
+void ms_mbox_hub_absent(ms_mbox_hub *hub);
 const ms_mbox_stats *ms_mbox_stats_of(const ms_mbox *mb);
 
 #endif

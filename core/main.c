@@ -417,6 +417,10 @@ int main(int argc, char **argv)
 	ms_info("shutting down: draining connections (up to %u s; signal again to exit now)",
 		cfg.drain_timeout);
 stop:
+	/* Workers that never started are not waited for (the drain barrier,
+	 * the exit). */
+	for (uint32_t i = started; i < cfg.cores; i++)
+		ms_mbox_hub_absent(hub);
 	for (uint32_t i = 0; i < started; i++)
 		ms_worker_stop(workers[i]);
 	/* A second signal exits at once; otherwise wait for the workers. */
@@ -429,8 +433,8 @@ stop:
 			sigaddset(&term, SIGINT);
 			int sig = sigtimedwait(&term, NULL, &ts);
 			if (sig == SIGTERM || sig == SIGINT) {
+				/* No stats: the workers are still running. */
 				ms_warn("second signal: exiting without waiting");
-				print_stats(workers, started);
 				_exit(1);
 			}
 			if (ms_worker_tryjoin(workers[i]) == 0)

@@ -199,6 +199,8 @@ int ms_hist_dump(const ms_worker_snap *snaps, uint32_t n, const char *dir, const
 	struct tm tm;
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	static unsigned seq; /* dumps of this process, numbered (same-second dumps differ) */
+	unsigned no = __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED);
 	ms_hist *m = malloc(sizeof(*m));
 	if (!m)
 		abort();
@@ -213,8 +215,8 @@ int ms_hist_dump(const ms_worker_snap *snaps, uint32_t n, const char *dir, const
 		if (!dir)
 			continue;
 		char path[512];
-		snprintf(path, sizeof(path), "%s/hist-%s-%d-%s.hgrm", dir, stamp, (int)getpid(),
-			 ms_hist_names[k]);
+		snprintf(path, sizeof(path), "%s/hist-%s-%d-%u%s-%s.hgrm", dir, stamp, (int)getpid(),
+			 no, why, ms_hist_names[k]);
 		FILE *f = fopen(path, "w");
 		int err = f ? ms_hist_write_hdr(f, m, 1000.0) : -errno;
 		if (f && fclose(f) != 0 && !err)
@@ -227,6 +229,7 @@ int ms_hist_dump(const ms_worker_snap *snaps, uint32_t n, const char *dir, const
 	}
 	free(m);
 	if (dir && !ret)
-		ms_info("histograms written to %s/hist-%s-%d-*.hgrm (µs)", dir, stamp, (int)getpid());
+		ms_info("histograms written to %s/hist-%s-%d-%u%s-*.hgrm (µs)", dir, stamp,
+			(int)getpid(), no, why);
 	return ret;
 }

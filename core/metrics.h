@@ -20,7 +20,8 @@ char *ms_metrics_text(const ms_worker_snap *snaps, uint32_t n,
 /* Merge snaps[0..n)'s histograms over the workers; log one summary line
  * per histogram ("why": dump, exit) and, with dir, write each in
  * HdrHistogram's percentile-distribution format (µs) to
- * DIR/hist-<UTC time>-<pid>-<name>.hgrm. Returns 0 or the first -errno of
+ * DIR/hist-<UTC time>-<pid>-<dump number><why>-<name>.hgrm (e.g.
+ * hist-20261123T184500Z-4242-3dump-hop.hgrm). Returns 0 or the first -errno of
  * a file that could not be written (the rest are still tried). */
 int ms_hist_dump(const ms_worker_snap *snaps, uint32_t n, const char *dir, const char *why);
 

@@ -29,7 +29,7 @@ typedef struct ms_pkt {
 
 /* Coarse timestamp for the publish-to-flush histogram: CLOCK_MONOTONIC ns
  * >> 10 (1.024 µs units), never 0 (0 means none). 32 bits wrap every 73
- * minutes; ms_pkt_stamp_age is exact for younger stamps. */
+ * minutes; ms_pkt_stamp_age is exact for stamps up to 36 minutes old. */
 static inline uint32_t ms_pkt_stamp(uint64_t ns)
 {
 	uint32_t s = (uint32_t)(ns >> 10);
@@ -38,7 +38,10 @@ static inline uint32_t ms_pkt_stamp(uint64_t ns)
 
 static inline uint64_t ms_pkt_stamp_age(uint32_t stamp, uint64_t now_ns)
 {
-	return (uint64_t)(uint32_t)((uint32_t)(now_ns >> 10) - stamp) << 10;
+	/* A stamp taken after now_ns (another worker's later clock read):
+	 * age 0, not 73 minutes. */
+	int32_t d = (int32_t)((uint32_t)(now_ns >> 10) - stamp);
+	return d > 0 ? (uint64_t)d << 10 : 0;
 }
 
 /* New packet with room for cap bytes, len 0, one reference (returned). */

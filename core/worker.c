@@ -118,6 +118,7 @@ struct ms_worker {
 	uint32_t drain_round, drain_seen;
 	bool drain_arrived, drain_closed, drain_left, kick;
 	uint32_t keep_listen;       /* listeners that stay open while draining (bits) */
+	struct collect *collects;   /* snapshot rounds this worker started, unanswered */
 	uint32_t live_kind[MS_MAX_LISTENERS];
 
 	uint64_t start_ns;
@@ -754,9 +755,17 @@ static void on_recv(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 	} else if (res != -ECANCELED) {
 		/* EOF (0) or a socket error. */
 		if (c->flags & MS_CONN_F_CLOSING) {
-			teardown(w, c);
+			/* A peer that half-closed right after its last request (or
+			 * close frame) still gets what we queued for it: the flush
+			 * goes on (bounded by its timer), then the slot closes. */
+			if (res != 0 || !(c->flags & MS_CONN_F_FLUSH) || (c->flags & MS_CONN_F_LINGER) ||
+			    !(c->out_head || (c->flags & MS_CONN_F_SEND)))
+				teardown(w, c);
+		} else if (res == 0 && w->h->on_eof(w, c, res)) {
+			/* Kept: the handler answers, then closes. */
 		} else {
-			w->h->on_eof(w, c, res);
+			if (res != 0)
+				w->h->on_eof(w, c, res);
 			if (!(c->flags & MS_CONN_F_CLOSING))
 				ms_conn_close(w, c, res == 0 ? MS_CLOSE_FLUSH : MS_CLOSE_ABORT);
 			if ((c->flags & MS_CONN_F_FLUSH) && !(c->flags & MS_CONN_F_RECV) &&
@@ -1081,6 +1090,11 @@ static void drain_step(ms_worker *w)
 	}
 	if (w->drain_arrived || w->drain_round >= DRAIN_ROUNDS)
 		return;
+	/* Batches still on the overflow list (ring full) are not yet visible
+	 * to their receivers: arrive only once they are in (the loop retries
+	 * the overflow every 50 µs meanwhile). */
+	if (ms_mbox_backlog(w->mbox))
+		return;
 	w->drain_arrived = true;
 	if (ms_mbox_round_arrive(w->hub, w->drain_round)) {
 		uint32_t n = ms_mbox_hub_size(w->hub);
@@ -1104,6 +1118,7 @@ static void finish_drain(ms_worker *w)
 enum { MSG_SNAP = 0xff01, MSG_SNAP_DONE }; /* core's own mailbox messages */
 
 typedef struct collect {
+	struct collect *next, *prev; /* the initiator's list of rounds under way */
 	ms_collect_fn fn;
 	void *arg;
 	uint32_t n, left;
@@ -1132,18 +1147,36 @@ void ms_worker_snapshot(ms_worker *w, ms_worker_snap *out)
 	}
 }
 
+static void collect_done(ms_worker *w, collect *k)
+{
+	if (k->prev)
+		k->prev->next = k->next;
+	else
+		w->collects = k->next;
+	if (k->next)
+		k->next->prev = k->prev;
+	k->fn(w, k->snaps, k->n, k->arg);
+	free(k);
+}
+
 void ms_worker_collect(ms_worker *w, ms_collect_fn fn, void *arg)
 {
 	uint32_t n = ms_worker_count(w);
 	collect *k = xmalloc(sizeof(*k) + n * sizeof(ms_worker_snap));
+	/* Listed until answered: a round still under way at exit (a worker
+	 * stopped draining its mailbox) is freed by ms_worker_destroy. */
+	k->prev = NULL;
+	k->next = w->collects;
+	if (k->next)
+		k->next->prev = k;
+	w->collects = k;
 	k->fn = fn;
 	k->arg = arg;
 	k->n = n;
 	k->left = n;
 	if (!w->mbox) {
 		ms_worker_snapshot(w, &k->snaps[0]);
-		fn(w, k->snaps, 1, arg);
-		free(k);
+		collect_done(w, k);
 		return;
 	}
 	for (uint32_t to = 0; to < n; to++) {
@@ -1169,8 +1202,7 @@ static void core_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		r->type = MSG_SNAP_DONE;
 		r->ptr = k;
 	} else if (m->type == MSG_SNAP_DONE && --k->left == 0) {
-		k->fn(w, k->snaps, k->n, k->arg);
-		free(k);
+		collect_done(w, k);
 	}
 }
 
@@ -1235,6 +1267,8 @@ static void run(ms_worker *w)
 		w->st.iterations++;
 		if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
 			ms_err("io_uring_enter: %s", strerror(-ret));
+			if (w->hub && !w->drain_left)
+				ms_mbox_hub_absent(w->hub); /* nobody waits for a dead loop */
 			break;
 		}
 		if (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW)
@@ -1267,7 +1301,7 @@ static void run(ms_worker *w)
 			ms_worker_foreach(w, abort_conn, NULL);
 		}
 		if (__atomic_load_n(&w->dump_req, __ATOMIC_RELAXED) != w->dump_seen ||
-		    (w->cfg->hist_interval && w->now_s >= w->next_dump)) {
+		    (w->cfg->hist_interval && w->id == 0 && w->now_s >= w->next_dump)) {
 			w->dump_seen = __atomic_load_n(&w->dump_req, __ATOMIC_ACQUIRE);
 			w->next_dump = w->now_s + w->cfg->hist_interval;
 			ms_worker_collect(w, dump_collected, NULL);
@@ -1532,6 +1566,11 @@ void ms_worker_destroy(ms_worker *w)
 	for (int l = 0; l < w->nlisten; l++)
 		if (w->listen_fd[l] >= 0)
 			close(w->listen_fd[l]);
+	while (w->collects) {
+		struct collect *k = w->collects;
+		w->collects = k->next;
+		free(k);
+	}
 	free(w->xform_buf);
 	free(w->peer);
 	free(w->dirty);

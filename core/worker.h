@@ -97,8 +97,11 @@ typedef struct ms_handlers {
 	 * input. buf is borrowed for the call; it may be modified in place. */
 	size_t (*on_data)(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len);
 	/* The peer closed (err 0) or the socket failed (-errno). Core closes
-	 * the connection after the call unless the handler already did. */
-	void (*on_eof)(ms_worker *w, ms_conn *c, int err);
+	 * the connection after the call unless the handler already did, or
+	 * (err 0 only) returns true: the peer half-closed after a request the
+	 * handler is still answering; it closes the connection itself (its
+	 * deadline still runs). */
+	bool (*on_eof)(ms_worker *w, ms_conn *c, int err);
 	/* The deadline set with ms_conn_timeout() passed. */
 	void (*on_timeout)(ms_worker *w, ms_conn *c);
 	/* The slot is being freed: release what the protocol layer holds. */
@@ -153,9 +156,9 @@ ms_worker_stats *ms_worker_stats_of(ms_worker *w);
 bool ms_worker_draining(const ms_worker *w);
 /* Worker clock: whole seconds since the worker started (coarse). */
 uint32_t ms_worker_now(const ms_worker *w);
-/* Listener l stays open while the worker drains (until the barrier has
- * passed and connections are being closed): the admin listener, so health
- * checks see 503 and metrics stay readable during a drain. */
+/* Listener l stays open while the worker drains, until it exits (the
+ * admin listener: health checks see 503 and metrics stay readable for the
+ * whole drain). */
 void ms_worker_keep_listening(ms_worker *w, int l);
 
 /* A worker's figures at one moment (metrics, histogram dumps). */
@@ -164,7 +167,7 @@ typedef struct ms_worker_snap {
 	uint32_t live, cap;
 	uint32_t live_kind[MS_MAX_LISTENERS]; /* by listener index */
 	bool draining;
-	uint64_t pending_out;  /* msgs waiting on the mailbox overflow lists */
+	uint64_t pending_out;  /* batch chains waiting on the mailbox overflow lists */
 	ms_worker_stats st;
 	ms_mbox_stats mb;
 	ms_hist hist[MS_HIST_COUNT];

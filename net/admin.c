@@ -26,13 +26,23 @@
 #include "net/proto.h"
 #include "net/server.h"
 
-enum { ST_READ = 0, ST_WAIT = 3 }; /* server.c's ST_OPEN/ST_CLOSING are 1, 2 */
+/* c->state of admin connections (server.c's ST_HTTP is 0 too; its
+ * ST_OPEN/ST_CLOSING, 1 and 2, never apply to them). */
+enum { ST_READ = 0, ST_WAIT = 3, ST_CONTINUED = 4 /* sent 100 Continue, reading the body */ };
+
+#define SCRAPES_MAX 64 /* /metrics requests waiting on one snapshot round */
+
+bool ms_admin_waiting(const ms_conn *c)
+{
+	return c->state == ST_WAIT;
+}
 
 static void answer(ms_worker *w, ms_conn *c, int status, const char *type,
 		   const char *extra, const char *body, size_t n)
 {
 	if (ms_conn_closing(c))
-		return;
+		return; /* answered already, or aborted */
+	c->state = ST_READ;
 	void **t = ms_net_chat_slot(c); /* admin connections keep their request time there */
 	if (*t) {
 		uint64_t now = ms_clock_ns(), t0 = (uint64_t)(uintptr_t)*t;
@@ -74,15 +84,41 @@ static bool str_is(ms_str s, const char *lit)
 
 /* ---- /metrics ------------------------------------------------------------- */
 
+/* Scrapes arriving while a snapshot round is under way wait for it: one
+ * round (and one n-worker snapshot array) serves them all, so concurrent
+ * scrapers cannot multiply the memory or the mailbox traffic. */
+static __thread struct scrapes {
+	bool busy;
+	uint32_t n;
+	ms_conn_ref refs[SCRAPES_MAX];
+} scrapes;
+
 static void metrics_done(ms_worker *w, const ms_worker_snap *snaps, uint32_t n, void *arg)
 {
-	ms_conn *c = ms_worker_conn(w, (ms_conn_ref)(uintptr_t)arg);
-	if (!c || ms_conn_closing(c))
-		return;
 	size_t len;
 	char *text = ms_metrics_text(snaps, n, ms_net_options()->kinds, &len);
-	answer(w, c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
+	for (uint32_t i = 0; i < scrapes.n; i++) {
+		ms_conn *c = ms_worker_conn(w, scrapes.refs[i]);
+		if (c)
+			answer(w, c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
+	}
 	free(text);
+	scrapes.n = 0;
+	scrapes.busy = false;
+}
+
+static void metrics(ms_worker *w, ms_conn *c)
+{
+	if (scrapes.n == SCRAPES_MAX) {
+		ms_admin_error(w, c, 503, "too many concurrent scrapes");
+		return;
+	}
+	c->state = ST_WAIT;
+	scrapes.refs[scrapes.n++] = ms_conn_ref_of(w, c);
+	if (!scrapes.busy) {
+		scrapes.busy = true;
+		ms_worker_collect(w, metrics_done, NULL);
+	}
 }
 
 /* ---- server API ------------------------------------------------------------ */
@@ -194,27 +230,34 @@ static void api(ms_worker *w, ms_conn *c, const ms_http_request *req, const char
 
 /* ---- input ------------------------------------------------------------------ */
 
-/* Content-Length as a plain decimal; -1 if malformed. */
+/* Content-Length as a plain decimal (every occurrence must agree, RFC 9112
+ * §6.3); 0 when absent, -1 if malformed. */
 static long content_length(const ms_http_request *req)
 {
-	const ms_http_header *h = ms_http_header_get(req, "content-length");
-	if (!h)
-		return 0;
-	if (h->value.n == 0 || h->value.n > 9)
-		return -1;
-	long v = 0;
-	for (size_t i = 0; i < h->value.n; i++) {
-		char d = h->value.p[i];
-		if (d < '0' || d > '9')
+	long got = -2;
+	for (size_t k = 0; k < req->nheaders; k++) {
+		const ms_http_header *h = &req->headers[k];
+		if (h->name.n != 14 || strncasecmp(h->name.p, "content-length", 14) != 0)
+			continue;
+		if (h->value.n == 0 || h->value.n > 9)
 			return -1;
-		v = v * 10 + (d - '0');
+		long v = 0;
+		for (size_t i = 0; i < h->value.n; i++) {
+			char d = h->value.p[i];
+			if (d < '0' || d > '9')
+				return -1;
+			v = v * 10 + (d - '0');
+		}
+		if (got != -2 && got != v)
+			return -1;
+		got = v;
 	}
-	return v;
+	return got == -2 ? 0 : got;
 }
 
 size_t ms_admin_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 {
-	if (c->state != ST_READ)
+	if (c->state != ST_READ && c->state != ST_CONTINUED)
 		return len; /* one request per connection */
 	ms_http_request req;
 	int r = ms_http_parse((const char *)buf, len, &req);
@@ -237,22 +280,29 @@ size_t ms_admin_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 		ms_admin_error(w, c, 413, "body larger than --max-message");
 		return len;
 	}
-	if (len - (size_t)r < (size_t)cl)
+	if (len - (size_t)r < (size_t)cl) {
+		/* curl and others wait (a second) for a 100 before a large body. */
+		if (c->state == ST_READ && ms_http_header_has_token(&req, "expect", "100-continue")) {
+			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+			ms_conn_write(w, c, cont, sizeof(cont) - 1);
+			c->state = ST_CONTINUED;
+		}
 		return 0; /* the body is still coming */
+	}
 	const char *body = (const char *)buf + r;
+	bool get = str_is(req.method, "GET");
 	if (str_is(req.path, "/healthz")) {
-		if (ms_worker_draining(w))
+		if (!get)
+			ms_admin_error(w, c, 405, "GET only");
+		else if (ms_worker_draining(w))
 			answer(w, c, 503, "text/plain", NULL, "draining\n", 9);
 		else
 			answer(w, c, 200, "text/plain", NULL, "ok\n", 3);
 	} else if (str_is(req.path, "/metrics")) {
-		if (!str_is(req.method, "GET")) {
+		if (!get)
 			ms_admin_error(w, c, 405, "GET only");
-		} else {
-			c->state = ST_WAIT;
-			ms_worker_collect(w, metrics_done,
-					  (void *)(uintptr_t)ms_conn_ref_of(w, c));
-		}
+		else
+			metrics(w, c);
 	} else if (req.path.n > 5 && memcmp(req.path.p, "/api/", 5) == 0) {
 		api(w, c, &req, body, (size_t)cl);
 	} else {

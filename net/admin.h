@@ -16,10 +16,15 @@
 #ifndef MS_NET_ADMIN_H
 #define MS_NET_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "core/worker.h"
+
+/* Whether c's request waits on a cross-core answer (server.c keeps a
+ * half-closed connection open for it). */
+bool ms_admin_waiting(const ms_conn *c);
 
 /* Input of an admin connection (the on_data contract of ms_handlers). */
 size_t ms_admin_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len);

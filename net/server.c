@@ -683,6 +683,16 @@ static bool admit_ip(ms_worker *w, ms_conn *c)
 static void h_open(ms_worker *w, ms_conn *c, bool over_cap)
 {
 	c->state = ST_HTTP;
+	/* Accepted while draining (raced the listener's close, or the admin
+	 * listener): a short deadline, so it cannot hold the drain up. */
+	uint32_t deadline = ms_worker_draining(w) ? 1 : ms_worker_config(w)->handshake_timeout;
+	if (c->kind == opts.admin_kind) {
+		/* No client admission (capacity, overload, per-IP, PROXY header)
+		 * on the admin listener: health checks and metrics must answer
+		 * exactly when the worker is full or overloaded. */
+		ms_conn_timeout(w, c, deadline);
+		return;
+	}
 	bool tls = is_tls(c);
 	if (over_cap) {
 		/* A 503 needs a TLS session first: over capacity, TLS just closes. */
@@ -694,7 +704,7 @@ static void h_open(ms_worker *w, ms_conn *c, bool over_cap)
 	}
 	/* The handshake deadline is absolute: input does not move it, so a
 	 * client dribbling bytes cannot keep the slot (slowloris). */
-	ms_conn_timeout(w, c, ms_worker_config(w)->handshake_timeout);
+	ms_conn_timeout(w, c, deadline);
 	if (ms_worker_config(w)->proxy_protocol)
 		X(c)->lim |= L_PROXY_WAIT; /* admit_ip once the header is in */
 	else if (!admit_ip(w, c))
@@ -827,10 +837,15 @@ static void h_transform(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n)
 		ms_conn_close(w, c, MS_CLOSE_ABORT);
 }
 
-static void h_eof(ms_worker *w, ms_conn *c, int err)
+static bool h_eof(ms_worker *w, ms_conn *c, int err)
 {
+	/* An admin request waiting on a cross-core answer (metrics, publish):
+	 * a client that half-closed after sending it still gets the answer. */
+	if (err == 0 && c->kind == opts.admin_kind && ms_admin_waiting(c))
+		return true;
 	/* Peer gone without a close handshake: nothing more to say. */
 	net_close(w, c, err == 0 ? MS_CLOSE_FLUSH : MS_CLOSE_ABORT);
+	return false;
 }
 
 static void h_timeout(ms_worker *w, ms_conn *c)

@@ -443,6 +443,46 @@ def test_startup_refusals():
         err = [ln for ln in p.stderr.decode().splitlines() if ln.startswith("mezon-sock:")]
         assert p.returncode == 2 and len(err) == 1 and flag in err[0], (p.returncode, p.stderr)
 
+
+def test_admin_answers_half_closed_full_and_proxy():
+    """The admin listener answers a client that half-closes after its
+    request (immediate and cross-core answers alike), answers while the
+    worker is full, and is not subject to --proxy-protocol."""
+    with mstest.Server("--cores", "1", "--max-conns", "1", "--proxy-protocol") as srv:
+        for path, want in (("/healthz", b"ok\n"), ("/metrics", b"mezon_workers 1")):
+            s = mstest.tcp(srv.admin_port)
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+            s.shutdown(socket.SHUT_WR)
+            st, _, body = mstest.parse_http_response(mstest.recv_until_close(s, 5 * SLOW))
+            s.close()
+            assert st == 200 and want in body, (path, st, body[:100])
+        # Fill the worker's one slot with a public connection (PROXY v1 header
+        # first, as --proxy-protocol wants), then ask the admin listener.
+        pub = mstest.tcp(srv.port)
+        pub.sendall(b"PROXY TCP4 10.0.0.1 10.0.0.2 1234 80\r\n" + mstest.upgrade_request("/ws?user=9")[0])
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += pub.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        st, _, body = http(srv.admin_port, "GET", "/healthz")
+        assert (st, body) == (200, b"ok\n"), (st, body)
+        samples, _ = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
+        assert total(samples, "mezon_connections", transport="plain") == 1
+        pub.close()
+
+
+def test_concurrent_scrapes_share_one_round():
+    with mstest.Server("--cores", "2") as srv:
+        socks = []
+        for _ in range(20):
+            s = mstest.tcp(srv.admin_port)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+        for s in socks:
+            st, _, body = mstest.parse_http_response(mstest.recv_until_close(s, 5 * SLOW))
+            assert st == 200 and body.endswith(b"\n") and b"mezon_workers 2" in body
+            s.close()
+
 # ---- restart with overlapping processes -------------------------------------
 
 def _restart_inner():
