@@ -205,15 +205,19 @@ ms_msg *ms_worker_post(ms_worker *w, uint32_t to)
 	return ms_mbox_put(w->mbox, to);
 }
 
-ms_conn *ms_worker_conn(ms_worker *w, ms_conn_ref ref)
+ms_conn *ms_worker_conn_any(ms_worker *w, ms_conn_ref ref)
 {
 	uint32_t idx = (uint32_t)(ref >> 32) & MS_UDATA_IDX_MAX;
 	if (ms_conn_ref_worker(ref) != w->id || idx >= w->pool.fresh)
 		return NULL;
 	ms_conn *c = ms_pool_at(&w->pool, idx);
-	if (c->gen != (uint32_t)ref || (c->flags & MS_CONN_F_FREED))
-		return NULL;
-	return c;
+	return c->gen == (uint32_t)ref ? c : NULL;
+}
+
+ms_conn *ms_worker_conn(ms_worker *w, ms_conn_ref ref)
+{
+	ms_conn *c = ms_worker_conn_any(w, ref);
+	return c && !(c->flags & MS_CONN_F_FREED) ? c : NULL;
 }
 
 ms_conn_ref ms_conn_ref_of(const ms_worker *w, const ms_conn *c)

@@ -212,6 +212,10 @@ ms_mbox *ms_worker_mbox(ms_worker *w);
  * same connection (generation) and not yet freed (it may be closing:
  * ms_conn_closing()); else NULL. */
 ms_conn *ms_worker_conn(ms_worker *w, ms_conn_ref ref);
+/* The same, including a connection being freed at the end of this
+ * iteration (its on_free may not have run yet): for bookkeeping that must
+ * stay exact while several connections are released together. */
+ms_conn *ms_worker_conn_any(ms_worker *w, ms_conn_ref ref);
 
 /* ---- connection operations (owning worker thread only) ---------------- */
 

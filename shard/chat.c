@@ -367,8 +367,12 @@ static void topic_del(ms_worker *w, ms_chat_worker *cw, uint64_t id, uint32_t po
 	uint64_t moved = t->subs[--t->n];
 	if (pos < t->n) {
 		t->subs[pos] = moved;
-		ms_conn *mc = ms_worker_conn(w, (uint64_t)cw->id << 56 |
-						 (uint64_t)(uint32_t)moved << 32 | (moved >> 32));
+		/* _any: the moved subscriber may be freed in this same
+		 * iteration, its on_free still to come; its position must be
+		 * right when that on_free removes it (else a stale entry stays
+		 * in the topic for good). */
+		ms_conn *mc = ms_worker_conn_any(w, (uint64_t)cw->id << 56 |
+						     (uint64_t)(uint32_t)moved << 32 | (moved >> 32));
 		csub *ms = mc ? find_sub_id(conn_state(mc), id) : NULL;
 		if (ms)
 			ms->pos = pos;
