@@ -470,7 +470,7 @@ long ms_json_string(ms_str val, char *out, size_t cap)
 {
 	const char *p = val.p, *end, *bs;
 	size_t len = 0, k;
-	uint32_t cp;
+	uint32_t cp = 0; /* set by escape(); gcc -O3 cannot see that */
 	char u[4];
 
 	/* Validate first, so decoding below can trust every escape. */

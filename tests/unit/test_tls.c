@@ -1180,7 +1180,7 @@ enum { MEM_N = 1000 };
  * difference is exactly what the server engines held. */
 static double engine_bytes(pair *ps, uint16_t ver, bool exchange, double *drift)
 {
-	static uint8_t msg[16384];
+	static uint8_t msg[16384], grow[16384 + 1024];
 	SSL_CTX *cc = cli_ctx(ver);
 	size_t before, held, freed;
 
@@ -1190,7 +1190,7 @@ static double engine_bytes(pair *ps, uint16_t ver, bool exchange, double *drift)
 		pair_init_buf(&ps[i], g_srv, cc, NULL, 1 << 15);
 		ps[i].discard = true;
 		ps[i].cap = sizeof(msg);
-		buf_put(&ps[i].s2c, msg, sizeof(msg) + 1024); /* pre-grow */
+		buf_put(&ps[i].s2c, grow, sizeof(grow)); /* pre-grow */
 		ps[i].s2c.n = 0;
 		handshake_ok(&ps[i]);
 	}
