@@ -6,7 +6,7 @@
  *
  * One ms_tls_ctx for the whole run, made at init: self-signed ECDSA P-256
  * certificate (a few ms) and a fixed ticket key (written to a temporary
- * file and loaded like --tls-ticket-keys) so that tickets in the seed
+ * file and loaded like --ticket-key-file) so that tickets in the seed
  * corpus stay openable across runs. At init an in-process BoringSSL client
  * also records real ClientHellos (TLS 1.3, TLS 1.2 only, and both again
  * resuming a ticket sealed with the fixed key) to use as prefixes.
