@@ -138,6 +138,24 @@ static void free_chain(batch *b, void (*release)(ms_msg *m))
 	}
 }
 
+/* Outbound chains (this iteration's and the overflow FIFO) and the chain
+ * to oneself: their messages were never delivered, so release them too. */
+static void mbox_free(ms_mbox *mb, void (*release)(ms_msg *m))
+{
+	for (uint32_t t = 0; t < mb->hub->n; t++) {
+		free_chain(mb->out[t].head, release);
+		for (batch *c = mb->out[t].ov_head; c;) {
+			batch *next = c->qnext;
+			free_chain(c, release);
+			c = next;
+		}
+	}
+	free_chain(mb->local_head, release);
+	mb->hub->boxes[mb->self] = NULL;
+	free(mb->out);
+	free(mb);
+}
+
 void ms_mbox_hub_destroy(ms_mbox_hub *hub, void (*release)(ms_msg *m))
 {
 	if (!hub)
@@ -150,7 +168,7 @@ void ms_mbox_hub_destroy(ms_mbox_hub *hub, void (*release)(ms_msg *m))
 	}
 	for (uint32_t i = 0; i < hub->n; i++)
 		if (hub->boxes[i])
-			ms_mbox_destroy(hub->boxes[i]);
+			mbox_free(hub->boxes[i], release);
 	free(hub->pairs);
 	free(hub->sleeping);
 	free(hub->bell);
@@ -185,20 +203,8 @@ ms_mbox *ms_mbox_create(ms_mbox_hub *hub, uint32_t self)
 
 void ms_mbox_destroy(ms_mbox *mb)
 {
-	if (!mb)
-		return;
-	for (uint32_t t = 0; t < mb->hub->n; t++) {
-		free_chain(mb->out[t].head, NULL);
-		for (batch *c = mb->out[t].ov_head; c;) {
-			batch *next = c->qnext;
-			free_chain(c, NULL);
-			c = next;
-		}
-	}
-	free_chain(mb->local_head, NULL);
-	mb->hub->boxes[mb->self] = NULL;
-	free(mb->out);
-	free(mb);
+	if (mb)
+		mbox_free(mb, NULL);
 }
 
 static ms_msg *append(batch **head, batch **tail)

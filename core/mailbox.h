@@ -66,6 +66,8 @@ uint32_t ms_mbox_hub_size(const ms_mbox_hub *hub);
 
 /* Worker `self`'s endpoint. */
 ms_mbox *ms_mbox_create(ms_mbox_hub *hub, uint32_t self);
+/* Frees the endpoint and its unsent messages without releasing them;
+ * ms_mbox_hub_destroy frees the endpoints still registered and releases. */
 void ms_mbox_destroy(ms_mbox *mb);
 
 /* A message slot for worker `to` in this iteration's batch; fill it before

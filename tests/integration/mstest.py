@@ -7,6 +7,9 @@
   stderr; stop() sends
   SIGTERM, waits, parses the "stats worker=N:" / "stats total:" lines and
   raises if the server crashed, exited non-zero or printed a sanitizer report.
+  MS_SERVER_WRAP="valgrind --leak-check=full --error-exitcode=99" (any
+  command prefix, split like a shell would) runs the server under it; the
+  start-up wait is then 10 times longer.
 - A raw RFC 6455 client (handshake, frame building, frame reading) for the
   conformance tests and the echo check that follows every error case; it
   takes a socket factory (connect=tls_tcp runs it over TLS).
@@ -22,6 +25,7 @@ import hashlib
 import os
 import re
 import select
+import shlex
 import signal
 import socket
 import ssl
@@ -111,7 +115,10 @@ class Server:
         # Sanitizer builds: stack traces in reports, leaks checked at exit.
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-        self.proc = subprocess.Popen([self.binary] + self.args,
+        wrap = shlex.split(os.environ.get("MS_SERVER_WRAP", ""))
+        if wrap:
+            timeout *= 10
+        self.proc = subprocess.Popen(wrap + [self.binary] + self.args,
                                      stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env)

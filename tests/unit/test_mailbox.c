@@ -196,6 +196,43 @@ static void two_threads_order_and_wakeups(void **state)
 	ms_mbox_hub_destroy(t.hub, NULL);
 }
 
+/* At exit every undelivered message is released exactly once, wherever
+ * it waits: in a ring, on the sender's overflow FIFO, in the chain of the
+ * current iteration (put, never flushed) or in the chain to oneself. */
+static int released;
+static void release_one(ms_msg *m)
+{
+	released++;
+	free(m->ptr);
+}
+
+static void put_owned(ms_mbox *mb, uint32_t to)
+{
+	ms_msg *m = ms_mbox_put(mb, to);
+	m->ptr = malloc(16);
+	assert_non_null(m->ptr);
+}
+
+static void destroy_releases_everything_queued(void **state)
+{
+	ms_mbox_hub *hub = ms_mbox_hub_create(2, 4);
+	ms_mbox *a = ms_mbox_create(hub, 0);
+	ms_mbox_create(hub, 1); /* never drains */
+	/* 10 flushed iterations of 3: 3 batches in the ring, 7 overflowing */
+	for (int it = 0; it < 10; it++) {
+		for (int k = 0; k < 3; k++)
+			put_owned(a, 1);
+		ms_mbox_flush(a, count_wake, NULL);
+	}
+	assert_int_equal(ms_mbox_backlog(a), 7);
+	put_owned(a, 1); /* this iteration's, not flushed */
+	put_owned(a, 1);
+	put_owned(a, 0); /* to oneself, not drained */
+	released = 0;
+	ms_mbox_hub_destroy(hub, release_one);
+	assert_int_equal(released, 30 + 2 + 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -204,6 +241,7 @@ int main(void)
 		cmocka_unit_test(doorbell_only_when_sleeping),
 		cmocka_unit_test(self_messages_same_drain),
 		cmocka_unit_test(two_threads_order_and_wakeups),
+		cmocka_unit_test(destroy_releases_everything_queued),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
