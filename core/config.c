@@ -133,6 +133,10 @@ static const struct opt opts[] = {
 	{ "print-config", K_ACTION, 0, 0, 0, NULL,
 	  "print the configuration (defaults, --config file, flags) as a config file and exit",
 	  NULL, 0 },
+	{ "mailbox-slots", K_U32, O(mailbox_slots), 2, 65536, "4096",
+	  "mailbox ring slots (message batches in flight) per ordered worker pair; a full ring overflows into a list and, past a high-water mark, pauses the sender's input", NULL, F_POW2 },
+	{ "mailbox-high-water", K_U32, O(mailbox_high_water), 1, 1u << 20, "64",
+	  "overflowed mailbox batches at which a worker pauses reading client input (and answers new connections 503) until they drain to an eighth of it", NULL, 0 },
 	/* operating (issue 6) */
 	{ "admin-listen", K_ADDR, O(admin_listen), 0, 0, "127.0.0.1:9090",
 	  "admin listener HOST:PORT (/metrics, /healthz, server API), or off; keep it private", NULL, 0 },

@@ -69,6 +69,8 @@ typedef struct ms_config {
 	char secret_file[2][256];
 	char secret[256];
 	uint32_t log_level;
+	uint32_t mailbox_slots;  /* ring slots per ordered worker pair (power of 2) */
+	uint32_t mailbox_high_water; /* overflowed batches that pause input */
 	/* operating (issue 6) */
 	ms_addr admin_listen;    /* len 0: no admin listener ("off") */
 	char api_key_file[256];

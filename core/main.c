@@ -29,7 +29,6 @@
 #include "shard/chat.h"
 #include "tls/tls.h"
 
-#define MAILBOX_SLOTS 4096 /* batches in flight per ordered worker pair */
 
 static int make_listener(const ms_config *cfg, ms_addr *a)
 {
@@ -325,7 +324,7 @@ int main(int argc, char **argv)
 		nopts.per_user = ms_climit_create(cfg.max_conns_per_user);
 	ms_net_configure(&nopts);
 
-	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, MAILBOX_SLOTS);
+	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, cfg.mailbox_slots);
 	ms_chat *chat = ms_chat_create(&cfg, cfg.cores);
 	static ms_handlers handlers;
 	handlers = ms_net_handlers;

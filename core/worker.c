@@ -49,14 +49,13 @@
 #define FLUSH_SECONDS 10      /* a closing peer that will not read */
 #define ACCEPT_SLACK 128      /* slots above the cap, to answer 503 */
 /* Overload (issue 7). Outbound mailbox backlog, in overflowed batches (one
- * per target per iteration that found the ring full): at HIGH the worker
- * stops parsing client input, at LOW it resumes. Queued output: at 7/8 of
+ * per target per iteration that found the ring full): at
+ * --mailbox-high-water the worker stops parsing client input, at an eighth
+ * of it it resumes. Queued output: at 7/8 of
  * the --max-pending-total share new connections get 503; past the share the
  * largest queues are closed, at most SHED_MAX per iteration, and the scan
  * for them runs at most every SHED_SCAN_MS while the bytes of connections
  * already closing keep the total up. */
-#define MBOX_HIGH 64
-#define MBOX_LOW 8
 #define SHED_MAX 64
 #define SHED_SCAN_MS 10
 #ifndef SOCKET_URING_OP_GETSOCKOPT
@@ -1022,11 +1021,12 @@ static void shed_pending(ms_worker *w)
 static void check_backlog(ms_worker *w)
 {
 	size_t backlog = ms_mbox_backlog(w->mbox);
-	if (!w->input_paused && backlog >= MBOX_HIGH) {
+	uint32_t high = w->cfg->mailbox_high_water, low = high / 8;
+	if (!w->input_paused && backlog >= high) {
 		w->input_paused = true;
 		w->st.input_pauses++;
 		ms_debug("mailbox backlog %zu batches: input paused", backlog);
-	} else if (w->input_paused && backlog <= MBOX_LOW) {
+	} else if (w->input_paused && backlog <= low) {
 		resume_input(w);
 	}
 }

@@ -115,6 +115,8 @@ static const struct flag_case cases[] = {
 	{ "log-level", "info", "debug", NULL, { 0 }, { "trace", "3" } },
 	{ "admin-listen", "127.0.0.1:9090", "off", NULL, { 0 }, { "9090", "127.0.0.1:65536" } },
 	{ "api-key-file", NULL, "/api.key", NULL, { 0 }, { "", long_text } },
+	{ "mailbox-slots", "4096", "2", NULL, { 0 }, { "1", "100", "131072" } },
+	{ "mailbox-high-water", "64", "4", NULL, { 0 }, { "0", "1048577" } },
 	{ "hist-dir", NULL, "/var/tmp/h", NULL, { 0 }, { "", long_text } },
 	{ "hist-interval", "0", "60", NULL, { 0 }, { "86401", "-1" } },
 	{ "max-conns-per-ip", "0", "10", NULL, { 0 }, { "4194305", "x" } },
