@@ -621,6 +621,7 @@ int main(int argc, char **argv)
 		}
 	}
 	uint64_t t_end = ms_bench_now();
+	free(kids);
 
 	/* ---- report ---- */
 	totals T;
@@ -834,5 +835,10 @@ int main(int argc, char **argv)
 			fprintf(stderr, "msock-bench: %s: %s\n", cfg.json_path, strerror(errno));
 		}
 	}
+	free(T.tcp);
+	free(T.conn);
+	free(T.lat);
+	free(T.tls_full_h);
+	free(T.tls_res_h);
 	return fail ? 1 : 0;
 }
