@@ -127,12 +127,23 @@ def test_admin_healthz_and_metrics():
                          "mezon_errors_total"):
                 assert types.get(name) == "counter", name
                 assert len({lab["worker"] for lab, _ in samples[name]}) == 2, name
+            # A wss client: handshake counted, and timed.
+            wss = await websockets.connect("wss://127.0.0.1:%d/ws?user=8" % srv.tls_port,
+                                           ssl=mstest.tls_client_context(), open_timeout=10 * SLOW)
+            assert (await request(wss, op="ping", id=2))["ok"]
+            s3, _ = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
+            assert total(s3, "mezon_tls_handshakes_total") >= 1
+            assert total(s3, "mezon_connections", transport="tls") == 1
+            assert total(s3, "mezon_latency_seconds_count", hist="tls_handshake") >= 1
+            assert total(s3, "mezon_latency_seconds_count", hist="op_ping") >= 2
+            await wss.close()
             await ws.close()
             # The close is counted once the slot is freed.
             deadline = time.monotonic() + 5 * SLOW
             while True:
                 s2, _ = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
-                if total(s2, "mezon_connections", transport="plain") == 0:
+                if total(s2, "mezon_connections", transport="plain") + total(
+                        s2, "mezon_connections", transport="tls") == 0:
                     break
                 assert time.monotonic() < deadline, "connection gauge did not drop"
                 await asyncio.sleep(0.05)
