@@ -13,7 +13,8 @@ publisher at --rate msg/s:
   C  baseline again (drift check).
 Reported: the server's peak RSS during B over its peak during A and C (the
 same load without the stalled client), the system's MemAvailable drop
-during B (system-wide: other processes move it too), the bound
+during B below its lowest during A and C (system-wide: other processes
+move it too), the bound
 --max-backpressure + --sndbuf (+10 %), the close code/reason the stalled
 client finally finds after the data it never read, and the subscribers'
 p99 latency in A, B and C (B's change against the mean of A and C).
@@ -199,12 +200,16 @@ def main():
         srv.terminate()
         srv.wait(30)
     rss0 = max(pa["rss"], pc["rss"])
+    # System memory in use: the lowest MemAvailable during B against the
+    # lowest during A and C (same load, so the client and the other
+    # subscribers' socket buffers cancel out).
+    avail0 = min(pa["avail"], pc["avail"])
     peak = {"rss": pb["rss"], "avail": pb["avail"]}
     bound_kb = (args.max_backpressure + args.sndbuf) * 1.10 / 1024
     res = {
         "rate": args.rate, "subs": args.subs, "secs": args.secs,
         "rss_start_kb": rss0, "rss_peak_kb": peak["rss"], "rss_growth_kb": peak["rss"] - rss0,
-        "memavail_start_kb": avail0, "memavail_min_kb": peak["avail"],
+        "memavail_min_AC_kb": avail0, "memavail_min_B_kb": peak["avail"],
         "memavail_drop_kb": avail0 - peak["avail"], "bound_kb": round(bound_kb),
         "stalled_bytes_read_after": got, "stalled_close_code": code, "stalled_close_reason": reason,
         "server_slow_consumer_closes": slow1 - slow0,
@@ -220,10 +225,10 @@ def main():
             json.dump(res, f, indent=1)
     ok = res["server_slow_consumer_closes"] == 1 and res["rss_growth_kb"] <= bound_kb
     print("verdict: %s (server closed %d slow consumer(s) 1008; the stalled client, reading "
-          "afterwards, found close %s %r; peak RSS in B %+d KiB over A/C's, MemAvailable -%d KiB, "
+          "afterwards, found close %s %r; peak RSS in B %+d KiB over A/C's, MemAvailable %+d KiB, "
           "bound %d KiB; p99 change %+.0f%%)"
           % ("ok" if ok else "FAIL", res["server_slow_consumer_closes"], code, reason,
-             res["rss_growth_kb"], res["memavail_drop_kb"], bound_kb,
+             res["rss_growth_kb"], -res["memavail_drop_kb"], bound_kb,
              100 * (res["p99_change_B_vs_AC"] or 0)))
     return 0 if ok else 1
 
