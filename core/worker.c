@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -116,6 +117,7 @@ struct ms_worker {
 	 * began, and whether on_drain (close 1001) ran. */
 	uint32_t drain_round, drain_seen;
 	bool drain_arrived, drain_closed, drain_left, kick;
+	bool trimmed;               /* idle memory given back since the last connection */
 	uint32_t keep_listen;       /* listeners that stay open while draining (bits) */
 	struct collect *collects;   /* snapshot rounds this worker started, unanswered */
 	uint32_t live_kind[MS_MAX_LISTENERS];
@@ -1031,6 +1033,21 @@ static void check_backlog(ms_worker *w)
 	}
 }
 
+/* mimalloc's, when the server links it (not in sanitizer builds or tests). */
+extern void mi_collect(bool force) __attribute__((weak));
+
+/* A worker left without connections gives back what its busy spell made
+ * resident: the provided receive buffers (no recv is armed, and the kernel
+ * faults pages back in as it fills them) and the allocator's free memory.
+ * The connection pool keeps its pages: slot generations must survive. */
+static void trim_idle(ms_worker *w)
+{
+	if (w->ring.bufs)
+		madvise(w->ring.bufs, w->ring.bufs_size, MADV_DONTNEED);
+	if (mi_collect)
+		mi_collect(true);
+}
+
 static void fire_timer(void *arg, ms_conn *c)
 {
 	ms_worker *w = arg;
@@ -1324,6 +1341,12 @@ static void run(ms_worker *w)
 		w->st.pending_bytes = w->out_total;
 		flush_dirty(w);
 		free_closed(w); /* before the mailbox flush: on_free posts messages */
+		if (w->live)
+			w->trimmed = false;
+		else if (!w->trimmed) {
+			trim_idle(w);
+			w->trimmed = true;
+		}
 		if (w->mbox) {
 			ms_mbox_flush(w->mbox, ring_bell, w);
 			check_backlog(w);
