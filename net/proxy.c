@@ -113,6 +113,8 @@ static int parse_v1(const uint8_t *b, size_t len, ms_proxy_info *out)
 	if (!cr)
 		return len >= MS_PROXY_V1_MAX ? -EINVAL : 0;
 	size_t hl = (size_t)(cr - s) + 2;
+	if (hl > MS_PROXY_V1_MAX)
+		return -EINVAL; /* a CR at the last byte the spec allows: no room for the LF */
 	if (hl > len)
 		return 0; /* the LF has not arrived yet */
 	if (cr[1] != '\n')
