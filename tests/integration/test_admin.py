@@ -469,12 +469,20 @@ def test_admin_answers_half_closed_full_and_proxy():
             assert st == 200 and want in body, (path, st, body[:100])
         # Fill the worker's one slot with a public connection (PROXY v1 header
         # first, as --proxy-protocol wants), then ask the admin listener.
-        pub = mstest.tcp(srv.port)
-        pub.sendall(b"PROXY TCP4 10.0.0.1 10.0.0.2 1234 80\r\n" + mstest.upgrade_request("/ws?user=9")[0])
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += pub.recv(4096)
-        assert head.startswith(b"HTTP/1.1 101"), head
+        # (The admin connections above may still hold the slot while they
+        # close: retry the upgrade until the slot is free.)
+        deadline = time.monotonic() + 10 * SLOW
+        while True:
+            pub = mstest.tcp(srv.port)
+            pub.sendall(b"PROXY TCP4 10.0.0.1 10.0.0.2 1234 80\r\n" + mstest.upgrade_request("/ws?user=9")[0])
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += pub.recv(4096)
+            if head.startswith(b"HTTP/1.1 101"):
+                break
+            pub.close()
+            assert head.startswith(b"HTTP/1.1 503") and time.monotonic() < deadline, head
+            time.sleep(0.05)
         st, _, body = http(srv.admin_port, "GET", "/healthz")
         assert (st, body) == (200, b"ok\n"), (st, body)
         samples, _ = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
