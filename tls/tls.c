@@ -158,6 +158,11 @@ int ms_tls_ctx_create(ms_tls_ctx **out, const ms_tls_opts *o, char *fingerprint,
 	 * memory per session; tickets resume across workers and processes. */
 	SSL_CTX_set_session_cache_mode(ctx->sc, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_alpn_select_cb(ctx->sc, alpn_cb, NULL);
+	/* One TLS 1.3 ticket per handshake, not BoringSSL's default two: a
+	 * chat client holds one connection and gets a fresh ticket each time it
+	 * connects (tickets are single-use, RFC 8446 C.4); the second ticket
+	 * cost ~45k instructions and ~250 bytes per handshake (callgrind). */
+	SSL_CTX_set_num_tickets(ctx->sc, 1);
 
 	if (o->cert_file || o->key_file)
 		rc = ms_tls__cert_load(ctx->sc, o->cert_file, o->key_file, err, errlen);
@@ -276,7 +281,13 @@ int ms_tls_read(ms_tls *t, const uint8_t *in, size_t n, uint8_t *out, size_t cap
 		SSL_write(t->ssl, "", 0);
 		ERR_clear_error();
 	}
-	while (got < cap) {
+	/* Until WANT_READ, but without the call that would only say so: the
+	 * BIO hands BoringSSL exactly the bytes it asks for (a record header,
+	 * then its body), so once the slice is used up and no decrypted bytes
+	 * are pending, no whole record is buffered and SSL_read could only
+	 * return WANT_READ (saves one SSL_read, ~1,000 instructions, per
+	 * inbound record). */
+	while (got < cap && (t->in_n || SSL_pending(t->ssl) > 0)) {
 		size_t want = cap - got < INT_MAX ? cap - got : INT_MAX;
 
 		r = SSL_read(t->ssl, out + got, (int)want);
