@@ -11,6 +11,8 @@
 # slope per connection (least squares over the N points).
 # Usage: tools/bench/idle.sh [PATH] (PATH: WebSocket path, default /)
 # TLS=1: the same over wss (servers in UWS_IDLE then being TLS ones).
+# EXCHANGE=B: each connection first exchanges one B-byte message with the
+# echo route (msock-bench --exchange), then idles: memory after traffic.
 set -u
 cd "$(dirname "$0")/../.."
 . tools/bench/lib.sh
@@ -37,7 +39,7 @@ for s in "${servers[@]}"; do
 		sp=$!
 		sleep 1.5
 		taskset -c 1 build/msock-bench --url "$scheme://127.0.0.1:$port$path" --scenario idle \
-			--conns "$n" --threads 1 --rate 5000 --duration 4 --settle 3 \
+			--conns "$n" --threads 1 --rate 5000 --duration 4 --settle 3 --exchange "${EXCHANGE:-0}" \
 			--server-pid "$sp" --quiet >/tmp/idle.$name.$n.cli 2>&1
 		kill -TERM $sp 2>/dev/null; sleep 0.3; kill -KILL $sp 2>/dev/null; wait $sp 2>/dev/null
 		line=$(grep -a "server rss:" /tmp/idle.$name.$n.cli)

@@ -74,6 +74,7 @@ typedef struct ms_bench_cfg {
 	unsigned inflight;
 	unsigned size;
 	unsigned pad;        /* fanout/dm: padding bytes in data */
+	unsigned exchange;   /* idle: bytes each way once per connection before idling */
 	bool binary;
 	/* fanout / dm */
 	unsigned streams, joins, publishers;

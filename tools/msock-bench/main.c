@@ -64,6 +64,9 @@ static void usage(FILE *out)
 		"  --inflight K        echo: messages outstanding per connection; fanout/dm with\n"
 		"                      --pub-rate 0: publishes outstanding per publisher (default 1)\n"
 		"  --size B            echo payload bytes (default 20)\n"
+		"  --exchange B        idle: each connection first sends one B-byte binary\n"
+		"                      message to the echo route and waits for it to come back\n"
+		"                      (server memory after traffic, then idle; default 0)\n"
 		"  --pad B             fanout/dm: B bytes of padding in each message's data (default 0)\n"
 		"  --binary            echo binary frames instead of text\n"
 		"  --streams S         fanout: streams (default 1)\n"
@@ -361,7 +364,7 @@ int main(int argc, char **argv)
 
 	enum {
 		O_URL = 256, O_SCEN, O_CONNS, O_THREADS, O_PROCS, O_RATE, O_MAXPEND, O_DUR, O_WARM,
-		O_SETTLE, O_SRC, O_SECRET, O_UBASE, O_INFL, O_SIZE, O_PAD, O_BIN, O_STREAMS, O_JOINS, O_PUBS,
+		O_SETTLE, O_SRC, O_SECRET, O_UBASE, O_INFL, O_SIZE, O_EXCH, O_PAD, O_BIN, O_STREAMS, O_JOINS, O_PUBS,
 		O_PUBRATE, O_PREFIX, O_CTO, O_CLTO, O_MAXFAIL, O_PID, O_JSON, O_HIST, O_QUIET,
 		O_RESUME, O_HELP, O_CA, O_TLS12,
 	};
@@ -370,7 +373,7 @@ int main(int argc, char **argv)
 		{"threads", 1, 0, O_THREADS}, {"procs", 1, 0, O_PROCS}, {"rate", 1, 0, O_RATE},
 		{"max-pending", 1, 0, O_MAXPEND}, {"duration", 1, 0, O_DUR}, {"warmup", 1, 0, O_WARM},
 		{"settle", 1, 0, O_SETTLE}, {"src", 1, 0, O_SRC}, {"secret", 1, 0, O_SECRET},
-		{"user-base", 1, 0, O_UBASE}, {"inflight", 1, 0, O_INFL}, {"size", 1, 0, O_SIZE}, {"pad", 1, 0, O_PAD},
+		{"user-base", 1, 0, O_UBASE}, {"inflight", 1, 0, O_INFL}, {"size", 1, 0, O_SIZE}, {"exchange", 1, 0, O_EXCH}, {"pad", 1, 0, O_PAD},
 		{"binary", 0, 0, O_BIN}, {"streams", 1, 0, O_STREAMS}, {"joins", 1, 0, O_JOINS},
 		{"publishers", 1, 0, O_PUBS}, {"pub-rate", 1, 0, O_PUBRATE},
 		{"stream-prefix", 1, 0, O_PREFIX}, {"connect-timeout", 1, 0, O_CTO},
@@ -414,6 +417,7 @@ int main(int argc, char **argv)
 		case O_UBASE: cfg.user_base = strtoull(optarg, NULL, 10); break;
 		case O_INFL: cfg.inflight = (unsigned)atoi(optarg); break;
 		case O_SIZE: cfg.size = (unsigned)atoi(optarg); break;
+		case O_EXCH: cfg.exchange = (unsigned)atoi(optarg); break;
 		case O_PAD: cfg.pad = (unsigned)atoi(optarg); break;
 		case O_BIN: cfg.binary = true; break;
 		case O_STREAMS: cfg.streams = (unsigned)atoi(optarg); break;

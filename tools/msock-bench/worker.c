@@ -693,6 +693,20 @@ static void on_upgraded(thr *t, uint32_t i)
 		chat_join_all(t, i);
 		return;
 	}
+	if (t->cfg->scenario == SC_IDLE && t->cfg->exchange) {
+		/* Traffic first, then idle: the server's memory must return to
+		 * its idle figure once the message is through. */
+		uint8_t *m = malloc(t->cfg->exchange);
+		if (!m) {
+			conn_fail(t, i, &t->st->fail_other, "out of memory", 0);
+			return;
+		}
+		memset(m, 'x', t->cfg->exchange);
+		c->state = CS_JOINING;
+		queue_frame(t, i, MS_WS_OP_BINARY, m, t->cfg->exchange);
+		free(m);
+		return;
+	}
 	conn_ready(t, i);
 }
 
@@ -827,6 +841,19 @@ static void on_message(thr *t, uint32_t i, uint8_t op, uint8_t *p, size_t n)
 	case SC_FANOUT:
 	case SC_DM:
 		on_chat(t, i, (const char *)p, n);
+		return;
+	case SC_IDLE:
+		st->recv_msgs++;
+		if (cfg->exchange && c->state == CS_JOINING) {
+			if (n != cfg->exchange) {
+				st->protocol_errors++;
+				conn_fail(t, i, NULL, "exchange reply of the wrong size", 0);
+				return;
+			}
+			if (!c->pend.len)
+				buf_free(&c->pend); /* the spare send buffer; the client idles too */
+			conn_ready(t, i);
+		}
 		return;
 	default:
 		st->recv_msgs++;
