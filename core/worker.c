@@ -992,24 +992,31 @@ static void shed_pending(ms_worker *w)
 {
 	if (w->now_ns < w->shed_scan_ns)
 		return;
-	for (int k = 0; k < SHED_MAX; k++) {
-		uint64_t open_total = 0;
-		ms_conn *big = NULL;
-		for (uint32_t i = 0; i < w->pool.fresh; i++) {
-			ms_conn *c = ms_pool_at(&w->pool, i);
-			if (c->fidx < 0 ||
-			    (c->flags & (MS_CONN_F_FREED | MS_CONN_F_CLOSING | MS_CONN_F_SHED)))
-				continue;
-			open_total += c->out_bytes;
-			if (!big || c->out_bytes > big->out_bytes)
-				big = c;
-		}
-		if (open_total <= w->pending_share || !big || !big->out_bytes) {
-			w->shed_scan_ns = w->now_ns + SHED_SCAN_MS * 1000000ull;
-			return;
-		}
+	/* One pass: what the open connections hold, and the SHED_MAX largest
+	 * queues, largest first (insertion into a short sorted array). */
+	ms_conn *top[SHED_MAX];
+	int ntop = 0;
+	uint64_t open_total = 0;
+	for (uint32_t i = 0; i < w->pool.fresh; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, i);
+		if (c->fidx < 0 ||
+		    (c->flags & (MS_CONN_F_FREED | MS_CONN_F_CLOSING | MS_CONN_F_SHED)))
+			continue;
+		open_total += c->out_bytes;
+		if (!c->out_bytes ||
+		    (ntop == SHED_MAX && c->out_bytes <= top[SHED_MAX - 1]->out_bytes))
+			continue;
+		int j = ntop < SHED_MAX ? ntop++ : SHED_MAX - 1;
+		for (; j > 0 && top[j - 1]->out_bytes < c->out_bytes; j--)
+			top[j] = top[j - 1];
+		top[j] = c;
+	}
+	int k = 0;
+	for (; k < ntop && open_total > w->pending_share; k++) {
+		ms_conn *big = top[k];
 		ms_debug("conn %u: shed at the pending-output cap (%u of %llu bytes queued)",
 			 big->idx, big->out_bytes, (unsigned long long)w->out_total);
+		open_total -= big->out_bytes;
 		w->st.pending_cap_closes++;
 		big->flags |= MS_CONN_F_SHED; /* its closing handshake may take a while */
 		if (w->h->on_shed)
@@ -1017,6 +1024,10 @@ static void shed_pending(ms_worker *w)
 		else
 			ms_conn_close(w, big, MS_CLOSE_ABORT);
 	}
+	/* Fits now, or nothing left to shed: rescan only after a pause. Still
+	 * over with SHED_MAX shed: the next iteration goes on. */
+	if (open_total <= w->pending_share || k < SHED_MAX)
+		w->shed_scan_ns = w->now_ns + SHED_SCAN_MS * 1000000ull;
 }
 
 /* Mailbox high-water: pause input until the backlog is back to LOW. */
