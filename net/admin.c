@@ -43,11 +43,11 @@ static void answer(ms_worker *w, ms_conn *c, int status, const char *type,
 	if (ms_conn_closing(c))
 		return; /* answered already, or aborted */
 	c->state = ST_READ;
-	void **t = ms_net_chat_slot(c); /* admin connections keep their request time there */
-	if (*t) {
-		uint64_t now = ms_clock_ns(), t0 = (uint64_t)(uintptr_t)*t;
-		ms_worker_record(w, MS_HIST_API, now > t0 ? now - t0 : 0);
-		*t = NULL;
+	uint64_t *t0 = ms_net_admin_t0(c);
+	if (*t0) {
+		uint64_t now = ms_clock_ns();
+		ms_worker_record(w, MS_HIST_API, now > *t0 ? now - *t0 : 0);
+		*t0 = 0;
 	}
 	char head[256];
 	int h = snprintf(head, sizeof(head),
@@ -170,7 +170,7 @@ static const char *parse_body(const char *p, size_t n, api_req *r)
 static void api(ms_worker *w, ms_conn *c, const ms_http_request *req, const char *body,
 		size_t n)
 {
-	*ms_net_chat_slot(c) = (void *)(uintptr_t)ms_worker_now_ns(w);
+	*ms_net_admin_t0(c) = ms_worker_now_ns(w);
 	const ms_net_opts *o = ms_net_options();
 	if (!o->api_key.n) {
 		ms_admin_error(w, c, 403, "server API disabled: start with --api-key-file");

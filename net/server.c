@@ -56,7 +56,10 @@ typedef struct net_conn {
 	uint32_t frag_len, frag_cap;
 	uint8_t *frag;   /* fragmented message being gathered */
 	uint64_t uid;
-	void *chat;      /* the chat core's per-connection state */
+	union {
+		void *chat;        /* chat routes: the chat core's per-connection state */
+		uint64_t admin_t0; /* admin listener: when the API request arrived (ns) */
+	} u;
 	char *claims;    /* token's streams claim (JSON array), NULL = none */
 	uint32_t claims_len;
 	uint32_t exp;    /* token expiry (unix seconds), 0 = none (dev) */
@@ -193,7 +196,12 @@ uint64_t ms_net_uid(ms_conn *c)
 
 void **ms_net_chat_slot(ms_conn *c)
 {
-	return &X(c)->chat;
+	return &X(c)->u.chat;
+}
+
+uint64_t *ms_net_admin_t0(ms_conn *c)
+{
+	return &X(c)->u.admin_t0;
 }
 
 bool ms_net_stream_allowed(ms_conn *c, ms_str stream)

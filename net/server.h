@@ -67,6 +67,9 @@ uint64_t ms_net_uid(ms_conn *c);
 /* A pointer-sized slot the chat core owns in each connection (NULL at
  * open). */
 void **ms_net_chat_slot(ms_conn *c);
+/* Admin connections only (same storage as the chat slot, which they never
+ * use): when the pending API request arrived, worker clock ns; 0 = none. */
+uint64_t *ms_net_admin_t0(ms_conn *c);
 /* Whether the connection's identity may join/publish to `stream`: dev mode
  * allows all; otherwise the token's streams claim (user:<sub> always). */
 bool ms_net_stream_allowed(ms_conn *c, ms_str stream);
