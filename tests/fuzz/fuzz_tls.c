@@ -53,6 +53,7 @@
 #include <openssl/ssl.h>
 
 #include "tls/tls.h"
+#include "../tls_harness.h"
 
 #define CHECK(c)                 \
 	do {                     \
@@ -63,42 +64,9 @@
 #define PAIR_BUF (1u << 20) /* client BIO pair, each direction */
 #define MAX_DATA (1u << 18) /* data-mode payload cap (fits the pair) */
 
-typedef struct buf {
-	uint8_t *p;
-	size_t n, cap;
-} buf;
-
-static void put(buf *b, const uint8_t *p, size_t n)
-{
-	if (!n)
-		return;
-	if (b->n + n > b->cap) {
-		size_t cap = b->cap ? b->cap : 1024;
-
-		while (cap < b->n + n)
-			cap *= 2;
-		b->p = realloc(b->p, cap);
-		CHECK(b->p);
-		b->cap = cap;
-	}
-	memcpy(b->p + b->n, p, n);
-	b->n += n;
-}
-
-static void fini(buf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
-
-static void sink_fn(void *arg, const uint8_t *p, size_t n)
-{
-	put(arg, p, n);
-}
-
 static ms_tls_ctx *g_ctx;
 static SSL_CTX *g_cli13, *g_cli12; /* data-mode clients, no session cache */
-static buf g_hello[5];		   /* index = mode 1..4 */
+static tls_buf g_hello[5];		   /* index = mode 1..4 */
 static uint8_t g_out[(1u << 16) + 1];
 
 /* ---- feeding the engine ----------------------------------------------------- */
@@ -106,8 +74,8 @@ static uint8_t g_out[(1u << 16) + 1];
 typedef struct feeder {
 	ms_tls *t;
 	ms_tls_sink sink; /* appends to s2c */
-	buf s2c;	  /* everything the engine wrote */
-	buf plain;	  /* everything it decrypted */
+	tls_buf s2c;	  /* everything the engine wrote */
+	tls_buf plain;	  /* everything it decrypted */
 	size_t cap;
 	int rc; /* first non-OK status, else MS_TLS_OK */
 } feeder;
@@ -128,7 +96,7 @@ static void feed(feeder *f, const uint8_t *p, size_t n)
 		CHECK(got <= f->cap);
 		CHECK(!more || rc == MS_TLS_OK);
 		CHECK(!got || ms_tls_handshake_done(f->t));
-		put(&f->plain, g_out, got);
+		tls_buf_put(&f->plain, g_out, got);
 		f->rc = rc;
 		p = NULL;
 		n = 0;
@@ -156,7 +124,7 @@ static void feeder_init(feeder *f, size_t cap)
 	memset(f, 0, sizeof(*f));
 	f->t = ms_tls_new(g_ctx);
 	CHECK(f->t);
-	f->sink.write = sink_fn;
+	f->sink.write = tls_buf_sink;
 	f->sink.arg = &f->s2c;
 	f->cap = cap;
 }
@@ -164,8 +132,8 @@ static void feeder_init(feeder *f, size_t cap)
 static void feeder_fini(feeder *f)
 {
 	ms_tls_free(f->t);
-	fini(&f->s2c);
-	fini(&f->plain);
+	tls_buf_fini(&f->s2c);
+	tls_buf_fini(&f->plain);
 }
 
 /* ---- in-process client ------------------------------------------------------ */
@@ -198,13 +166,13 @@ static void client_fini(client *cl)
 }
 
 /* What the client has written so far, appended to out. */
-static void client_take(client *cl, buf *out)
+static void client_take(client *cl, tls_buf *out)
 {
 	static uint8_t tmp[1 << 16];
 	int r;
 
 	while ((r = BIO_read(cl->net, tmp, sizeof(tmp))) > 0)
-		put(out, tmp, (size_t)r);
+		tls_buf_put(out, tmp, (size_t)r);
 }
 
 /* The engine's output so far, handed to the client. */
@@ -217,21 +185,21 @@ static void client_give(client *cl, feeder *f)
 }
 
 /* Let the client read (tickets, data); returns what it decrypted. */
-static int client_read(client *cl, buf *plain)
+static int client_read(client *cl, tls_buf *plain)
 {
 	static uint8_t tmp[1 << 16];
 	int r;
 
 	while ((r = SSL_read(cl->c, tmp, sizeof(tmp))) > 0)
 		if (plain)
-			put(plain, tmp, (size_t)r);
+			tls_buf_put(plain, tmp, (size_t)r);
 	return SSL_get_error(cl->c, r);
 }
 
 /* Full handshake; every client flight is recorded in flights when given. */
-static void handshake(client *cl, feeder *f, buf *flights)
+static void handshake(client *cl, feeder *f, tls_buf *flights)
 {
-	buf fl = { 0 };
+	tls_buf fl = { 0 };
 
 	for (int i = 0; i < 16 && !(SSL_is_init_finished(cl->c) &&
 				      ms_tls_handshake_done(f->t)); i++) {
@@ -241,14 +209,14 @@ static void handshake(client *cl, feeder *f, buf *flights)
 		client_take(cl, &fl);
 		if (fl.n) {
 			if (flights)
-				put(&flights[i < 3 ? i : 3], fl.p, fl.n);
+				tls_buf_put(&flights[i < 3 ? i : 3], fl.p, fl.n);
 			feed(f, fl.p, fl.n);
 			fl.n = 0;
 		}
 		CHECK(f->rc == MS_TLS_OK);
 		client_give(cl, f);
 	}
-	fini(&fl);
+	tls_buf_fini(&fl);
 	CHECK(SSL_is_init_finished(cl->c) && ms_tls_handshake_done(f->t));
 	CHECK(client_read(cl, NULL) == SSL_ERROR_WANT_READ); /* TLS 1.3 tickets */
 }
@@ -283,7 +251,7 @@ static SSL_CTX *cli_ctx(uint16_t max, bool cache)
 
 /* A full handshake with cc: its client flights go to flights (4 slots),
  * and the session it ends with is returned. */
-static SSL_SESSION *full_handshake(SSL_CTX *cc, buf *flights)
+static SSL_SESSION *full_handshake(SSL_CTX *cc, tls_buf *flights)
 {
 	client cl;
 	feeder f;
@@ -301,7 +269,7 @@ static SSL_SESSION *full_handshake(SSL_CTX *cc, buf *flights)
 }
 
 /* The first flight of a client (a ClientHello), resuming sess if given. */
-static void record_hello(SSL_CTX *cc, SSL_SESSION *sess, buf *out)
+static void record_hello(SSL_CTX *cc, SSL_SESSION *sess, tls_buf *out)
 {
 	client cl;
 
@@ -329,7 +297,7 @@ static void write_seed(const char *dir, const char *name, uint8_t b0, const uint
 }
 
 /* MS_FUZZ_TLS_SEEDS=DIR: the seed corpus (see the file comment). */
-static void write_seeds(const char *dir, buf fl13[4], buf fl12[4])
+static void write_seeds(const char *dir, tls_buf fl13[4], tls_buf fl12[4])
 {
 	static const uint8_t small[] = { 0, 4, 40, 2 };
 	static const uint8_t one[] = { 0 };
@@ -339,8 +307,8 @@ static void write_seeds(const char *dir, buf fl13[4], buf fl12[4])
 	static const uint8_t huge[] = { 22, 3, 1, 0xff, 0xff, 1, 0, 0xff, 0xfb };
 	static const uint8_t appdata[] = { 23, 3, 3, 0, 4, 1, 2, 3, 4 };
 	static const char hello[] = "{\"op\":\"ping\"}";
-	buf big = { 0 };
-	buf *h13 = &g_hello[1], *h12 = &g_hello[2];
+	tls_buf big = { 0 };
+	tls_buf *h13 = &g_hello[1], *h12 = &g_hello[2];
 
 	write_seed(dir, "ch13", 0, NULL, 0, h13->p, h13->n);
 	write_seed(dir, "ch12", 0, NULL, 0, h12->p, h12->n);
@@ -351,12 +319,12 @@ static void write_seeds(const char *dir, buf fl13[4], buf fl12[4])
 	write_seed(dir, "ch13_truncated", 0, NULL, 0, h13->p, h13->n / 2);
 	write_seed(dir, "ch12_header_only", 0, NULL, 0, h12->p, 5);
 	/* a complete first flight and the client's second flight after it */
-	put(&big, h13->p, h13->n);
-	put(&big, fl13[1].p, fl13[1].n);
+	tls_buf_put(&big, h13->p, h13->n);
+	tls_buf_put(&big, fl13[1].p, fl13[1].n);
 	write_seed(dir, "flights13", 0, NULL, 0, big.p, big.n);
 	big.n = 0;
-	put(&big, h12->p, h12->n);
-	put(&big, fl12[1].p, fl12[1].n);
+	tls_buf_put(&big, h12->p, h12->n);
+	tls_buf_put(&big, fl12[1].p, fl12[1].n);
 	write_seed(dir, "flights12", 0, NULL, 0, big.p, big.n);
 	/* after a recorded ClientHello: the client's second flight */
 	write_seed(dir, "after13_flight2", 1, NULL, 0, fl13[1].p, fl13[1].n);
@@ -377,11 +345,11 @@ static void write_seeds(const char *dir, buf fl13[4], buf fl12[4])
 		   (const uint8_t *)hello, sizeof(hello) - 1);
 	big.n = 0;
 	for (int i = 0; i < 20000; i++)
-		put(&big, (const uint8_t *)&"abcdefghijklmnopqrstuvwxyz"[i % 26], 1);
+		tls_buf_put(&big, (const uint8_t *)&"abcdefghijklmnopqrstuvwxyz"[i % 26], 1);
 	write_seed(dir, "data13_big_cap1k", 5 | 3 << 3, NULL, 0, big.p, big.n);
 	write_seed(dir, "data12_big_cap1_close", 5 | 0 << 3 | 1 << 6 | 1 << 7, NULL, 0, big.p,
 		   2000);
-	fini(&big);
+	tls_buf_fini(&big);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -390,7 +358,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	char path[sizeof(tmpl)], err[256];
 	uint8_t key[80];
 	ms_tls_opts o = { 0 };
-	buf fl13[4] = { 0 }, fl12[4] = { 0 };
+	tls_buf fl13[4] = { 0 }, fl12[4] = { 0 };
 	SSL_CTX *c13, *c12;
 	SSL_SESSION *s13, *s12;
 	const char *seeds = getenv("MS_FUZZ_TLS_SEEDS");
@@ -429,8 +397,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	SSL_CTX_free(c13);
 	SSL_CTX_free(c12);
 	for (int i = 0; i < 4; i++) {
-		fini(&fl13[i]);
-		fini(&fl12[i]);
+		tls_buf_fini(&fl13[i]);
+		tls_buf_fini(&fl12[i]);
 	}
 	return 0;
 }
@@ -442,7 +410,7 @@ static void data_mode(feeder *f, bool tls12, bool close, size_t wsz, const uint8
 		      size_t k, const uint8_t *s, size_t n)
 {
 	client cl;
-	buf ct = { 0 }, back = { 0 };
+	tls_buf ct = { 0 }, back = { 0 };
 
 	if (n > MAX_DATA)
 		n = MAX_DATA;
@@ -475,8 +443,8 @@ static void data_mode(feeder *f, bool tls12, bool close, size_t wsz, const uint8
 		client_give(&cl, f);
 		CHECK(client_read(&cl, NULL) == SSL_ERROR_ZERO_RETURN);
 	}
-	fini(&ct);
-	fini(&back);
+	tls_buf_fini(&ct);
+	tls_buf_fini(&back);
 	client_fini(&cl);
 }
 

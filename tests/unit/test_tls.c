@@ -42,6 +42,7 @@
 #include <openssl/x509v3.h>
 
 #include "tls/tls.h"
+#include "../tls_harness.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SANITIZED 1
@@ -53,49 +54,14 @@
 
 /* ---- harness --------------------------------------------------------------- */
 
-typedef struct buf {
-	uint8_t *p;
-	size_t n, cap;
-	size_t total; /* bytes ever appended */
-} buf;
-
-static void buf_put(buf *b, const uint8_t *p, size_t n)
-{
-	if (!n)
-		return;
-	if (b->n + n > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-
-		while (cap < b->n + n)
-			cap *= 2;
-		b->p = realloc(b->p, cap);
-		assert_non_null(b->p);
-		b->cap = cap;
-	}
-	memcpy(b->p + b->n, p, n);
-	b->n += n;
-	b->total += n;
-}
-
-static void buf_fini(buf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
-
-static void sink_fn(void *arg, const uint8_t *p, size_t n)
-{
-	buf_put(arg, p, n);
-}
-
 typedef struct pair {
 	SSL *c;		 /* client */
 	BIO *net;	 /* network end of the client's BIO pair */
 	ms_tls *s;	 /* server engine */
 	ms_tls_sink sink; /* appends to s2c */
-	buf s2c;	 /* engine output not yet given to the client */
-	buf sp;		 /* plaintext the server received */
-	buf cp;		 /* plaintext the client received */
+	tls_buf s2c;	 /* engine output not yet given to the client */
+	tls_buf sp;		 /* plaintext the server received */
+	tls_buf cp;		 /* plaintext the client received */
 	int srv_rc;	 /* first non-OK engine status, else OK */
 	int cli_err;	 /* client SSL_get_error of a failure, else 0 */
 	bool cli_closed; /* client saw close_notify */
@@ -150,7 +116,7 @@ static void pair_init_buf(pair *pp, ms_tls_ctx *sctx, SSL_CTX *cctx, SSL_SESSION
 		assert_true(SSL_set_session(pp->c, sess));
 	pp->s = ms_tls_new(sctx);
 	assert_non_null(pp->s);
-	pp->sink.write = sink_fn;
+	pp->sink.write = tls_buf_sink;
 	pp->sink.arg = &pp->s2c;
 	pp->cap = 4096;
 }
@@ -165,9 +131,9 @@ static void pair_fini(pair *pp)
 	SSL_free(pp->c);
 	BIO_free(pp->net);
 	ms_tls_free(pp->s);
-	buf_fini(&pp->s2c);
-	buf_fini(&pp->sp);
-	buf_fini(&pp->cp);
+	tls_buf_fini(&pp->s2c);
+	tls_buf_fini(&pp->sp);
+	tls_buf_fini(&pp->cp);
 }
 
 /* One engine call on in[0..n), then n = 0 calls while *more. */
@@ -185,7 +151,7 @@ static void srv_feed(pair *pp, const uint8_t *in, size_t n)
 		assert_true(got <= pp->cap);
 		assert_false(more && rc != MS_TLS_OK);
 		if (!pp->discard)
-			buf_put(&pp->sp, obuf, got);
+			tls_buf_put(&pp->sp, obuf, got);
 		pp->mores += more;
 		n = 0;
 	} while (more);
@@ -247,7 +213,7 @@ static void pump(pair *pp)
 		if (!pp->cli_err && !pp->cli_closed && SSL_is_init_finished(pp->c)) {
 			while ((r = SSL_read(pp->c, tmp, sizeof(tmp))) > 0) {
 				if (!pp->discard)
-					buf_put(&pp->cp, tmp, (size_t)r);
+					tls_buf_put(&pp->cp, tmp, (size_t)r);
 				prog = true;
 			}
 			cli_fail(pp, r);
@@ -771,9 +737,9 @@ static void test_renegotiation(void **state)
 	SSL_CTX_free(cc);
 }
 
-static int feed_raw(const uint8_t *p, size_t n, buf *out)
+static int feed_raw(const uint8_t *p, size_t n, tls_buf *out)
 {
-	ms_tls_sink sk = {sink_fn, out};
+	ms_tls_sink sk = {tls_buf_sink, out};
 	ms_tls *t = ms_tls_new(g_srv);
 	uint8_t o[256];
 	size_t got;
@@ -798,23 +764,23 @@ static void test_garbage(void **state)
 	static const uint8_t badhello[] = {22, 3, 1, 0, 8, 1, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef};
 	static const uint8_t badtype[] = {23, 3, 1, 0, 4, 1, 2, 3, 4};
 	static const uint8_t sslv2[] = {0x80, 0x2e, 1, 0, 2, 0, 0x15, 0, 0, 0, 0x10};
-	buf out = {0};
+	tls_buf out = {0};
 
 	assert_int_equal(feed_raw((const uint8_t *)http, sizeof(http) - 1, &out), MS_TLS_ERROR);
-	buf_fini(&out);
+	tls_buf_fini(&out);
 
 	/* A malformed ClientHello inside a valid record: fatal alert. */
 	assert_int_equal(feed_raw(badhello, sizeof(badhello), &out), MS_TLS_ERROR);
 	assert_int_equal(out.n, 7);
 	assert_int_equal(out.p[0], 21); /* alert record */
 	assert_int_equal(out.p[5], 2);	/* fatal */
-	buf_fini(&out);
+	tls_buf_fini(&out);
 
 	assert_int_equal(feed_raw(badtype, sizeof(badtype), &out), MS_TLS_ERROR);
 	assert_true(out.n == 0 || out.p[0] == 21);
-	buf_fini(&out);
+	tls_buf_fini(&out);
 	assert_int_equal(feed_raw(sslv2, sizeof(sslv2), &out), MS_TLS_ERROR);
-	buf_fini(&out);
+	tls_buf_fini(&out);
 
 	/* Random junk never crashes; it either waits for more or fails. */
 	for (int i = 0; i < 2000; i++) {
@@ -829,7 +795,7 @@ static void test_garbage(void **state)
 		}
 		rc = feed_raw(junk, 1 + i % sizeof(junk), &out);
 		assert_true(rc == MS_TLS_OK || rc == MS_TLS_ERROR);
-		buf_fini(&out);
+		tls_buf_fini(&out);
 	}
 }
 
@@ -1191,7 +1157,7 @@ static double engine_bytes(pair *ps, uint16_t ver, bool exchange, double *drift)
 		pair_init_buf(&ps[i], g_srv, cc, NULL, 1 << 15);
 		ps[i].discard = true;
 		ps[i].cap = MSG;
-		buf_put(&ps[i].s2c, msg, MSG + 1024); /* pre-grow */
+		tls_buf_put(&ps[i].s2c, msg, MSG + 1024); /* pre-grow */
 		ps[i].s2c.n = 0;
 		handshake_ok(&ps[i]);
 	}
