@@ -33,6 +33,9 @@
  * plaintext before the handshake is done, ms_tls_write refused before it,
  * and nothing leaks per input (LSan).
  *
+ * The engine-and-client pair, its pump and the client contexts are
+ * tests/tls_harness.h, shared with tests/unit/test_tls.c.
+ *
  * BoringSSL itself is the system library, not instrumented: coverage
  * feedback comes from the tls/ sources only, so the fuzzer is steered by the
  * engine's own branches and the seeds carry it into the handshake.
@@ -53,231 +56,113 @@
 #include <openssl/ssl.h>
 
 #include "tls/tls.h"
-#include "../tls_harness.h"
 
 #define CHECK(c)                 \
 	do {                     \
 		if (!(c))        \
 			abort(); \
 	} while (0)
+#define TH_CHECK(c) CHECK(c)
+#include "../tls_harness.h"
 
 #define PAIR_BUF (1u << 20) /* client BIO pair, each direction */
 #define MAX_DATA (1u << 18) /* data-mode payload cap (fits the pair) */
 
 static ms_tls_ctx *g_ctx;
 static SSL_CTX *g_cli13, *g_cli12; /* data-mode clients, no session cache */
-static tls_buf g_hello[5];		   /* index = mode 1..4 */
-static uint8_t g_out[(1u << 16) + 1];
+static buf g_hello[5];		   /* index = mode 1..4 */
 
-/* ---- feeding the engine ----------------------------------------------------- */
+/* ---- the engine and its client (tests/tls_harness.h) ------------------------ */
 
-typedef struct feeder {
-	ms_tls *t;
-	ms_tls_sink sink; /* appends to s2c */
-	tls_buf s2c;	  /* everything the engine wrote */
-	tls_buf plain;	  /* everything it decrypted */
-	size_t cap;
-	int rc; /* first non-OK status, else MS_TLS_OK */
-} feeder;
-
-/* One received slice: ms_tls_read on it, then n = 0 calls while *more. */
-static void feed(feeder *f, const uint8_t *p, size_t n)
+/* Every engine call: a known status, no plaintext before the handshake is
+ * done, and an end to the *more calls of one slice. */
+static void check_read(pair *pp, int rc, size_t got, bool more)
 {
-	bool more;
-	int guard = 0;
+	static int calls; /* of the current slice */
 
-	if (f->rc != MS_TLS_OK)
-		return; /* the server closes the connection here */
-	do {
-		size_t got = 7777;
-		int rc = ms_tls_read(f->t, p, n, g_out, f->cap, &got, &more, &f->sink);
+	CHECK(rc == MS_TLS_OK || rc == MS_TLS_CLOSED || rc == MS_TLS_ERROR);
+	CHECK(!got || ms_tls_handshake_done(pp->s));
+	CHECK(++calls < (1 << 20));
+	if (!more)
+		calls = 0;
+}
 
-		CHECK(rc == MS_TLS_OK || rc == MS_TLS_CLOSED || rc == MS_TLS_ERROR);
-		CHECK(got <= f->cap);
-		CHECK(!more || rc == MS_TLS_OK);
-		CHECK(!got || ms_tls_handshake_done(f->t));
-		tls_buf_put(&f->plain, g_out, got);
-		f->rc = rc;
-		p = NULL;
-		n = 0;
-		CHECK(++guard < (1 << 20));
-	} while (more);
+/* An engine of g_ctx with a cap-byte out buffer and, when cc is given, a
+ * client of cc (resuming sess if given) offering ALPN http/1.1 only. */
+static void fuzz_pair(pair *pp, SSL_CTX *cc, SSL_SESSION *sess, size_t cap)
+{
+	pair_init_buf(pp, g_ctx, cc, sess, PAIR_BUF);
+	pp->cap = cap;
+	pp->on_read = check_read;
+	if (cc)
+		CHECK(SSL_set_alpn_protos(pp->c, (const uint8_t *)"\x08http/1.1", 9) == 0);
+}
+
+static void fuzz_pair_fini(pair *pp)
+{
+	pair_fini(pp);
+	ERR_clear_error();
 }
 
 /* Slice s[0..n) with the chunk sizes sz[0..k) in turn. */
-static void feed_sliced(feeder *f, const uint8_t *s, size_t n, const uint8_t *sz, size_t k)
+static void feed_sliced(pair *pp, const uint8_t *s, size_t n, const uint8_t *sz, size_t k)
 {
 	size_t off = 0, i = 0;
 
-	while (off < n && f->rc == MS_TLS_OK) {
+	while (off < n && pp->srv_rc == MS_TLS_OK) {
 		size_t c = k ? (size_t)sz[i++ % k] + 1 : n;
 
 		if (c > n - off)
 			c = n - off;
-		feed(f, s + off, c);
+		srv_feed(pp, s + off, c);
 		off += c;
 	}
 }
 
-static void feeder_init(feeder *f, size_t cap)
-{
-	memset(f, 0, sizeof(*f));
-	f->t = ms_tls_new(g_ctx);
-	CHECK(f->t);
-	f->sink.write = tls_buf_sink;
-	f->sink.arg = &f->s2c;
-	f->cap = cap;
-}
-
-static void feeder_fini(feeder *f)
-{
-	ms_tls_free(f->t);
-	tls_buf_fini(&f->s2c);
-	tls_buf_fini(&f->plain);
-}
-
-/* ---- in-process client ------------------------------------------------------ */
-
-typedef struct client {
-	SSL *c;
-	BIO *net; /* network end of the client's pair */
-} client;
-
-static void client_init(client *cl, SSL_CTX *cc, SSL_SESSION *sess)
-{
-	BIO *b;
-
-	cl->c = SSL_new(cc);
-	CHECK(cl->c);
-	CHECK(BIO_new_bio_pair(&b, PAIR_BUF, &cl->net, PAIR_BUF));
-	SSL_set_bio(cl->c, b, b);
-	SSL_set_connect_state(cl->c);
-	CHECK(SSL_set_tlsext_host_name(cl->c, "localhost"));
-	CHECK(SSL_set_alpn_protos(cl->c, (const uint8_t *)"\x08http/1.1", 9) == 0);
-	if (sess)
-		CHECK(SSL_set_session(cl->c, sess));
-}
-
-static void client_fini(client *cl)
-{
-	SSL_free(cl->c);
-	BIO_free(cl->net);
-	ERR_clear_error();
-}
-
 /* What the client has written so far, appended to out. */
-static void client_take(client *cl, tls_buf *out)
+static void cli_take(pair *pp, buf *out)
 {
 	static uint8_t tmp[1 << 16];
 	int r;
 
-	while ((r = BIO_read(cl->net, tmp, sizeof(tmp))) > 0)
-		tls_buf_put(out, tmp, (size_t)r);
+	while ((r = BIO_read(pp->net, tmp, sizeof(tmp))) > 0)
+		buf_put(out, tmp, (size_t)r);
 }
 
-/* The engine's output so far, handed to the client. */
-static void client_give(client *cl, feeder *f)
+/* Full handshake; every client flight is recorded in flights (4 slots)
+ * when given. The client has read the TLS 1.3 tickets and is still open. */
+static void handshake(pair *pp, buf *flights)
 {
-	if (!f->s2c.n)
-		return;
-	CHECK(BIO_write(cl->net, f->s2c.p, (int)f->s2c.n) == (int)f->s2c.n);
-	f->s2c.n = 0;
-}
-
-/* Let the client read (tickets, data); returns what it decrypted. */
-static int client_read(client *cl, tls_buf *plain)
-{
-	static uint8_t tmp[1 << 16];
-	int r;
-
-	while ((r = SSL_read(cl->c, tmp, sizeof(tmp))) > 0)
-		if (plain)
-			tls_buf_put(plain, tmp, (size_t)r);
-	return SSL_get_error(cl->c, r);
-}
-
-/* Full handshake; every client flight is recorded in flights when given. */
-static void handshake(client *cl, feeder *f, tls_buf *flights)
-{
-	tls_buf fl = { 0 };
-
-	for (int i = 0; i < 16 && !(SSL_is_init_finished(cl->c) &&
-				      ms_tls_handshake_done(f->t)); i++) {
-		int r = SSL_do_handshake(cl->c);
-
-		CHECK(r == 1 || SSL_get_error(cl->c, r) == SSL_ERROR_WANT_READ);
-		client_take(cl, &fl);
-		if (fl.n) {
-			if (flights)
-				tls_buf_put(&flights[i < 3 ? i : 3], fl.p, fl.n);
-			feed(f, fl.p, fl.n);
-			fl.n = 0;
-		}
-		CHECK(f->rc == MS_TLS_OK);
-		client_give(cl, f);
-	}
-	tls_buf_fini(&fl);
-	CHECK(SSL_is_init_finished(cl->c) && ms_tls_handshake_done(f->t));
-	CHECK(client_read(cl, NULL) == SSL_ERROR_WANT_READ); /* TLS 1.3 tickets */
+	pp->flights = flights;
+	handshake_ok(pp);
+	pp->flights = NULL;
+	CHECK(!pp->cli_closed);
 }
 
 /* ---- init: context, recorded ClientHellos ----------------------------------- */
 
-static SSL_SESSION *g_sess;
-
-static int new_sess(SSL *ssl, SSL_SESSION *sess)
-{
-	if (!SSL_SESSION_is_resumable(sess))
-		return 0;
-	SSL_SESSION_free(g_sess);
-	g_sess = sess;
-	return 1;
-}
-
-static SSL_CTX *cli_ctx(uint16_t max, bool cache)
-{
-	SSL_CTX *c = SSL_CTX_new(TLS_method());
-
-	CHECK(c);
-	CHECK(SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION));
-	CHECK(SSL_CTX_set_max_proto_version(c, max));
-	if (cache) {
-		SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT |
-							  SSL_SESS_CACHE_NO_INTERNAL);
-		SSL_CTX_sess_set_new_cb(c, new_sess);
-	}
-	return c;
-}
-
 /* A full handshake with cc: its client flights go to flights (4 slots),
  * and the session it ends with is returned. */
-static SSL_SESSION *full_handshake(SSL_CTX *cc, tls_buf *flights)
+static SSL_SESSION *full_handshake(SSL_CTX *cc, buf *flights)
 {
-	client cl;
-	feeder f;
-	SSL_SESSION *s;
+	pair pp;
 
-	client_init(&cl, cc, NULL);
-	feeder_init(&f, sizeof(g_out) - 1);
-	handshake(&cl, &f, flights);
-	client_fini(&cl);
-	feeder_fini(&f);
-	s = g_sess;
-	g_sess = NULL;
-	CHECK(s);
-	return s;
+	fuzz_pair(&pp, cc, NULL, 1 << 16);
+	handshake(&pp, flights);
+	fuzz_pair_fini(&pp);
+	return take_session();
 }
 
 /* The first flight of a client (a ClientHello), resuming sess if given. */
-static void record_hello(SSL_CTX *cc, SSL_SESSION *sess, tls_buf *out)
+static void record_hello(SSL_CTX *cc, SSL_SESSION *sess, buf *out)
 {
-	client cl;
+	pair pp;
 
-	client_init(&cl, cc, sess);
-	CHECK(SSL_do_handshake(cl.c) == -1);
-	client_take(&cl, out);
+	fuzz_pair(&pp, cc, sess, 1 << 16);
+	CHECK(SSL_do_handshake(pp.c) == -1);
+	cli_take(&pp, out);
 	CHECK(out->n > 5 && out->p[0] == 22);
-	client_fini(&cl);
+	fuzz_pair_fini(&pp);
 }
 
 static void write_seed(const char *dir, const char *name, uint8_t b0, const uint8_t *sz,
@@ -297,7 +182,7 @@ static void write_seed(const char *dir, const char *name, uint8_t b0, const uint
 }
 
 /* MS_FUZZ_TLS_SEEDS=DIR: the seed corpus (see the file comment). */
-static void write_seeds(const char *dir, tls_buf fl13[4], tls_buf fl12[4])
+static void write_seeds(const char *dir, buf fl13[4], buf fl12[4])
 {
 	static const uint8_t small[] = { 0, 4, 40, 2 };
 	static const uint8_t one[] = { 0 };
@@ -307,8 +192,8 @@ static void write_seeds(const char *dir, tls_buf fl13[4], tls_buf fl12[4])
 	static const uint8_t huge[] = { 22, 3, 1, 0xff, 0xff, 1, 0, 0xff, 0xfb };
 	static const uint8_t appdata[] = { 23, 3, 3, 0, 4, 1, 2, 3, 4 };
 	static const char hello[] = "{\"op\":\"ping\"}";
-	tls_buf big = { 0 };
-	tls_buf *h13 = &g_hello[1], *h12 = &g_hello[2];
+	buf big = { 0 };
+	buf *h13 = &g_hello[1], *h12 = &g_hello[2];
 
 	write_seed(dir, "ch13", 0, NULL, 0, h13->p, h13->n);
 	write_seed(dir, "ch12", 0, NULL, 0, h12->p, h12->n);
@@ -319,12 +204,12 @@ static void write_seeds(const char *dir, tls_buf fl13[4], tls_buf fl12[4])
 	write_seed(dir, "ch13_truncated", 0, NULL, 0, h13->p, h13->n / 2);
 	write_seed(dir, "ch12_header_only", 0, NULL, 0, h12->p, 5);
 	/* a complete first flight and the client's second flight after it */
-	tls_buf_put(&big, h13->p, h13->n);
-	tls_buf_put(&big, fl13[1].p, fl13[1].n);
+	buf_put(&big, h13->p, h13->n);
+	buf_put(&big, fl13[1].p, fl13[1].n);
 	write_seed(dir, "flights13", 0, NULL, 0, big.p, big.n);
 	big.n = 0;
-	tls_buf_put(&big, h12->p, h12->n);
-	tls_buf_put(&big, fl12[1].p, fl12[1].n);
+	buf_put(&big, h12->p, h12->n);
+	buf_put(&big, fl12[1].p, fl12[1].n);
 	write_seed(dir, "flights12", 0, NULL, 0, big.p, big.n);
 	/* after a recorded ClientHello: the client's second flight */
 	write_seed(dir, "after13_flight2", 1, NULL, 0, fl13[1].p, fl13[1].n);
@@ -345,43 +230,38 @@ static void write_seeds(const char *dir, tls_buf fl13[4], tls_buf fl12[4])
 		   (const uint8_t *)hello, sizeof(hello) - 1);
 	big.n = 0;
 	for (int i = 0; i < 20000; i++)
-		tls_buf_put(&big, (const uint8_t *)&"abcdefghijklmnopqrstuvwxyz"[i % 26], 1);
+		buf_put(&big, (const uint8_t *)&"abcdefghijklmnopqrstuvwxyz"[i % 26], 1);
 	write_seed(dir, "data13_big_cap1k", 5 | 3 << 3, NULL, 0, big.p, big.n);
 	write_seed(dir, "data12_big_cap1_close", 5 | 0 << 3 | 1 << 6 | 1 << 7, NULL, 0, big.p,
 		   2000);
-	tls_buf_fini(&big);
+	buf_fini(&big);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static const char tmpl[] = "/tmp/fuzz_tls_keys_XXXXXX";
-	char path[sizeof(tmpl)], err[256];
+	char *path, err[256];
 	uint8_t key[80];
 	ms_tls_opts o = { 0 };
-	tls_buf fl13[4] = { 0 }, fl12[4] = { 0 };
+	buf fl13[4] = { 0 }, fl12[4] = { 0 };
 	SSL_CTX *c13, *c12;
 	SSL_SESSION *s13, *s12;
 	const char *seeds = getenv("MS_FUZZ_TLS_SEEDS");
-	int fd;
 
 	for (size_t i = 0; i < sizeof(key); i++)
 		key[i] = (uint8_t)(i * 7 + 1);
-	memcpy(path, tmpl, sizeof(tmpl));
-	fd = mkstemp(path);
-	CHECK(fd >= 0);
-	CHECK(write(fd, key, sizeof(key)) == (ssize_t)sizeof(key));
-	close(fd);
+	path = tmpfile_with(key, sizeof(key));
 	o.ticket_key_file = path;
 	if (ms_tls_ctx_create(&g_ctx, &o, NULL, err, sizeof(err)) != 0) {
 		fprintf(stderr, "fuzz_tls: %s\n", err);
 		abort();
 	}
 	unlink(path);
+	free(path);
 
-	g_cli13 = cli_ctx(TLS1_3_VERSION, false);
-	g_cli12 = cli_ctx(TLS1_2_VERSION, false);
-	c13 = cli_ctx(TLS1_3_VERSION, true);
-	c12 = cli_ctx(TLS1_2_VERSION, true);
+	g_cli13 = cli_ctx_nocache(TLS1_3_VERSION);
+	g_cli12 = cli_ctx_nocache(TLS1_2_VERSION);
+	c13 = cli_ctx(TLS1_3_VERSION);
+	c12 = cli_ctx(TLS1_2_VERSION);
 	s13 = full_handshake(c13, fl13);
 	s12 = full_handshake(c12, fl12);
 	record_hello(c13, NULL, &g_hello[1]);
@@ -397,8 +277,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	SSL_CTX_free(c13);
 	SSL_CTX_free(c12);
 	for (int i = 0; i < 4; i++) {
-		tls_buf_fini(&fl13[i]);
-		tls_buf_fini(&fl12[i]);
+		buf_fini(&fl13[i]);
+		buf_fini(&fl12[i]);
 	}
 	return 0;
 }
@@ -406,53 +286,48 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 /* ---- one input -------------------------------------------------------------- */
 
 /* Mode 5: handshake, then the client sends s[0..n) as application data. */
-static void data_mode(feeder *f, bool tls12, bool close, size_t wsz, const uint8_t *sz,
-		      size_t k, const uint8_t *s, size_t n)
+static void data_mode(pair *pp, bool close, size_t wsz, const uint8_t *sz, size_t k,
+		      const uint8_t *s, size_t n)
 {
-	client cl;
-	tls_buf ct = { 0 }, back = { 0 };
+	buf ct = { 0 };
 
 	if (n > MAX_DATA)
 		n = MAX_DATA;
-	client_init(&cl, tls12 ? g_cli12 : g_cli13, NULL);
-	handshake(&cl, f, NULL);
-	CHECK(f->plain.n == 0);
+	handshake(pp, NULL);
+	CHECK(pp->sp.n == 0);
 	for (size_t off = 0; off < n;) {
 		size_t w = wsz && wsz < n - off ? wsz : n - off;
 
-		CHECK(SSL_write(cl.c, s + off, (int)w) == (int)w);
+		cli_write(pp, s + off, w);
 		off += w;
 	}
 	if (close)
-		CHECK(SSL_shutdown(cl.c) == 0);
-	client_take(&cl, &ct);
-	feed_sliced(f, ct.p, ct.n, sz, k);
-	CHECK(f->rc == (close ? MS_TLS_CLOSED : MS_TLS_OK));
-	CHECK(f->plain.n == n && (!n || !memcmp(f->plain.p, s, n)));
-	client_give(&cl, f);
-	if (!close && n) {
+		CHECK(SSL_shutdown(pp->c) == 0);
+	cli_take(pp, &ct);
+	feed_sliced(pp, ct.p, ct.n, sz, k);
+	buf_fini(&ct);
+	CHECK(pp->srv_rc == (close ? MS_TLS_CLOSED : MS_TLS_OK));
+	CHECK(pp->sp.n == n && (!n || !memcmp(pp->sp.p, s, n)));
+	if (close)
+		return;
+	if (n) {
 		/* and back: the client decrypts exactly what the engine sealed */
-		CHECK(ms_tls_write(f->t, s, n, &f->sink) == MS_TLS_OK);
-		client_give(&cl, f);
-		CHECK(client_read(&cl, &back) == SSL_ERROR_WANT_READ);
-		CHECK(back.n == n && !memcmp(back.p, s, n));
+		srv_write(pp, s, n);
+		pump(pp);
+		CHECK(!pp->cli_err && !pp->cli_closed);
+		CHECK(pp->cp.n == n && !memcmp(pp->cp.p, s, n));
 	}
-	if (!close) {
-		ms_tls_shutdown(f->t, &f->sink);
-		CHECK(f->s2c.n > 0);
-		client_give(&cl, f);
-		CHECK(client_read(&cl, NULL) == SSL_ERROR_ZERO_RETURN);
-	}
-	tls_buf_fini(&ct);
-	tls_buf_fini(&back);
-	client_fini(&cl);
+	ms_tls_shutdown(pp->s, &pp->sink);
+	CHECK(pp->s2c.n > 0);
+	pump(pp);
+	CHECK(!pp->cli_err && pp->cli_closed);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const size_t caps[8] = { 1, 5, 64, 1000, 4096, 16383, 16384 + 1024, 1 << 16 };
-	feeder f;
-	size_t k, mode;
+	pair pp;
+	size_t k, mode, cap;
 	const uint8_t *sz, *s;
 	size_t n;
 
@@ -465,29 +340,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sz = data + 2;
 	s = data + 2 + k;
 	n = size - 2 - k;
+	cap = caps[data[0] >> 3 & 7];
 
-	feeder_init(&f, caps[data[0] >> 3 & 7]);
 	if (mode == 5) {
 		static const size_t wsizes[16] = { 0,	 1,	 7,	 100,  1000,  4096,
 						   16383, 16384, 16385, 20000, 32768, 1,
 						   2,	 3,	 5,	 13 };
 
-		data_mode(&f, data[0] & 0x40, data[0] & 0x80, wsizes[data[1] >> 4], sz, k, s,
-			  n);
+		fuzz_pair(&pp, data[0] & 0x40 ? g_cli12 : g_cli13, NULL, cap);
+		data_mode(&pp, data[0] & 0x80, wsizes[data[1] >> 4], sz, k, s, n);
 	} else {
+		fuzz_pair(&pp, NULL, NULL, cap);
 		if (mode >= 1 && mode <= 4)
-			feed(&f, g_hello[mode].p, g_hello[mode].n);
+			srv_feed(&pp, g_hello[mode].p, g_hello[mode].n);
 		/* a real ClientHello alone is answered, never refused */
-		CHECK(f.rc == MS_TLS_OK);
-		CHECK(mode == 0 || mode > 4 || f.s2c.n > 0);
-		feed_sliced(&f, s, n, sz, k);
-		if (!ms_tls_handshake_done(f.t)) {
-			CHECK(f.plain.n == 0);
-			CHECK(ms_tls_write(f.t, (const uint8_t *)"x", 1, &f.sink) == MS_TLS_ERROR);
-		} else if (f.rc == MS_TLS_OK) {
-			ms_tls_shutdown(f.t, &f.sink);
+		CHECK(pp.srv_rc == MS_TLS_OK);
+		CHECK(mode == 0 || mode > 4 || pp.s2c.n > 0);
+		feed_sliced(&pp, s, n, sz, k);
+		if (!ms_tls_handshake_done(pp.s)) {
+			CHECK(pp.sp.n == 0);
+			CHECK(ms_tls_write(pp.s, (const uint8_t *)"x", 1, &pp.sink) == MS_TLS_ERROR);
+		} else if (pp.srv_rc == MS_TLS_OK) {
+			ms_tls_shutdown(pp.s, &pp.sink);
 		}
 	}
-	feeder_fini(&f);
+	fuzz_pair_fini(&pp);
 	return 0;
 }

@@ -55,6 +55,40 @@ def rejected(sock, req, status, timeout=5.0):
     return headers, body
 
 
+def busy(sock, req):
+    """rejected(sock, req, 503) with a Retry-After of 1 to 5 s; the body."""
+    headers, body = rejected(sock, req, 503)
+    assert 1 <= int(headers["retry-after"]) <= 5, headers
+    return body
+
+
+def read_status(s):
+    """The status of the response head s receives (s stays open)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            break
+        buf += d
+    return parse_http_response(buf)[0]
+
+
+def adopt(s):
+    """A RawWS around a socket whose upgrade got its 101 already."""
+    ws = RawWS.__new__(RawWS)
+    ws.sock, ws.buf, ws.timeout = s, b"", 5.0
+    return ws
+
+
+def totals(srv, *conns):
+    """Close conns (RawWS clients or sockets), then stop srv (cleanly, or it
+    raises); the totals of its exit stats."""
+    for c in conns:
+        (c.close_socket if isinstance(c, RawWS) else c.close)()
+    srv.stop()
+    return srv.stats["total"]
+
+
 def echo_ok(port, connect=None):
     mstest.assert_echo(port, connect=connect)
 
@@ -94,6 +128,11 @@ class Chat(RawWS):
         assert o.get("ok") is True, o
         return o
 
+    def refused(self, code, **fields):
+        o = self.reply(self.send_req(**fields))
+        assert o["ok"] is False and o["error"]["code"] == code, o
+        return o
+
 
 def wait_until(pred, timeout=5.0, what="condition"):
     deadline = time.monotonic() + timeout
@@ -108,17 +147,24 @@ def try_upgrade(port, path, connect=None):
     """Status of an upgrade attempt (101 keeps the socket, returned too)."""
     s = (connect or mstest.tcp)(port, 5.0)
     s.sendall(upgrade_req(path))
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(4096)
-        if not d:
-            break
-        buf += d
-    status, _, _ = parse_http_response(buf)
+    status = read_status(s)
     if status != 101:
         s.close()
         return status, None
     return status, s
+
+
+def wait_upgrade(port, path, what, connect=None, keep=None):
+    """Retry an upgrade of path until it gets 101 (a slot freed). The
+    upgraded connection is appended to the list keep as a RawWS, or closed."""
+    def upgraded():
+        st, s = try_upgrade(port, path, connect=connect)
+        if s and keep is not None:
+            keep.append(adopt(s))
+        elif s:
+            s.close()
+        return st == 101
+    wait_until(upgraded, what=what)
 
 
 # ---- per IP ------------------------------------------------------------------
@@ -129,26 +175,16 @@ def test_max_conns_per_ip():
         held = [RawWS(srv.port, "/echo", connect=a) for _ in range(4)]
         # Two workers: the four are spread over both, the count is shared.
         for _ in range(4):
-            headers, body = rejected(a(srv.port), upgrade_req("/echo"), 503)
-            assert 1 <= int(headers["retry-after"]) <= 5, headers
+            body = busy(a(srv.port), upgrade_req("/echo"))
             assert b"address" in body, body
         # Other addresses are not affected.
         echo_ok(srv.port, connect=src_tcp("127.0.0.3"))
         echo_ok(srv.port)
         # A slot given back is free again once the connection is gone.
         held.pop().close_socket()
-
-        def one_more():
-            st, s = try_upgrade(srv.port, "/echo", connect=a)
-            if s:
-                held.append(RawWS.__new__(RawWS))
-                held[-1].sock = s
-            return st == 101
-        wait_until(one_more, what="a freed per-IP slot")
-        for h in held:
-            h.close_socket()
-        srv.stop()
-        assert srv.stats["total"]["ip_rejects"] >= 4, srv.stats["total"]
+        wait_upgrade(srv.port, "/echo", "a freed per-IP slot", connect=a, keep=held)
+        t = totals(srv, *held)
+        assert t["ip_rejects"] >= 4, t
 
 
 # ---- PROXY protocol ---------------------------------------------------------------
@@ -175,14 +211,19 @@ def proxied_upgrade(port, header, path="/echo", split=False):
         s.sendall(data[len(header):])
     else:
         s.sendall(data)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(4096)
-        if not d:
-            break
-        buf += d
-    status, _, _ = parse_http_response(buf)
-    return status, s
+    return read_status(s), s
+
+
+def expect_proxied(port, header, status, keep, split=False):
+    """proxied_upgrade must get status: a 101's socket is appended to keep
+    (and returned), any other is closed."""
+    st, s = proxied_upgrade(port, header, split=split)
+    assert st == status, st
+    if st == 101:
+        keep.append(s)
+    else:
+        s.close()
+    return s
 
 
 def test_proxy_protocol():
@@ -191,32 +232,18 @@ def test_proxy_protocol():
         keep = []
         # The header's source counts, not the real peer (127.0.0.1 for all).
         tlv = b"\x01\x00\x02h2" + b"\x04\x00\x03\x00\x00\x00"
-        st, s = proxied_upgrade(srv.port, proxy_v2("198.51.100.7", tlvs=tlv))
-        assert st == 101, st
-        keep.append(s)
-        st, s = proxied_upgrade(srv.port, proxy_v2("198.51.100.7"), split=True)
-        assert st == 101, st
-        keep.append(s)
-        st, s = proxied_upgrade(srv.port, proxy_v2("198.51.100.7"))
-        assert st == 503, st
-        s.close()
+        expect_proxied(srv.port, proxy_v2("198.51.100.7", tlvs=tlv), 101, keep)
+        expect_proxied(srv.port, proxy_v2("198.51.100.7"), 101, keep, split=True)
+        expect_proxied(srv.port, proxy_v2("198.51.100.7"), 503, keep)
         # v1, same address: also over; another address: fine.
-        st, s = proxied_upgrade(srv.port, b"PROXY TCP4 198.51.100.7 10.0.0.1 5 443\r\n")
-        assert st == 503, st
-        s.close()
-        st, s = proxied_upgrade(srv.port, b"PROXY TCP4 198.51.100.8 10.0.0.1 5 443\r\n")
-        assert st == 101, st
-        keep.append(s)
+        expect_proxied(srv.port, b"PROXY TCP4 198.51.100.7 10.0.0.1 5 443\r\n", 503, keep)
+        expect_proxied(srv.port, b"PROXY TCP4 198.51.100.8 10.0.0.1 5 443\r\n", 101, keep)
         # LOCAL (the balancer's health check) is not counted per address.
         for _ in range(3):
-            st, s = proxied_upgrade(srv.port, proxy_v2_local())
-            assert st == 101, st
-            keep.append(s)
+            s = expect_proxied(srv.port, proxy_v2_local(), 101, keep)
         # The WebSocket after the header works.
         s.sendall(frame(1, b"via proxy"))
-        ws = RawWS.__new__(RawWS)
-        ws.sock, ws.buf, ws.timeout = s, b"", 5.0
-        assert ws.recv_message() == (1, b"via proxy")
+        assert adopt(s).recv_message() == (1, b"via proxy")
         # No header, a malformed one: closed without an HTTP answer.
         for bad in (upgrade_req("/echo"), V2_SIG[:11] + b"X" + b"\x21\x11\x00\x0c" + bytes(12),
                     b"PROXY TCP4 1.2.3.4 nope 1 2\r\n" + upgrade_req("/echo"),
@@ -232,10 +259,7 @@ def test_proxy_protocol():
         assert recv_until_close(c, timeout=8) == b""
         assert time.monotonic() - t0 < 6
         c.close()
-        for s in keep:
-            s.close()
-        srv.stop()
-        t = srv.stats["total"]
+        t = totals(srv, *keep)
         assert t["proxy_rejects"] == 4, t
         assert t["ip_rejects"] == 2, t
 
@@ -253,13 +277,7 @@ def test_max_conns_per_user_burst():
             s = mstest.tcp(srv.port)
             barrier.wait()
             s.sendall(upgrade_req("/ws?user=77"))
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = s.recv(4096)
-                if not d:
-                    break
-                buf += d
-            results[i] = parse_http_response(buf)[0]
+            results[i] = read_status(s)
             socks[i] = s
 
         th = [threading.Thread(target=go, args=(i,)) for i in range(n)]
@@ -276,17 +294,9 @@ def test_max_conns_per_user_burst():
             if r == 101:
                 socks[i].close()
                 break
-
-        def again():
-            st, s = try_upgrade(srv.port, "/ws?user=77")
-            if s:
-                s.close()
-            return st == 101
-        wait_until(again, what="a freed per-user slot")
-        for s in socks:
-            s.close()
-        srv.stop()
-        assert srv.stats["total"]["user_rejects"] >= n - 3, srv.stats["total"]
+        wait_upgrade(srv.port, "/ws?user=77", "a freed per-user slot")
+        t = totals(srv, *socks)
+        assert t["user_rejects"] >= n - 3, t
 
 
 # ---- origins ---------------------------------------------------------------------------
@@ -305,8 +315,8 @@ def test_allowed_origins():
                                    upgrade_req(path, extra="Origin: %s\r\n" % origin), 403)
                 assert b"origin" in body, body
         echo_ok(srv.port)  # no Origin: a non-browser client, allowed
-        srv.stop()
-        assert srv.stats["total"]["origin_rejects"] == 8, srv.stats["total"]
+        t = totals(srv)
+        assert t["origin_rejects"] == 8, t
 
 
 # ---- rate limit -----------------------------------------------------------------------------
@@ -321,10 +331,8 @@ def test_rate_limit():
         # The burst of 3 goes, the 4th at once is refused, not published.
         for i in range(3):
             p.ok(op="publish", stream="rl", data=i)
-        o = p.reply(p.send_req(op="publish", stream="rl", data=3))
-        assert o["ok"] is False and o["error"]["code"] == 429, o
-        o = p.reply(p.send_req(op="dm", to="11", data="x"))
-        assert o["ok"] is False and o["error"]["code"] == 429, o
+        p.refused(429, op="publish", stream="rl", data=3)
+        p.refused(429, op="dm", to="11", data="x")
         # Other requests are not rate limited.
         p.ok(op="ping")
         # 2/s: after 1.05 s two more go (2.1 tokens).
@@ -357,10 +365,7 @@ def test_rate_limit():
         sub.no_frame_within(0.3)  # nothing of the spam was published
         q.ok(op="publish", stream="rl", data="still")
         assert sub.next_msg()["data"] == "still"
-        for c in (sub, p, q):
-            c.close_socket()
-        srv.stop()
-        t = srv.stats["total"]
+        t = totals(srv, sub, p, q)
         assert t["rate_limited"] == 4 and t["rate_closes"] == 1, t
 
 
@@ -404,8 +409,8 @@ def test_slowloris_408():
         assert elapsed < 5, "slot kept for %.1fs by a dribbling client" % elapsed
         d.close()
         echo_ok(srv.port)
-        srv.stop()
-        assert srv.stats["total"]["http_timeouts"] == 2, srv.stats["total"]
+        t = totals(srv)
+        assert t["http_timeouts"] == 2, t
 
 
 # ---- pending-output cap and overload ---------------------------------------------------------------
@@ -487,10 +492,7 @@ def test_pending_total_cap_sheds_largest():
             got_h += 1
         healthy.ok(op="ping")
         p.ok(op="ping")
-        for c in (a, b, healthy, p):
-            c.close_socket()
-        srv.stop()
-        t = srv.stats["total"]
+        t = totals(srv, a, b, healthy, p)
         assert t["pending_cap_closes"] == 1 and t["slow_closes"] == 0, t
 
 
@@ -500,21 +502,13 @@ def test_overload_503():
         a = stalled(srv.port, 31, ["o1"])
         p = Chat(srv.port, 32)
         publish_many(p, "o1", 3700, 1000)
-        headers, body = rejected(mstest.tcp(srv.port), upgrade_req("/echo"), 503)
-        assert 1 <= int(headers["retry-after"]) <= 5 and body == b"overloaded\n", (headers, body)
+        body = busy(mstest.tcp(srv.port), upgrade_req("/echo"))
+        assert body == b"overloaded\n", body
         p.ok(op="ping")  # existing connections are served
         a.close_socket()  # the queue goes with it
-
-        def served():
-            st, s = try_upgrade(srv.port, "/echo")
-            if s:
-                s.close()
-            return st == 101
-        wait_until(served, what="service after the overload")
+        wait_upgrade(srv.port, "/echo", "service after the overload")
         echo_ok(srv.port)
-        p.close_socket()
-        srv.stop()
-        t = srv.stats["total"]
+        t = totals(srv, p)
         assert t["overload_503"] >= 1 and t["pending_cap_closes"] == 0, t
 
 
@@ -538,8 +532,7 @@ def test_mailbox_overflow_and_input_pause_lose_nothing():
         pub, acked = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
         assert acked > 1000 and pub - acked <= 8 * 32 and m.group(3) == "0", out[-800:]
         echo_ok(srv.port)
-        srv.stop()
-        t = srv.stats["total"]
+        t = totals(srv)
     assert t["input_pauses"] >= 1, t  # the pause did happen
 
 

@@ -42,6 +42,8 @@
 #include <openssl/x509v3.h>
 
 #include "tls/tls.h"
+
+#define TH_CHECK(c) assert_true(c)
 #include "../tls_harness.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -52,220 +54,14 @@
 #endif
 #endif
 
-/* ---- harness --------------------------------------------------------------- */
+/* ---- harness (the pair, pump, client contexts: tests/tls_harness.h) ---------- */
 
-typedef struct pair {
-	SSL *c;		 /* client */
-	BIO *net;	 /* network end of the client's BIO pair */
-	ms_tls *s;	 /* server engine */
-	ms_tls_sink sink; /* appends to s2c */
-	tls_buf s2c;	 /* engine output not yet given to the client */
-	tls_buf sp;		 /* plaintext the server received */
-	tls_buf cp;		 /* plaintext the client received */
-	int srv_rc;	 /* first non-OK engine status, else OK */
-	int cli_err;	 /* client SSL_get_error of a failure, else 0 */
-	bool cli_closed; /* client saw close_notify */
-	size_t cap;	 /* engine out buffer size (<= sizeof obuf) */
-	size_t split;	 /* deliver each client flight as [0,split) + rest */
-	size_t step;	 /* or in pieces of step bytes */
-	size_t max_flight;
-	size_t mores;		 /* engine calls that returned *more */
-	const uint8_t *early; /* client writes this as soon as it is done */
-	size_t early_n;
-	bool discard; /* don't keep plaintext (memory test) */
-} pair;
-
-static ms_tls_ctx *g_srv;     /* shared self-signed server context */
-static SSL_SESSION *g_sess;   /* latest resumable session seen by a client */
-
-static int new_sess(SSL *ssl, SSL_SESSION *sess)
-{
-	if (!SSL_SESSION_is_resumable(sess))
-		return 0;
-	SSL_SESSION_free(g_sess);
-	g_sess = sess;
-	return 1;
-}
-
-static SSL_CTX *cli_ctx(uint16_t max_version)
-{
-	SSL_CTX *c = SSL_CTX_new(TLS_method());
-
-	assert_non_null(c);
-	assert_true(SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION));
-	assert_true(SSL_CTX_set_max_proto_version(c, max_version));
-	SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
-	SSL_CTX_sess_set_new_cb(c, new_sess);
-	return c;
-}
-
-static void pair_init_buf(pair *pp, ms_tls_ctx *sctx, SSL_CTX *cctx, SSL_SESSION *sess,
-			  size_t bufsz)
-{
-	BIO *cb;
-
-	memset(pp, 0, sizeof(*pp));
-	pp->c = SSL_new(cctx);
-	assert_non_null(pp->c);
-	assert_true(BIO_new_bio_pair(&cb, bufsz, &pp->net, bufsz));
-	SSL_set_bio(pp->c, cb, cb);
-	SSL_set_connect_state(pp->c);
-	assert_true(SSL_set_tlsext_host_name(pp->c, "localhost"));
-	assert_int_equal(SSL_set_alpn_protos(pp->c, (const uint8_t *)"\x02h2\x08http/1.1", 12), 0);
-	if (sess)
-		assert_true(SSL_set_session(pp->c, sess));
-	pp->s = ms_tls_new(sctx);
-	assert_non_null(pp->s);
-	pp->sink.write = tls_buf_sink;
-	pp->sink.arg = &pp->s2c;
-	pp->cap = 4096;
-}
-
-static void pair_init(pair *pp, ms_tls_ctx *sctx, SSL_CTX *cctx, SSL_SESSION *sess)
-{
-	pair_init_buf(pp, sctx, cctx, sess, 1 << 18);
-}
-
-static void pair_fini(pair *pp)
-{
-	SSL_free(pp->c);
-	BIO_free(pp->net);
-	ms_tls_free(pp->s);
-	tls_buf_fini(&pp->s2c);
-	tls_buf_fini(&pp->sp);
-	tls_buf_fini(&pp->cp);
-}
-
-/* One engine call on in[0..n), then n = 0 calls while *more. */
-static void srv_feed(pair *pp, const uint8_t *in, size_t n)
-{
-	static _Thread_local uint8_t obuf[1 << 16];
-	size_t got;
-	bool more;
-	int rc;
-
-	if (pp->srv_rc != MS_TLS_OK)
-		return;
-	do {
-		rc = ms_tls_read(pp->s, in, n, obuf, pp->cap, &got, &more, &pp->sink);
-		assert_true(got <= pp->cap);
-		assert_false(more && rc != MS_TLS_OK);
-		if (!pp->discard)
-			tls_buf_put(&pp->sp, obuf, got);
-		pp->mores += more;
-		n = 0;
-	} while (more);
-	pp->srv_rc = rc;
-}
-
-static void deliver_c2s(pair *pp, const uint8_t *p, size_t n)
-{
-	size_t off = 0;
-
-	if (n > pp->max_flight)
-		pp->max_flight = n;
-	if (pp->step) {
-		for (; off < n; off += pp->step)
-			srv_feed(pp, p + off, n - off < pp->step ? n - off : pp->step);
-		return;
-	}
-	if (pp->split && pp->split < n) {
-		srv_feed(pp, p, pp->split);
-		off = pp->split;
-	}
-	srv_feed(pp, p + off, n - off);
-}
-
-static void cli_fail(pair *pp, int r)
-{
-	int e = SSL_get_error(pp->c, r);
-
-	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-		return;
-	if (e == SSL_ERROR_ZERO_RETURN) {
-		pp->cli_closed = true;
-		return;
-	}
-	if (!pp->cli_err)
-		pp->cli_err = e;
-}
-
-/* Shuttle bytes until neither side makes progress. */
-static void pump(pair *pp)
-{
-	static _Thread_local uint8_t tmp[1 << 18];
-
-	for (int iter = 0; iter < 100000; iter++) {
-		bool prog = false;
-		size_t k;
-		int r;
-
-		if (!pp->cli_err && !SSL_is_init_finished(pp->c)) {
-			r = SSL_do_handshake(pp->c);
-			if (r != 1)
-				cli_fail(pp, r);
-			else if (pp->early_n) {
-				assert_int_equal(SSL_write(pp->c, pp->early, (int)pp->early_n),
-						 (int)pp->early_n);
-				pp->early_n = 0;
-			}
-		}
-		if (!pp->cli_err && !pp->cli_closed && SSL_is_init_finished(pp->c)) {
-			while ((r = SSL_read(pp->c, tmp, sizeof(tmp))) > 0) {
-				if (!pp->discard)
-					tls_buf_put(&pp->cp, tmp, (size_t)r);
-				prog = true;
-			}
-			cli_fail(pp, r);
-		}
-		k = BIO_ctrl_pending(pp->net);
-		if (k) {
-			assert_true(k <= sizeof(tmp));
-			assert_int_equal(BIO_read(pp->net, tmp, (int)k), (int)k);
-			deliver_c2s(pp, tmp, k);
-			prog = true;
-		}
-		if (pp->s2c.n) {
-			k = BIO_ctrl_get_write_guarantee(pp->net);
-			if (k > pp->s2c.n)
-				k = pp->s2c.n;
-			if (k) {
-				assert_int_equal(BIO_write(pp->net, pp->s2c.p, (int)k), (int)k);
-				memmove(pp->s2c.p, pp->s2c.p + k, pp->s2c.n - k);
-				pp->s2c.n -= k;
-				prog = true;
-			}
-		}
-		if (!prog)
-			return;
-	}
-	fail_msg("pump does not settle");
-}
-
-static void handshake_ok(pair *pp)
-{
-	pump(pp);
-	assert_int_equal(pp->cli_err, 0);
-	assert_int_equal(pp->srv_rc, MS_TLS_OK);
-	assert_true(SSL_is_init_finished(pp->c));
-	assert_true(ms_tls_handshake_done(pp->s));
-}
-
-static void srv_write(pair *pp, const void *p, size_t n)
-{
-	assert_int_equal(ms_tls_write(pp->s, p, n, &pp->sink), MS_TLS_OK);
-}
-
-static void cli_write(pair *pp, const void *p, size_t n)
-{
-	assert_int_equal(SSL_write(pp->c, p, (int)n), (int)n);
-}
+static ms_tls_ctx *g_srv; /* shared self-signed server context */
 
 /* Full handshake + ticket with cctx against sctx; returns the session. */
 static SSL_SESSION *get_session(ms_tls_ctx *sctx, SSL_CTX *cctx)
 {
 	pair pp;
-	SSL_SESSION *s;
 
 	SSL_SESSION_free(g_sess);
 	g_sess = NULL;
@@ -273,10 +69,7 @@ static SSL_SESSION *get_session(ms_tls_ctx *sctx, SSL_CTX *cctx)
 	handshake_ok(&pp);
 	assert_false(ms_tls_session_reused(pp.s));
 	pair_fini(&pp);
-	assert_non_null(g_sess);
-	s = g_sess;
-	g_sess = NULL;
-	return s;
+	return take_session();
 }
 
 /* Connect with sess; report whether both sides resumed (they must agree). */
@@ -291,20 +84,6 @@ static bool resumes(ms_tls_ctx *sctx, SSL_CTX *cctx, SSL_SESSION *sess)
 	assert_int_equal(r, SSL_session_reused(pp.c));
 	pair_fini(&pp);
 	return r;
-}
-
-static char *tmpfile_with(const void *p, size_t n)
-{
-	char *path = strdup("/tmp/ms_tls_test_XXXXXX");
-	int fd;
-
-	assert_non_null(path);
-	fd = mkstemp(path);
-	assert_true(fd >= 0);
-	if (n)
-		assert_int_equal(write(fd, p, n), (ssize_t)n);
-	close(fd);
-	return path;
 }
 
 static void rewrite(const char *path, const void *p, size_t n)
@@ -737,9 +516,9 @@ static void test_renegotiation(void **state)
 	SSL_CTX_free(cc);
 }
 
-static int feed_raw(const uint8_t *p, size_t n, tls_buf *out)
+static int feed_raw(const uint8_t *p, size_t n, buf *out)
 {
-	ms_tls_sink sk = {tls_buf_sink, out};
+	ms_tls_sink sk = {sink_fn, out};
 	ms_tls *t = ms_tls_new(g_srv);
 	uint8_t o[256];
 	size_t got;
@@ -764,23 +543,23 @@ static void test_garbage(void **state)
 	static const uint8_t badhello[] = {22, 3, 1, 0, 8, 1, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef};
 	static const uint8_t badtype[] = {23, 3, 1, 0, 4, 1, 2, 3, 4};
 	static const uint8_t sslv2[] = {0x80, 0x2e, 1, 0, 2, 0, 0x15, 0, 0, 0, 0x10};
-	tls_buf out = {0};
+	buf out = {0};
 
 	assert_int_equal(feed_raw((const uint8_t *)http, sizeof(http) - 1, &out), MS_TLS_ERROR);
-	tls_buf_fini(&out);
+	buf_fini(&out);
 
 	/* A malformed ClientHello inside a valid record: fatal alert. */
 	assert_int_equal(feed_raw(badhello, sizeof(badhello), &out), MS_TLS_ERROR);
 	assert_int_equal(out.n, 7);
 	assert_int_equal(out.p[0], 21); /* alert record */
 	assert_int_equal(out.p[5], 2);	/* fatal */
-	tls_buf_fini(&out);
+	buf_fini(&out);
 
 	assert_int_equal(feed_raw(badtype, sizeof(badtype), &out), MS_TLS_ERROR);
 	assert_true(out.n == 0 || out.p[0] == 21);
-	tls_buf_fini(&out);
+	buf_fini(&out);
 	assert_int_equal(feed_raw(sslv2, sizeof(sslv2), &out), MS_TLS_ERROR);
-	tls_buf_fini(&out);
+	buf_fini(&out);
 
 	/* Random junk never crashes; it either waits for more or fails. */
 	for (int i = 0; i < 2000; i++) {
@@ -795,7 +574,7 @@ static void test_garbage(void **state)
 		}
 		rc = feed_raw(junk, 1 + i % sizeof(junk), &out);
 		assert_true(rc == MS_TLS_OK || rc == MS_TLS_ERROR);
-		tls_buf_fini(&out);
+		buf_fini(&out);
 	}
 }
 
@@ -1080,11 +859,9 @@ typedef struct worker_arg {
 static void *worker(void *arg)
 {
 	worker_arg *w = arg;
-	SSL_CTX *cc = cli_ctx(TLS1_2_VERSION);
+	SSL_CTX *cc = cli_ctx_nocache(TLS1_2_VERSION);
 	SSL_SESSION *sess = NULL;
 
-	SSL_CTX_sess_set_new_cb(cc, NULL);
-	SSL_CTX_set_session_cache_mode(cc, SSL_SESS_CACHE_OFF);
 	for (int i = 0; i < PER_THREAD; i++) {
 		pair pp;
 
@@ -1148,16 +925,14 @@ static double engine_bytes(pair *ps, uint16_t ver, bool exchange, double *drift)
 {
 	enum { MSG = 16384 };
 	static uint8_t msg[MSG + 1024]; /* + the pre-grow below */
-	SSL_CTX *cc = cli_ctx(ver);
+	SSL_CTX *cc = cli_ctx_nocache(ver);
 	size_t before, held, freed;
 
-	SSL_CTX_sess_set_new_cb(cc, NULL);
-	SSL_CTX_set_session_cache_mode(cc, SSL_SESS_CACHE_OFF);
 	for (int i = 0; i < MEM_N; i++) {
 		pair_init_buf(&ps[i], g_srv, cc, NULL, 1 << 15);
 		ps[i].discard = true;
 		ps[i].cap = MSG;
-		tls_buf_put(&ps[i].s2c, msg, MSG + 1024); /* pre-grow */
+		buf_put(&ps[i].s2c, msg, MSG + 1024); /* pre-grow */
 		ps[i].s2c.n = 0;
 		handshake_ok(&ps[i]);
 	}
