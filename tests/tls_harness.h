@@ -90,11 +90,13 @@ static inline char *tmpfile_with(const void *p, size_t n)
 /* ---- client contexts ----------------------------------------------------------- */
 
 static SSL_SESSION *g_sess; /* latest resumable session seen by a client */
+static unsigned g_nsess;    /* resumable sessions (tickets) seen by clients */
 
 static inline int new_sess(SSL *ssl, SSL_SESSION *sess)
 {
 	if (!SSL_SESSION_is_resumable(sess))
 		return 0;
+	g_nsess++;
 	SSL_SESSION_free(g_sess);
 	g_sess = sess;
 	return 1;

@@ -297,9 +297,14 @@ static void test_resume(void **state)
 		size_t full;
 		pair pp;
 
+		g_nsess = 0;
 		pair_init(&pp, g_srv, cc, NULL);
 		handshake_ok(&pp);
 		full = pp.s2c.total;
+		echo_check(&pp); /* the client reads: TLS 1.3 tickets arrive */
+		/* One ticket per handshake (SSL_CTX_set_num_tickets(1)), not
+		 * BoringSSL's default two. */
+		assert_int_equal(g_nsess, 1);
 		pair_fini(&pp);
 		SSL_SESSION_free(g_sess);
 		g_sess = NULL;

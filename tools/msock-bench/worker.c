@@ -1360,7 +1360,8 @@ static void sweep(thr *t)
 		conn *c = &t->c[i];
 		if ((c->state == CS_UPGRADING || c->state == CS_JOINING) && t->now - c->t0 > limit)
 			conn_fail(t, i, &t->st->fail_timeout,
-				  c->state == CS_JOINING ? "join timed out"
+				  c->state == CS_JOINING ? (t->cfg->scenario == SC_IDLE ? "exchange timed out"
+											: "join timed out")
 				  : c->ssl && !c->tls_done ? "TLS handshake timed out" : "upgrade timed out", 0);
 	}
 }
