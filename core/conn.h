@@ -80,6 +80,7 @@ typedef struct ms_pool {
 	uint32_t fresh;    /* slots below this were handed out at least once */
 	uint32_t nfree;
 	uint32_t *free;    /* LIFO: reused slots are warm in cache */
+	uint32_t gen_floor; /* first generation of a slot whose page was given back */
 } ms_pool;
 
 /* Reserve cap slots of sizeof(ms_conn) + ext_size bytes. Pages are touched
@@ -96,6 +97,13 @@ static inline ms_conn *ms_pool_at(const ms_pool *p, uint32_t idx)
 /* A free slot with a fresh generation and zeroed fields (ext zeroed too),
  * or NULL when all cap slots are in use. */
 ms_conn *ms_pool_alloc(ms_pool *p);
+
+/* With no slot in use, give every touched page back to the kernel (an empty
+ * pool then costs no resident memory, as at start). Generations carry on
+ * above the highest one handed out, so no old handle (a CQE in flight, a
+ * reference in a mailbox or another worker's table) matches a slot again.
+ * Returns the bytes given back (0 when a slot is in use or none was used). */
+size_t ms_pool_trim(ms_pool *p);
 
 /* Return a slot; its generation moves on so old handles go stale. */
 void ms_pool_free(ms_pool *p, ms_conn *c);

@@ -2,7 +2,8 @@
  * Connection pool. The slot array is one anonymous mapping made at start
  * (--max-conns is a capacity, not a commitment): the kernel backs a page only
  * when a slot in it is first used, and freed slots are reused LIFO so the
- * working set stays as small as the number of live connections.
+ * working set stays as small as the number of live connections. When the
+ * last connection has gone, ms_pool_trim gives the pages back.
  */
 #include "core/conn.h"
 
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 int ms_pool_init(ms_pool *p, uint32_t cap, size_t ext_size)
 {
@@ -26,6 +28,7 @@ int ms_pool_init(ms_pool *p, uint32_t cap, size_t ext_size)
 		return -ENOMEM;
 	}
 	p->cap = cap;
+	p->gen_floor = 1;
 	return 0;
 }
 
@@ -47,13 +50,32 @@ ms_conn *ms_pool_alloc(ms_pool *p)
 	else
 		return NULL;
 	ms_conn *c = ms_pool_at(p, idx);
-	uint32_t gen = c->gen ? c->gen : 1;
+	uint32_t gen = c->gen ? c->gen : p->gen_floor;
 	memset(c, 0, p->slot_size);
 	c->gen = gen;
 	c->idx = idx;
 	c->fidx = -1;
 	p->used++;
 	return c;
+}
+
+size_t ms_pool_trim(ms_pool *p)
+{
+	if (p->used || !p->fresh)
+		return 0;
+	uint32_t top = p->gen_floor;
+	for (uint32_t i = 0; i < p->fresh; i++) {
+		uint32_t g = ms_pool_at(p, i)->gen;
+		if (g > top)
+			top = g;
+	}
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t len = ((size_t)p->fresh * p->slot_size + page - 1) & ~(page - 1);
+	if (madvise(p->slots, len, MADV_DONTNEED) != 0)
+		return 0; /* the pages stay; so do the generations in them */
+	p->gen_floor = top + 1 ? top + 1 : 1;
+	p->fresh = p->nfree = 0;
+	return len;
 }
 
 void ms_pool_free(ms_pool *p, ms_conn *c)

@@ -117,7 +117,7 @@ struct ms_worker {
 	 * began, and whether on_drain (close 1001) ran. */
 	uint32_t drain_round, drain_seen;
 	bool drain_arrived, drain_closed, drain_left, kick;
-	bool trimmed;               /* idle memory given back since the last connection */
+	uint32_t next_trim;         /* idle: second of the next trim (0: at once) */
 	uint32_t keep_listen;       /* listeners that stay open while draining (bits) */
 	struct collect *collects;   /* snapshot rounds this worker started, unanswered */
 	uint32_t live_kind[MS_MAX_LISTENERS];
@@ -160,6 +160,30 @@ static void *xmalloc(size_t n)
 		abort();
 	}
 	return p;
+}
+
+/* One element per pool slot, in its own mapping: like the pool, pages are
+ * touched only as slots are used and are given back when the pool is. */
+static void *slot_array(ms_worker *w, size_t elem)
+{
+	void *p = mmap(NULL, elem * w->pool.cap, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		fprintf(stderr, "mezon-sock: out of memory (%zu-byte slot array)\n", elem);
+		abort();
+	}
+	return p;
+}
+
+static void slot_array_trim(ms_worker *w, void *p, size_t elem)
+{
+	madvise(p, elem * w->pool.cap, MADV_DONTNEED);
+}
+
+static void slot_array_free(ms_worker *w, void *p, size_t elem)
+{
+	if (p)
+		munmap(p, elem * w->pool.cap);
 }
 
 static struct io_uring_sqe *sqe_get(ms_worker *w)
@@ -273,6 +297,20 @@ static void node_put(ms_worker *w, ms_outq_node *n)
 	ms_pkt_unref(n->pkt);
 	n->next = w->free_nodes;
 	w->free_nodes = n;
+}
+
+static void free_caches(ms_worker *w)
+{
+	while (w->free_nodes) {
+		ms_outq_node *n = w->free_nodes;
+		w->free_nodes = n->next;
+		free(n);
+	}
+	while (w->free_ctx) {
+		sendctx *x = w->free_ctx;
+		w->free_ctx = x->next;
+		free(x);
+	}
 }
 
 static void mark_dirty(ms_worker *w, ms_conn *c)
@@ -1044,17 +1082,32 @@ static void check_backlog(ms_worker *w)
 	}
 }
 
+/* An idle worker trims at once, then every this many seconds: what other
+ * workers still free into its allocator pages, and shard state swept later
+ * (streams forgotten after their idle time), is given back too. */
+#define TRIM_IDLE_SECONDS 10
+
 /* mimalloc's, when the server links it (not in sanitizer builds or tests). */
 extern void mi_collect(bool force) __attribute__((weak));
 
 /* A worker left without connections gives back what its busy spell made
  * resident: the provided receive buffers (no recv is armed, and the kernel
- * faults pages back in as it fills them) and the allocator's free memory.
- * The connection pool keeps its pages: slot generations must survive. */
+ * faults pages back in as it fills them), the connection pool and the
+ * per-slot arrays (ms_pool_trim keeps generations moving), the node and
+ * send-context caches, and the allocator's free memory. Those caches are
+ * what would otherwise stay behind: blocks allocated at the peak, scattered
+ * over allocator pages that nothing else keeps. */
 static void trim_idle(ms_worker *w)
 {
 	if (w->ring.bufs)
 		madvise(w->ring.bufs, w->ring.bufs_size, MADV_DONTNEED);
+	if (w->wheel.count == 0 && ms_pool_trim(&w->pool)) { /* no timer names a slot */
+		slot_array_trim(w, w->peer, sizeof(w->peer[0]));
+		slot_array_trim(w, w->dirty, sizeof(uint32_t));
+		slot_array_trim(w, w->rearm, sizeof(uint32_t));
+		slot_array_trim(w, w->freeq, sizeof(uint32_t));
+	}
+	free_caches(w);
 	if (mi_collect)
 		mi_collect(true);
 }
@@ -1352,11 +1405,11 @@ static void run(ms_worker *w)
 		w->st.pending_bytes = w->out_total;
 		flush_dirty(w);
 		free_closed(w); /* before the mailbox flush: on_free posts messages */
-		if (w->live)
-			w->trimmed = false;
-		else if (!w->trimmed) {
+		if (w->live) {
+			w->next_trim = 0;
+		} else if (w->now_s >= w->next_trim) {
 			trim_idle(w);
-			w->trimmed = true;
+			w->next_trim = w->now_s + TRIM_IDLE_SECONDS;
 		}
 		if (w->mbox) {
 			ms_mbox_flush(w->mbox, ring_bell, w);
@@ -1434,15 +1487,13 @@ static void *thread_main(void *arg)
 	}
 	ret = ms_pool_init(&w->pool, slots, w->ext_size);
 	if (!ret) {
-		w->dirty = xmalloc(sizeof(uint32_t) * slots);
-		w->rearm = xmalloc(sizeof(uint32_t) * slots);
-		w->freeq = xmalloc(sizeof(uint32_t) * slots);
+		w->dirty = slot_array(w, sizeof(uint32_t));
+		w->rearm = slot_array(w, sizeof(uint32_t));
+		w->freeq = slot_array(w, sizeof(uint32_t));
+		w->peer = slot_array(w, sizeof(w->peer[0]));
 		w->xform_buf = xmalloc(MS_XFORM_CHUNK);
 		for (int i = 0; i < MS_HIST_COUNT; i++)
 			ms_hist_init(&w->hist[i]);
-		w->peer = calloc(slots, sizeof(w->peer[0])); /* pages touched as used */
-		if (!w->peer)
-			abort();
 		w->start_ns = mono_ns();
 		update_clock(w);
 		ms_wheel_init(&w->wheel, w->now_s);
@@ -1591,17 +1642,12 @@ void ms_worker_destroy(ms_worker *w)
 			w->h->on_free(w, c);
 		}
 	}
-	while (w->free_nodes) {
-		ms_outq_node *n = w->free_nodes;
-		w->free_nodes = n->next;
-		free(n);
-	}
-	while (w->free_ctx) {
-		sendctx *x = w->free_ctx;
-		w->free_ctx = x->next;
-		free(x);
-	}
+	free_caches(w);
 	ms_wheel_fini(&w->wheel);
+	slot_array_free(w, w->peer, sizeof(w->peer[0]));
+	slot_array_free(w, w->dirty, sizeof(uint32_t));
+	slot_array_free(w, w->rearm, sizeof(uint32_t));
+	slot_array_free(w, w->freeq, sizeof(uint32_t));
 	ms_pool_fini(&w->pool);
 	ms_ring_fini(&w->ring);
 	for (int l = 0; l < w->nlisten; l++)
@@ -1613,10 +1659,6 @@ void ms_worker_destroy(ms_worker *w)
 		free(k);
 	}
 	free(w->xform_buf);
-	free(w->peer);
-	free(w->dirty);
-	free(w->rearm);
-	free(w->freeq);
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->cond);
 	free(w);

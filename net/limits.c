@@ -6,7 +6,8 @@
  * /ws upgrade for users) and once when it is freed, never per message, and
  * with 64 shards two workers rarely meet on one: cheaper and simpler than
  * a lock-free table whose entries must also be removed. An entry lives only
- * while its count is non-zero, so memory follows the live connections.
+ * while its count is non-zero and the bucket arrays shrink as entries go, so
+ * memory follows the live connections.
  */
 #include "net/limits.h"
 
@@ -19,6 +20,8 @@
 #include <string.h>
 
 #define SHARDS 64
+#define MIN_SLOTS 64 /* buckets per shard; a shard doubles past one entry per
+		      * bucket and halves under one per eight */
 
 typedef struct entry {
 	struct entry *next;
@@ -90,8 +93,8 @@ ms_climit *ms_climit_create(uint32_t limit)
 	t->limit = limit ? limit : 1;
 	for (int i = 0; i < SHARDS; i++) {
 		pthread_mutex_init(&t->s[i].lock, NULL);
-		t->s[i].nslots = 64;
-		t->s[i].slots = xcalloc(64, sizeof(entry *));
+		t->s[i].nslots = MIN_SLOTS;
+		t->s[i].slots = xcalloc(MIN_SLOTS, sizeof(entry *));
 	}
 	return t;
 }
@@ -127,9 +130,9 @@ static entry **find(shard *s, const ms_lkey *k, uint64_t h)
 	return pp;
 }
 
-static void grow(shard *s)
+/* Rehash into n buckets (a power of two, at least MIN_SLOTS). */
+static void resize(shard *s, uint32_t n)
 {
-	uint32_t n = s->nslots * 2;
 	entry **slots = xcalloc(n, sizeof(entry *));
 	for (uint32_t j = 0; j < s->nslots; j++)
 		for (entry *e = s->slots[j], *next; e; e = next) {
@@ -161,7 +164,7 @@ int ms_climit_acquire(ms_climit *t, const ms_lkey *k)
 		e->count = 1;
 		*pp = e;
 		if (++s->n > s->nslots)
-			grow(s);
+			resize(s, s->nslots * 2);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return ret;
@@ -177,7 +180,8 @@ void ms_climit_release(ms_climit *t, const ms_lkey *k)
 		entry *e = *pp;
 		*pp = e->next;
 		free(e);
-		s->n--;
+		if (--s->n * 8 < s->nslots && s->nslots > MIN_SLOTS)
+			resize(s, s->nslots / 2);
 	}
 	pthread_mutex_unlock(&s->lock);
 }
@@ -190,6 +194,17 @@ uint32_t ms_climit_count(ms_climit *t, const ms_lkey *k)
 	entry **pp = find(s, k, h);
 	uint32_t n = *pp ? (*pp)->count : 0;
 	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+size_t ms_climit_bytes(ms_climit *t)
+{
+	size_t n = sizeof(*t);
+	for (int i = 0; i < SHARDS; i++) {
+		pthread_mutex_lock(&t->s[i].lock);
+		n += t->s[i].nslots * sizeof(entry *) + t->s[i].n * sizeof(entry);
+		pthread_mutex_unlock(&t->s[i].lock);
+	}
 	return n;
 }
 

@@ -48,6 +48,8 @@ void ms_climit_release(ms_climit *t, const ms_lkey *k);
 uint32_t ms_climit_count(ms_climit *t, const ms_lkey *k);
 /* Keys with at least one holder (tests: empties are removed). */
 size_t ms_climit_keys(ms_climit *t);
+/* Bytes the table holds: buckets and entries (tests: it shrinks back). */
+size_t ms_climit_bytes(ms_climit *t);
 
 /* Token bucket: `rate` tokens per second, at most `burst` banked, one per
  * request. Millitokens and milliseconds keep it integer; 16 bytes. */

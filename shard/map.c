@@ -1,13 +1,16 @@
 /*
  * Open addressing keeps a lookup to one or two cache lines; the load factor
  * stays under 3/4. Deletion shifts the following run back so probes never
- * cross holes (Knuth's algorithm R).
+ * cross holes (Knuth's algorithm R). The table grows at 3/4 load and shrinks
+ * at 1/8, down to none at all when the map is empty.
  */
 #include "shard/map.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define MIN_CAP 8
 
 void ms_map_init(ms_map *m)
 {
@@ -35,15 +38,18 @@ uint64_t *ms_map_get(const ms_map *m, uint64_t key)
 	}
 }
 
-static void grow(ms_map *m)
+/* ncap: 0 (no table) or a power of two that holds every entry under 3/4. */
+static void resize(ms_map *m, uint32_t ncap)
 {
-	uint32_t ncap = m->cap ? m->cap * 2 : 8;
 	ms_map_slot *old = m->slots;
 	uint32_t ocap = m->cap;
-	m->slots = calloc(ncap, sizeof(*m->slots));
-	if (!m->slots) {
-		fprintf(stderr, "mezon-sock: out of memory (map)\n");
-		abort();
+	m->slots = NULL;
+	if (ncap) {
+		m->slots = calloc(ncap, sizeof(*m->slots));
+		if (!m->slots) {
+			fprintf(stderr, "mezon-sock: out of memory (map)\n");
+			abort();
+		}
 	}
 	m->cap = ncap;
 	m->len = m->has_zero;
@@ -62,7 +68,7 @@ void ms_map_put(ms_map *m, uint64_t key, uint64_t val)
 		return;
 	}
 	if ((m->len + 1) * 4 > m->cap * 3)
-		grow(m);
+		resize(m, m->cap ? m->cap * 2 : MIN_CAP);
 	uint32_t mask = m->cap - 1;
 	for (uint32_t i = (uint32_t)ms_map_mix(key) & mask;; i = (i + 1) & mask) {
 		if (m->slots[i].key == key) {
@@ -116,6 +122,14 @@ bool ms_map_del(ms_map *m, uint64_t key, uint64_t *val)
 	m->slots[hole].key = 0;
 	m->slots[hole].val = 0;
 	m->len--;
+	/* Shrink at 1/8 load (the half-size table is then under 1/4 full, far
+	 * from the 3/4 that grows it again) and drop an empty table: a map
+	 * that once held a crowd keeps no memory for it. */
+	uint32_t n = m->len - m->has_zero;
+	if (n == 0)
+		resize(m, 0);
+	else if (m->cap > MIN_CAP && n * 8 < m->cap)
+		resize(m, m->cap / 2);
 	return true;
 }
 

@@ -37,7 +37,8 @@ static inline uint64_t ms_map_mix(uint64_t k)
 
 void ms_map_init(ms_map *m);
 void ms_map_fini(ms_map *m);
-/* Value of key or NULL. The pointer is valid until the next insert/remove. */
+/* Value of key or NULL. The pointer is valid until the next insert/remove
+ * (both may move the table: it grows, shrinks and is freed when empty). */
 uint64_t *ms_map_get(const ms_map *m, uint64_t key);
 /* Insert or replace. */
 void ms_map_put(ms_map *m, uint64_t key, uint64_t val);
@@ -47,7 +48,7 @@ bool ms_map_del(ms_map *m, uint64_t key, uint64_t *val);
 /* Iterate: for (uint32_t i = 0; (i = ms_map_next(m, i, &slot)) != 0;) ...
  * Returns the position after the slot found, 0 at the end (key 0, if
  * present, comes last). Positions are stable while the map is not modified
- * (presence cursors use them). */
+ * (presence cursors use them; a removal may shrink the table and move them). */
 uint32_t ms_map_next(const ms_map *m, uint32_t pos, const ms_map_slot **slot);
 
 /* 64-bit hash of a byte string (FNV-1a folded through the mixer); never 0. */

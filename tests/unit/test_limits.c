@@ -70,18 +70,21 @@ static void test_climit(void **st)
 	ms_climit_release(t, &b);
 	assert_int_equal(ms_climit_count(t, &a), 0);
 	assert_int_equal(ms_climit_keys(t), 0); /* empty entries are freed */
+	size_t empty = ms_climit_bytes(t);
 	/* Users: many keys, so shards grow their tables. */
 	for (uint64_t u = 1; u <= 20000; u++) {
 		ms_lkey k = ms_lkey_uid(u);
 		assert_int_equal(ms_climit_acquire(t, &k), 0);
 	}
 	assert_int_equal(ms_climit_keys(t), 20000);
+	assert_true(ms_climit_bytes(t) > empty + 20000 * 2 * sizeof(void *));
 	for (uint64_t u = 1; u <= 20000; u++) {
 		ms_lkey k = ms_lkey_uid(u);
 		assert_int_equal(ms_climit_count(t, &k), 1);
 		ms_climit_release(t, &k);
 	}
 	assert_int_equal(ms_climit_keys(t), 0);
+	assert_int_equal(ms_climit_bytes(t), empty); /* and shrink back when they go */
 	ms_climit_destroy(t);
 }
 

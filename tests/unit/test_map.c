@@ -33,10 +33,15 @@ static uint32_t home_of(const ms_map *m, uint64_t key)
  * reachable, i.e. no empty slot between its home and its slot (cyclically). */
 static void check_invariants(const ms_map *m)
 {
+	uint32_t n = m->len - m->has_zero; /* entries in the table */
+	/* No table without entries, none kept for a crowd that has gone:
+	 * 1/8 load at least above the smallest table. */
+	assert_true((n == 0) == (m->cap == 0));
 	if (m->cap == 0) {
-		assert_int_equal(m->len, 0);
+		assert_null(m->slots);
 		return;
 	}
+	assert_true(m->cap <= 8 || (uint64_t)n * 8 >= m->cap);
 	assert_true((m->cap & (m->cap - 1)) == 0);
 	uint32_t occupied = 0;
 	for (uint32_t i = 0; i < m->cap; i++) {
@@ -47,7 +52,7 @@ static void check_invariants(const ms_map *m)
 		for (uint32_t j = home_of(m, m->slots[i].key); j != i; j = (j + 1) & mask)
 			assert_true(m->slots[j].key != 0);
 	}
-	assert_int_equal(occupied, m->len);
+	assert_int_equal(occupied, n);
 	assert_true((uint64_t)m->len * 4 <= (uint64_t)m->cap * 3);
 }
 
@@ -170,6 +175,34 @@ static void test_empty(void **state)
 	assert_int_equal(ms_map_next(&m, 0, &sl), 0);
 	ms_map_fini(&m);
 	ms_map_fini(&m); /* idempotent after fini (zeroed) */
+}
+
+/* A map that held a crowd gives its table back as the crowd leaves. */
+static void test_shrinks_and_frees(void **state)
+{
+	(void)state;
+	ms_map m;
+	ms_map_init(&m);
+	for (uint64_t k = 1; k <= 1000; k++)
+		ms_map_put(&m, k, k * 3);
+	assert_int_equal(m.cap, 2048);
+	ms_map_put(&m, 0, 7); /* key 0 lives beside the table */
+	for (uint64_t k = 1000; k > 10; k--) {
+		assert_true(ms_map_del(&m, k, NULL));
+		check_invariants(&m);
+	}
+	assert_int_equal(m.cap, 64); /* 10 entries: under 1/8 of 128 */
+	for (uint64_t k = 1; k <= 10; k++)
+		assert_int_equal(*ms_map_get(&m, k), k * 3);
+	for (uint64_t k = 1; k <= 10; k++)
+		assert_true(ms_map_del(&m, k, NULL));
+	assert_int_equal(m.cap, 0);
+	assert_null(m.slots);
+	assert_int_equal(*ms_map_get(&m, 0), 7);
+	ms_map_put(&m, 5, 1); /* and grows again from nothing */
+	assert_int_equal(*ms_map_get(&m, 5), 1);
+	check_invariants(&m);
+	ms_map_fini(&m);
 }
 
 static void test_put_get_replace_del(void **state)
@@ -446,6 +479,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_empty),
 		cmocka_unit_test(test_put_get_replace_del),
+		cmocka_unit_test(test_shrinks_and_frees),
 		cmocka_unit_test(test_backward_shift_wraparound),
 		cmocka_unit_test(test_backward_shift_keeps_homes),
 		cmocka_unit_test(test_random_small_universe),

@@ -4,7 +4,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/conn.h"
 #include "core/udata.h"
@@ -53,6 +56,63 @@ static void generation_skips_zero(void **state)
 	ms_pool_fini(&p);
 }
 
+static size_t resident_pages(const ms_pool *p)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (p->map_size + page - 1) / page, r = 0;
+	unsigned char *v = malloc(n);
+	assert_non_null(v);
+	assert_int_equal(mincore(p->slots, p->map_size, v), 0);
+	for (size_t i = 0; i < n; i++)
+		r += v[i] & 1;
+	free(v);
+	return r;
+}
+
+/* An emptied pool gives its pages back; no old handle matches a slot after. */
+static void trim_gives_pages_back_and_keeps_handles_stale(void **state)
+{
+	ms_pool p;
+	enum { N = 200 };
+	assert_int_equal(ms_pool_init(&p, N, 200), 0);
+	assert_int_equal(resident_pages(&p), 0);
+	ms_conn *c[N];
+	uint32_t gen[N], idx[N];
+	for (int i = 0; i < N; i++) {
+		c[i] = ms_pool_alloc(&p);
+		memset(ms_conn_ext(c[i]), 0x5a, 200);
+	}
+	for (int i = 0; i < N; i += 2) { /* churn: some generations move on */
+		ms_pool_free(&p, c[i]);
+		c[i] = ms_pool_alloc(&p);
+	}
+	for (int i = 0; i < N; i++) {
+		gen[i] = c[i]->gen;
+		idx[i] = c[i]->idx;
+	}
+	size_t touched = resident_pages(&p);
+	assert_true(touched >= (N * p.slot_size) / 4096);
+	for (int i = 0; i < N - 1; i++)
+		ms_pool_free(&p, c[i]);
+	assert_int_equal(ms_pool_trim(&p), 0); /* one slot still in use */
+	assert_int_equal(resident_pages(&p), touched);
+	ms_pool_free(&p, c[N - 1]);
+	assert_true(ms_pool_trim(&p) >= touched * 4096);
+	assert_int_equal(resident_pages(&p), 0);
+	assert_int_equal(p.fresh, 0);
+	assert_int_equal(ms_pool_trim(&p), 0); /* nothing left to give */
+	for (int i = 0; i < N; i++) {
+		ms_conn *a = ms_pool_alloc(&p);
+		assert_int_equal(a->idx, i); /* fresh slots again, in order */
+		for (int j = 0; j < N; j++)
+			if (idx[j] == a->idx)
+				assert_true(a->gen > gen[j]);
+		uint8_t *e = ms_conn_ext(a);
+		for (int k = 0; k < 200; k++)
+			assert_int_equal(e[k], 0);
+	}
+	ms_pool_fini(&p);
+}
+
 static void ext_is_zeroed_and_private(void **state)
 {
 	ms_pool p;
@@ -92,6 +152,7 @@ int main(void)
 		cmocka_unit_test(generation_moves_on_free),
 		cmocka_unit_test(generation_skips_zero),
 		cmocka_unit_test(ext_is_zeroed_and_private),
+		cmocka_unit_test(trim_gives_pages_back_and_keeps_handles_stale),
 		cmocka_unit_test(udata_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
