@@ -1101,7 +1101,9 @@ static void trim_idle(ms_worker *w)
 {
 	if (w->ring.bufs)
 		madvise(w->ring.bufs, w->ring.bufs_size, MADV_DONTNEED);
-	if (w->wheel.count == 0 && ms_pool_trim(&w->pool)) { /* no timer names a slot */
+	/* No timer, dirty, re-arm or free list names a slot. */
+	if (w->wheel.count == 0 && !w->ndirty && !w->nrearm && !w->nfreeq &&
+	    ms_pool_trim(&w->pool)) {
 		slot_array_trim(w, w->peer, sizeof(w->peer[0]));
 		slot_array_trim(w, w->dirty, sizeof(uint32_t));
 		slot_array_trim(w, w->rearm, sizeof(uint32_t));
@@ -1405,12 +1407,6 @@ static void run(ms_worker *w)
 		w->st.pending_bytes = w->out_total;
 		flush_dirty(w);
 		free_closed(w); /* before the mailbox flush: on_free posts messages */
-		if (w->live) {
-			w->next_trim = 0;
-		} else if (w->now_s >= w->next_trim) {
-			trim_idle(w);
-			w->next_trim = w->now_s + TRIM_IDLE_SECONDS;
-		}
 		if (w->mbox) {
 			ms_mbox_flush(w->mbox, ring_bell, w);
 			check_backlog(w);
@@ -1418,6 +1414,14 @@ static void run(ms_worker *w)
 		if (w->draining && w->hub)
 			drain_step(w);
 		rearm_stopped(w);
+		/* After rearm_stopped: its list may name slots freed above, which
+		 * it skips by their DEAD flag, and the trim zeroes that flag. */
+		if (w->live) {
+			w->next_trim = 0;
+		} else if (w->now_s >= w->next_trim) {
+			trim_idle(w);
+			w->next_trim = w->now_s + TRIM_IDLE_SECONDS;
+		}
 		ms_hist_record(&w->hist[MS_HIST_ITERATION], mono_ns() - w->now_ns);
 		if (w->drain_closed && w->live == 0 && !w->drain_left) {
 			if (!w->hub)

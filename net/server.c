@@ -161,7 +161,7 @@ static void slow_close(ms_worker *w, ms_conn *c)
 
 /* Out of line: the check runs once per delivery, and with the close path
  * inlined its prologue alone cost more than the comparison (callgrind: 39
- * instructions per delivery, 11 without). */
+ * instructions per delivery, ~14 without). */
 static __attribute__((noinline, cold)) void slow_consumer(ms_worker *w, ms_conn *c)
 {
 	ms_debug("conn %u: slow consumer (%u bytes queued)", c->idx, ms_conn_pending(c));

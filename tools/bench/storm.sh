@@ -37,6 +37,13 @@
 # CLIENT-BOUND); the server's cost per handshake, and the capacity derived
 # from it, stay valid and are what to compare with the bound (target >= 70%).
 #
+# Side by side: UWS_STORM="NAME=BINARY ..." adds servers built outside this
+# repo (each takes the port as argv[1] and serves wss:// with an ECDSA P-256
+# certificate, e.g. µWebSockets' EchoServer as SSLApp); every round then runs
+# full and resumed storms against each of them too, alternating, and
+# UWS_STORM_PLAIN="NAME=BINARY ..." (plain ws:// servers) adds their plain
+# storm. The medians are printed per server.
+#
 # Environment (defaults): SERVER (build/mezon-sock), BENCH (build/msock-bench),
 # RUNS (5), DURATION (4), WARMUP (1), CONNS (32), PORT (9640), URL_PATH
 # (/echo), TLS12 (0; 1 = TLS 1.2 for both kinds, resumption by ticket:
@@ -101,12 +108,18 @@ read -r x_base x_arb p256 <<<"$(crypto)"
 echo "== crypto before (bssl-tool speed, CPU 0): X25519 keygen $x_base/s, X25519 shared secret $x_arb/s, ECDSA P-256 sign $p256/s"
 
 # 3. a fresh server on CPU 0 per run, storms on CPU 1
-start_server() {
-	taskset -c 0 "$server" --dev --diag --cores 1 --max-conns 10000 --log-level warn \
-		--listen 127.0.0.1:$((port + 1)) --tls-listen 127.0.0.1:$port ${SERVER_ARGS:-} >"$srvlog" 2>&1 &
+start_server() { # [BINARY PORT]: ours by default, else BINARY taking the port as argv[1]
+	local p=$port
+	if [ $# -eq 2 ]; then
+		p=$2
+		taskset -c 0 "$1" "$p" >"$srvlog" 2>&1 &
+	else
+		taskset -c 0 "$server" --dev --diag --cores 1 --max-conns 10000 --log-level warn \
+			--listen 127.0.0.1:$((port + 1)) --tls-listen 127.0.0.1:$port ${SERVER_ARGS:-} >"$srvlog" 2>&1 &
+	fi
 	sp=$!
 	for _ in $(seq 50); do
-		(exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return 0
+		(exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && return 0
 		kill -0 "$sp" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -129,34 +142,48 @@ stop_server() { # sets $died (how it ended) if the server was gone before it was
 }
 
 ver=$([ "$tls12" = 1 ] && echo --tls12)
-run_one() { # KIND ROUND: one storm against a fresh server, appended to $out
-	local kind=$1 r=$2 url="wss://127.0.0.1:$port$path" opts=$ver cmd outp line
+run_one() { # KIND ROUND [NAME BINARY]: one storm against a fresh server, appended to $out
+	local kind=$1 r=$2 name=${3:-mezon-sock} url="wss://127.0.0.1:$port$path" opts=$ver cmd outp line
 	[ $kind = resumed ] && opts="$ver --resume"
 	[ $kind = plain ] && url="ws://127.0.0.1:$((port + 1))$path" opts=
-	start_server
+	if [ $# -eq 4 ]; then
+		# another server: its own port (plain or TLS as its binary serves)
+		local p=$((port + 2))
+		url="${url%%://*}://127.0.0.1:$p$path"
+		start_server "$4" $p
+	else
+		start_server
+	fi
 	cmd="$bench --url $url --scenario storm --conns $conns --warmup $warm --duration $dur --server-pid $sp --close-timeout 2 --quiet $opts"
-	[ "$r" = 1 ] && echo "   $kind: $cmd"
+	[ "$r" = 1 ] && echo "   $name $kind: $cmd"
 	outp=$(taskset -c 1 timeout $((warm + dur + 20)) $cmd 2>&1)
 	line=$(echo "$outp" | grep '^RESULT')
 	stop_server
 	if [ -n "$died" ]; then
-		echo "$kind #$r: THE SERVER DIED during the run ($died; left out); its log ends:"
+		echo "$name $kind #$r: THE SERVER DIED during the run ($died; left out); its log ends:"
 		tail -3 "$srvlog" | sed 's/^/     /'
 	elif [ -z "$line" ] || ! echo "$line" | grep -q 'status=ok'; then
-		echo "$kind #$r: client failed (left out): $(echo "$outp" | grep -E '^(closes|FAILED)' | tr '\n' ' ')"
+		echo "$name $kind #$r: client failed (left out): $(echo "$outp" | grep -E '^(closes|FAILED)' | tr '\n' ' ')"
 	else
-		echo "$kind $line" >>"$out"
-		echo "$kind #$r $(echo "$line" | grep -oE '(rate|server_cpu_s|client_cpu_pct|resumed_pct|tls_full_p50_us|tls_res_p50_us|status)=[^ ]+' | tr '\n' ' ')"
+		echo "$name $kind $line" >>"$out"
+		echo "$name $kind #$r $(echo "$line" | grep -oE '(rate|server_cpu_s|client_cpu_pct|resumed_pct|tls_full_p50_us|tls_res_p50_us|status)=[^ ]+' | tr '\n' ' ')"
 	fi
 }
 echo "== storm: $conns concurrent, ${warm}s warmup + ${dur}s window, $runs rounds; server: $server (CPU 0), client: $bench (CPU 1)"
 for r in $(seq "$runs"); do
 	run_one full $r
 	run_one resumed $r
+	for u in ${UWS_STORM:-}; do
+		run_one full $r "${u%%=*}" "${u#*=}"
+		run_one resumed $r "${u%%=*}" "${u#*=}"
+	done
 done
 # one plain ws:// storm: the server's cost of a connection without TLS
 # (TCP, upgrade, close), subtracted below to show what TLS alone costs
 run_one plain 1
+for u in ${UWS_STORM_PLAIN:-}; do
+	run_one plain 1 "${u%%=*}" "${u#*=}"
+done
 
 # 5. medians beside the bound. The crypto speed is measured again after the
 # runs; the bound uses the faster of the two measurements of each operation
@@ -171,35 +198,37 @@ import sys, statistics
 path, xb, xa, sign, tls12, runs = sys.argv[1], *map(float, sys.argv[2:5]), sys.argv[5] == "1", int(sys.argv[6])
 x25519 = 1 / (1 / xb + 1 / xa)
 bound = {"full": 1 / (1 / x25519 + 1 / sign), "resumed": None if tls12 else x25519, "plain": None}
-rows = {"full": [], "resumed": [], "plain": []}
+rows = {}  # server -> kind -> runs
 for line in open(path):
-    kind, _, *kv = line.split()
-    rows[kind].append(dict(f.split("=", 1) for f in kv))
+    name, kind, _, *kv = line.split()
+    rows.setdefault(name, {"full": [], "resumed": [], "plain": []})[kind].append(dict(f.split("=", 1) for f in kv))
 def per1k(r):  # server CPU-seconds per 1000 handshakes, median over runs
     v = [float(f["server_cpu_s"]) * 1000 / float(f["msgs"]) for f in r if float(f.get("msgs", 0)) > 0 and "server_cpu_s" in f]
     return statistics.median(v) if v else 0.0
 print("== medians, %s, per core" % ("TLS 1.2" if tls12 else "TLS 1.3"))
 print("crypto bound: X25519 (keygen + shared secret) %.0f/s, ECDSA P-256 sign %.0f/s -> full = 1/(1/x25519 + 1/p256_sign) = %.0f/s; "
       "resumed = %s" % (x25519, sign, bound["full"], "n/a (TLS 1.2 ticket resumption: no ECDHE)" if tls12 else "x25519 = %.0f/s" % x25519))
-plain = per1k(rows["plain"])
-if rows["plain"]:
-    print("plain    %6.0f conns/s (1 run) | server %.3f cpu-s per 1000 connections (TCP + upgrade + close, no TLS)"
-          % (float(rows["plain"][0]["rate"]), plain))
-for kind in ("full", "resumed"):
-    r = rows[kind]
-    if not r:
-        print("%-8s no valid runs of %d" % (kind, runs))
-        continue
-    med = lambda k: statistics.median(float(f[k]) for f in r)
-    rate, p, cli, b = med("rate"), per1k(r), med("client_cpu_pct"), bound[kind]
-    vs = lambda v: " = %.0f%% of bound" % (100 * v / b) if b and v else ""
-    print("%-8s %6.0f handshakes/s%s (client cpu %.0f%%%s; %.1f%% resumed; tls p50 %.0f us; %d/%d runs valid)"
-          % (kind, rate, vs(rate), cli, ", CLIENT-BOUND" if cli >= 95 else "", med("resumed_pct"),
-             med("tls_full_p50_us" if kind == "full" else "tls_res_p50_us"), len(r), runs))
-    if p > 0:
-        print("         server %.3f cpu-s per 1000 handshakes -> %.0f handshakes per server cpu-s%s"
-              % (p, 1000 / p, vs(1000 / p)))
-    if p > plain > 0:
-        print("         TLS alone (minus plain): %.3f cpu-s per 1000 -> %.0f/s%s"
-              % (p - plain, 1000 / (p - plain), vs(1000 / (p - plain))))
+for name, kinds in rows.items():
+    print("-- %s" % name)
+    plain = per1k(kinds["plain"])
+    if kinds["plain"]:
+        print("plain    %6.0f conns/s (1 run) | server %.3f cpu-s per 1000 connections (TCP + upgrade + close, no TLS)"
+              % (float(kinds["plain"][0]["rate"]), plain))
+    for kind in ("full", "resumed"):
+        r = kinds[kind]
+        if not r:
+            print("%-8s no valid runs of %d" % (kind, runs))
+            continue
+        med = lambda k: statistics.median(float(f[k]) for f in r)
+        rate, p, cli, b = med("rate"), per1k(r), med("client_cpu_pct"), bound[kind]
+        vs = lambda v: " = %.0f%% of bound" % (100 * v / b) if b and v else ""
+        print("%-8s %6.0f handshakes/s%s (client cpu %.0f%%%s; %.1f%% resumed; tls p50 %.0f us; %d/%d runs valid)"
+              % (kind, rate, vs(rate), cli, ", CLIENT-BOUND" if cli >= 95 else "", med("resumed_pct"),
+                 med("tls_full_p50_us" if kind == "full" else "tls_res_p50_us"), len(r), runs))
+        if p > 0:
+            print("         server %.3f cpu-s per 1000 handshakes -> %.0f handshakes per server cpu-s%s"
+                  % (p, 1000 / p, vs(1000 / p)))
+        if p > plain > 0:
+            print("         TLS alone (minus plain): %.3f cpu-s per 1000 -> %.0f/s%s"
+                  % (p - plain, 1000 / (p - plain), vs(1000 / (p - plain))))
 PY
