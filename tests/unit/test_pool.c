@@ -113,6 +113,37 @@ static void trim_gives_pages_back_and_keeps_handles_stale(void **state)
 	ms_pool_fini(&p);
 }
 
+/* Several trims, each cycle using fewer slots than the one before: every
+ * generation handed out after a trim is above every one handed out before
+ * it, on any slot, so a handle kept from any earlier cycle stays stale even
+ * for a slot nobody took in between. */
+static void generations_rise_across_trims(void **state)
+{
+	ms_pool p;
+	enum { N = 64 };
+	assert_int_equal(ms_pool_init(&p, N, 0), 0);
+	ms_conn *c[N];
+	uint32_t top = 0; /* highest generation handed out so far */
+	for (int n = N; n >= 1; n /= 2) {
+		uint32_t cycle_top = 0;
+		for (int i = 0; i < n; i++) {
+			c[i] = ms_pool_alloc(&p);
+			assert_true(c[i]->gen > top);
+			if (i % 3 == 0) { /* churn inside the cycle too */
+				ms_pool_free(&p, c[i]);
+				c[i] = ms_pool_alloc(&p);
+			}
+			if (c[i]->gen > cycle_top)
+				cycle_top = c[i]->gen;
+		}
+		for (int i = 0; i < n; i++)
+			ms_pool_free(&p, c[i]);
+		assert_true(ms_pool_trim(&p) > 0);
+		top = cycle_top + 1; /* ms_pool_free moved each slot's on by one */
+	}
+	ms_pool_fini(&p);
+}
+
 static void ext_is_zeroed_and_private(void **state)
 {
 	ms_pool p;
@@ -153,6 +184,7 @@ int main(void)
 		cmocka_unit_test(generation_skips_zero),
 		cmocka_unit_test(ext_is_zeroed_and_private),
 		cmocka_unit_test(trim_gives_pages_back_and_keeps_handles_stale),
+		cmocka_unit_test(generations_rise_across_trims),
 		cmocka_unit_test(udata_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
