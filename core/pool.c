@@ -22,10 +22,15 @@ int ms_pool_init(ms_pool *p, uint32_t cap, size_t ext_size)
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p->slots == MAP_FAILED)
 		return -errno;
-	p->free = malloc(sizeof(uint32_t) * cap);
-	if (!p->free) {
+	/* The free list too is touched only as slots are freed, and trimmed. */
+	p->free = mmap(NULL, sizeof(uint32_t) * (size_t)cap, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p->free == MAP_FAILED) {
+		int err = -errno;
 		munmap(p->slots, p->map_size);
-		return -ENOMEM;
+		p->slots = NULL;
+		p->free = NULL;
+		return err;
 	}
 	p->cap = cap;
 	p->gen_floor = 1;
@@ -36,7 +41,8 @@ void ms_pool_fini(ms_pool *p)
 {
 	if (p->slots)
 		munmap(p->slots, p->map_size);
-	free(p->free);
+	if (p->free)
+		munmap(p->free, sizeof(uint32_t) * (size_t)p->cap);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -73,6 +79,9 @@ size_t ms_pool_trim(ms_pool *p)
 	size_t len = ((size_t)p->fresh * p->slot_size + page - 1) & ~(page - 1);
 	if (madvise(p->slots, len, MADV_DONTNEED) != 0)
 		return 0; /* the pages stay; so do the generations in them */
+	/* Only slots freed before are on the list: below fresh. */
+	madvise(p->free, ((size_t)p->fresh * sizeof(uint32_t) + page - 1) & ~(page - 1),
+		MADV_DONTNEED);
 	p->gen_floor = top + 1 ? top + 1 : 1;
 	p->fresh = p->nfree = 0;
 	return len;
