@@ -16,7 +16,7 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 PKGS=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
       liburing-dev android-libboringssl-dev android-boringssl libmimalloc-dev
       libck-dev libcmocka-dev libnuma-dev python3 python3-websockets
-      iproute2 util-linux procps curl gnuplot-nox systemd)
+      iproute2 util-linux procps curl gnuplot-nox systemd valgrind)
 
 log() { printf '== %s\n' "$*" >&2; }
 
