@@ -216,6 +216,8 @@ for name, kinds in rows.items():
               % (float(kinds["plain"][0]["rate"]), plain))
     for kind in ("full", "resumed"):
         r = kinds[kind]
+        if not r and not (kinds["full"] or kinds["resumed"]) and kinds["plain"]:
+            continue  # a plain-only server (UWS_STORM_PLAIN)
         if not r:
             print("%-8s no valid runs of %d" % (kind, runs))
             continue
