@@ -108,4 +108,11 @@ size_t ms_pool_trim(ms_pool *p);
 /* Return a slot; its generation moves on so old handles go stale. */
 void ms_pool_free(ms_pool *p, ms_conn *c);
 
+/* An array of one elem-byte entry per slot, reserved like the slots: pages
+ * are touched only as entries are used, and ms_pool_array_trim gives them
+ * back (call it when the pool is trimmed). NULL when out of address space. */
+void *ms_pool_array(const ms_pool *p, size_t elem);
+void ms_pool_array_trim(const ms_pool *p, void *a, size_t elem);
+void ms_pool_array_free(const ms_pool *p, void *a, size_t elem);
+
 #endif

@@ -22,27 +22,40 @@ int ms_pool_init(ms_pool *p, uint32_t cap, size_t ext_size)
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p->slots == MAP_FAILED)
 		return -errno;
-	/* The free list too is touched only as slots are freed, and trimmed. */
-	p->free = mmap(NULL, sizeof(uint32_t) * (size_t)cap, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p->free == MAP_FAILED) {
-		int err = -errno;
-		munmap(p->slots, p->map_size);
-		p->slots = NULL;
-		p->free = NULL;
-		return err;
-	}
 	p->cap = cap;
+	p->free = ms_pool_array(p, sizeof(uint32_t)); /* touched as slots are freed */
+	if (!p->free) {
+		munmap(p->slots, p->map_size);
+		memset(p, 0, sizeof(*p));
+		return -ENOMEM;
+	}
 	p->gen_floor = 1;
 	return 0;
+}
+
+void *ms_pool_array(const ms_pool *p, size_t elem)
+{
+	void *a = mmap(NULL, elem * p->cap, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return a == MAP_FAILED ? NULL : a;
+}
+
+void ms_pool_array_trim(const ms_pool *p, void *a, size_t elem)
+{
+	madvise(a, elem * p->cap, MADV_DONTNEED);
+}
+
+void ms_pool_array_free(const ms_pool *p, void *a, size_t elem)
+{
+	if (a)
+		munmap(a, elem * p->cap);
 }
 
 void ms_pool_fini(ms_pool *p)
 {
 	if (p->slots)
 		munmap(p->slots, p->map_size);
-	if (p->free)
-		munmap(p->free, sizeof(uint32_t) * (size_t)p->cap);
+	ms_pool_array_free(p, p->free, sizeof(uint32_t));
 	memset(p, 0, sizeof(*p));
 }
 
@@ -79,9 +92,7 @@ size_t ms_pool_trim(ms_pool *p)
 	size_t len = ((size_t)p->fresh * p->slot_size + page - 1) & ~(page - 1);
 	if (madvise(p->slots, len, MADV_DONTNEED) != 0)
 		return 0; /* the pages stay; so do the generations in them */
-	/* Only slots freed before are on the list: below fresh. */
-	madvise(p->free, ((size_t)p->fresh * sizeof(uint32_t) + page - 1) & ~(page - 1),
-		MADV_DONTNEED);
+	ms_pool_array_trim(p, p->free, sizeof(uint32_t));
 	p->gen_floor = top + 1 ? top + 1 : 1;
 	p->fresh = p->nfree = 0;
 	return len;

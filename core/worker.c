@@ -166,24 +166,12 @@ static void *xmalloc(size_t n)
  * touched only as slots are used and are given back when the pool is. */
 static void *slot_array(ms_worker *w, size_t elem)
 {
-	void *p = mmap(NULL, elem * w->pool.cap, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED) {
+	void *p = ms_pool_array(&w->pool, elem);
+	if (!p) {
 		fprintf(stderr, "mezon-sock: out of memory (%zu-byte slot array)\n", elem);
 		abort();
 	}
 	return p;
-}
-
-static void slot_array_trim(ms_worker *w, void *p, size_t elem)
-{
-	madvise(p, elem * w->pool.cap, MADV_DONTNEED);
-}
-
-static void slot_array_free(ms_worker *w, void *p, size_t elem)
-{
-	if (p)
-		munmap(p, elem * w->pool.cap);
 }
 
 static struct io_uring_sqe *sqe_get(ms_worker *w)
@@ -1101,13 +1089,13 @@ static void trim_idle(ms_worker *w)
 {
 	if (w->ring.bufs)
 		madvise(w->ring.bufs, w->ring.bufs_size, MADV_DONTNEED);
-	/* No timer, dirty, re-arm or free list names a slot. */
-	if (w->wheel.count == 0 && !w->ndirty && !w->nrearm && !w->nfreeq &&
-	    ms_pool_trim(&w->pool)) {
-		slot_array_trim(w, w->peer, sizeof(w->peer[0]));
-		slot_array_trim(w, w->dirty, sizeof(uint32_t));
-		slot_array_trim(w, w->rearm, sizeof(uint32_t));
-		slot_array_trim(w, w->freeq, sizeof(uint32_t));
+	/* No timer names a slot; the run loop calls this after the dirty,
+	 * free and re-arm lists are emptied. */
+	if (w->wheel.count == 0 && ms_pool_trim(&w->pool)) {
+		ms_pool_array_trim(&w->pool, w->peer, sizeof(w->peer[0]));
+		ms_pool_array_trim(&w->pool, w->dirty, sizeof(uint32_t));
+		ms_pool_array_trim(&w->pool, w->rearm, sizeof(uint32_t));
+		ms_pool_array_trim(&w->pool, w->freeq, sizeof(uint32_t));
 	}
 	free_caches(w);
 	if (mi_collect)
@@ -1648,10 +1636,10 @@ void ms_worker_destroy(ms_worker *w)
 	}
 	free_caches(w);
 	ms_wheel_fini(&w->wheel);
-	slot_array_free(w, w->peer, sizeof(w->peer[0]));
-	slot_array_free(w, w->dirty, sizeof(uint32_t));
-	slot_array_free(w, w->rearm, sizeof(uint32_t));
-	slot_array_free(w, w->freeq, sizeof(uint32_t));
+	ms_pool_array_free(&w->pool, w->peer, sizeof(w->peer[0]));
+	ms_pool_array_free(&w->pool, w->dirty, sizeof(uint32_t));
+	ms_pool_array_free(&w->pool, w->rearm, sizeof(uint32_t));
+	ms_pool_array_free(&w->pool, w->freeq, sizeof(uint32_t));
 	ms_pool_fini(&w->pool);
 	ms_ring_fini(&w->ring);
 	for (int l = 0; l < w->nlisten; l++)

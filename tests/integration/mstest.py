@@ -546,9 +546,9 @@ def close_payload(code, reason=b""):
     return struct.pack(">H", code) + reason
 
 
-def assert_echo(port, payload=b"still alive", opcode=1, path="/echo", connect=None):
+def assert_echo(port, payload=b"still alive", opcode=1, path="/echo", connect=None, timeout=5.0):
     """A fresh connection gets its message back: the server still serves."""
-    with RawWS(port, path, connect=connect) as ws:
+    with RawWS(port, path, timeout=timeout, connect=connect) as ws:
         ws.send(frame(opcode, payload))
         op, got = ws.recv_message()
         assert (op, got) == (opcode, payload), "echo mismatch: %r" % ((op, got[:40]),)

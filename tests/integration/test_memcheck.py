@@ -42,19 +42,6 @@ except ImportError as e:  # not a kernel feature: a broken test environment
 T = 60.0  # per socket operation: everything is ~30x slower under valgrind
 
 
-def echo(port, payload, opcode=2):
-    """mstest.assert_echo with valgrind's timeouts."""
-    with mstest.RawWS(port, timeout=T) as ws:
-        ws.send(mstest.frame(opcode, payload))
-        assert ws.recv_message() == (opcode, payload)
-        ws.send(mstest.frame(8, mstest.close_payload(1000)))
-        ws.expect_close(1000)
-
-
-def wss_context():
-    return mstest.tls_client_context()
-
-
 async def chat_session(srv):
     """Two devices of user 7 (ws and wss) and user 8: join, publish,
     DM, presence listing, leave; every reply and event checked."""
@@ -62,7 +49,7 @@ async def chat_session(srv):
     wss_url = "wss://127.0.0.1:%d/ws?user=" % srv.tls_port
     kw = dict(open_timeout=T, close_timeout=T, ping_interval=None)
     a1 = await websockets.connect(ws_url + "7", **kw)
-    a2 = await websockets.connect(wss_url + "7", ssl=wss_context(), **kw)
+    a2 = await websockets.connect(wss_url + "7", ssl=mstest.tls_client_context(), **kw)
     b = await websockets.connect(ws_url + "8", **kw)
 
     async def reply(ws, want_id):
@@ -117,9 +104,9 @@ def test_session_then_sigterm_is_clean():
     try:
         assert srv.workers == 1, srv.workers
         big = os.urandom(65536)
-        echo(srv.port, big)
+        mstest.assert_echo(srv.port, big, opcode=2, timeout=T)
         # wss: a full handshake, then one resumed from its session.
-        ctx = wss_context()
+        ctx = mstest.tls_client_context()
         first = mstest.tls_tcp(srv.tls_port, T, context=ctx)
         with mstest.RawWS(srv.tls_port, connect=lambda p, t: first, timeout=T) as ws:
             ws.send(mstest.frame(2, big))
@@ -145,7 +132,7 @@ def test_session_then_sigterm_is_clean():
         ws.send(mstest.frame(2, big)[:1000])  # part of a 64 KiB frame, then RST
         ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         ws.close_socket()
-        echo(srv.port, b"still alive", opcode=1)
+        mstest.assert_echo(srv.port, timeout=T)
         # SIGTERM with a client connected: it gets 1001, the server exits.
         # The client pings meanwhile: under valgrind the main thread, which
         # takes the signal, runs only when the worker's io_uring_enter
