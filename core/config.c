@@ -92,7 +92,7 @@ static const struct opt opts[] = {
 	{ "max-message", K_U32, O(max_message), 125, 64u << 20, "65536",
 	  "largest WebSocket message in bytes (larger: close 1009)", NULL, 0 },
 	{ "max-backpressure", K_U32, O(max_backpressure), 4096, 1u << 30, "1048576",
-	  "queued output bytes per connection before close 1008 slow consumer", NULL, 0 },
+	  "queued output bytes per connection a client must drain within --slow-window (else close 1008 slow consumer); at max(2x this, this + --max-message): close at once", NULL, 0 },
 	{ "handshake-timeout", K_U32, O(handshake_timeout), 1, 3600, "10",
 	  "seconds to complete the TLS and HTTP upgrade handshake", NULL, 0 },
 	{ "idle-timeout", K_U32, O(idle_timeout), 2, 86400, "60",
@@ -124,10 +124,22 @@ static const struct opt opts[] = {
 	  "every connection starts with a PROXY protocol v2 (or v1) header from the load balancer; its source address counts for --max-conns-per-ip; no header: close", NULL, 0 },
 	{ "allowed-origins", K_STR, O(allowed_origins), 0, sizeof(((ms_config *)0)->allowed_origins), "",
 	  "comma-separated origins (https://chat.example.com) a browser upgrade may come from (others: 403; no Origin header: allowed)", NULL, 0 },
-	{ "rate-limit", K_STR, O(rate_limit), 1, sizeof(((ms_config *)0)->rate_limit), "off",
-	  "MSGS,BURST: publish+dm requests per second per connection, burst banked (over: error 429; more than BURST rejected in 10 s: close 1008)", NULL, 0 },
+	{ "rate-limit", K_STR, O(rate_limit), 1, sizeof(((ms_config *)0)->rate_limit), "5000,10000",
+	  "MSGS,BURST: publish+dm requests per second per connection, burst banked (over: error 429; more than BURST rejected in 10 s: close 1008), or off", NULL, 0 },
+	{ "rate-bytes", K_STR, O(rate_bytes), 1, sizeof(((ms_config *)0)->rate_bytes), "16777216,1048576",
+	  "BYTES,BURST: publish+dm payload bytes per second per connection (burst at least --max-message; over: error 429, counted like --rate-limit), or off", NULL, 0 },
+	{ "join-rate", K_STR, O(join_rate), 1, sizeof(((ms_config *)0)->join_rate), "50,512",
+	  "RATE,BURST: join+leave+presence requests per second per connection (over: error 429), or off", NULL, 0 },
+	{ "create-rate", K_STR, O(create_rate), 1, sizeof(((ms_config *)0)->create_rate), "10,256",
+	  "RATE,BURST: new streams per second one connection's joins and publishes may create (over: error 429), or off", NULL, 0 },
+	{ "max-streams", K_U32, O(max_streams), 1, 1u << 30, "1000000",
+	  "streams per process, split over the workers that own them (a join or publish that would create one more: error 503)", NULL, 0 },
+	{ "max-inflight", K_U32, O(max_inflight), 1, 65535, "64",
+	  "requests per connection awaiting another worker's answer (join, publish, presence); at the cap, reading from that connection pauses until answers are back", NULL, 0 },
+	{ "slow-window", K_U32, O(slow_window), 1, 3600, "5",
+	  "seconds a connection's queued output may stay over --max-backpressure while the kernel takes less than that much of it, before close 1008 slow consumer", NULL, 0 },
 	{ "max-pending-total", K_U32, O(max_pending_total), 0, 1u << 22, "0",
-	  "MiB of queued output per process, split over the workers (over: largest queues closed 1008; 7/8 of it: new connections 503); 0 = a quarter of RAM", NULL, 0 },
+	  "MiB of queued output and unparsed input per process, split over the workers (over: largest holders closed 1008; 7/8 of it: new connections 503); 0 = a quarter of RAM", NULL, 0 },
 	{ "log-level", K_ENUM, O(log_level), 0, 3, "info",
 	  "error, warn, info or debug", level_names, 0 },
 	{ "print-config", K_ACTION, 0, 0, 0, NULL,
@@ -135,8 +147,8 @@ static const struct opt opts[] = {
 	  NULL, 0 },
 	{ "mailbox-slots", K_U32, O(mailbox_slots), 2, 65536, "4096",
 	  "mailbox ring slots (message batches in flight) per ordered worker pair; a full ring overflows into a list and, past a high-water mark, pauses the sender's input", NULL, F_POW2 },
-	{ "mailbox-high-water", K_U32, O(mailbox_high_water), 1, 1u << 20, "64",
-	  "overflowed mailbox batches at which a worker pauses reading client input (and answers new connections 503) until they drain to an eighth of it", NULL, 0 },
+	{ "mailbox-high-water", K_U32, O(mailbox_high_water), 1, 1u << 30, "65536",
+	  "mailbox messages waiting behind a full ring at which a worker pauses reading client input (and answers new connections 503) until they drain to an eighth of it", NULL, 0 },
 	/* operating (issue 6) */
 	{ "admin-listen", K_ADDR, O(admin_listen), 0, 0, "127.0.0.1:9090",
 	  "admin listener HOST:PORT (/metrics, /healthz, server API), or off; keep it private", NULL, 0 },
@@ -564,6 +576,24 @@ static int apply_file(ms_config *cfg, const char *path)
 	return ret;
 }
 
+/* "RATE,BURST" (each 1..max) or "off" (both 0). */
+static int parse_rate(const char *flag, const char *text, uint32_t max, uint32_t *rate,
+		      uint32_t *burst)
+{
+	*rate = *burst = 0;
+	if (strcmp(text, "off") == 0)
+		return 0;
+	char tail;
+	if (sscanf(text, "%u,%u%c", rate, burst, &tail) != 2 || *rate == 0 || *burst == 0 ||
+	    *rate > max || *burst > max) {
+		fprintf(stderr, "mezon-sock: --%s %s: expected RATE,BURST (1..%u each) or off\n",
+			flag, text, max);
+		*rate = *burst = 0;
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int ms_config_parse(ms_config *cfg, int argc, char **argv)
 {
 	const char *config;
@@ -589,17 +619,16 @@ int ms_config_parse(ms_config *cfg, int argc, char **argv)
 			diag_root_names[cfg->diag_root]);
 		return -EINVAL;
 	}
-	cfg->rate_msgs = cfg->rate_burst = 0;
-	if (strcmp(cfg->rate_limit, "off") != 0) {
-		char tail;
-		if (sscanf(cfg->rate_limit, "%u,%u%c", &cfg->rate_msgs, &cfg->rate_burst, &tail) != 2 ||
-		    cfg->rate_msgs == 0 || cfg->rate_burst == 0 || cfg->rate_msgs > 1000000 ||
-		    cfg->rate_burst > 1000000) {
-			fprintf(stderr, "mezon-sock: --rate-limit %s: expected MSGS,BURST (1..1000000 "
-					"each) or off\n", cfg->rate_limit);
-			return -EINVAL;
-		}
-	}
+	if (parse_rate("rate-limit", cfg->rate_limit, 1000000, &cfg->rate_msgs, &cfg->rate_burst) ||
+	    parse_rate("rate-bytes", cfg->rate_bytes, 1u << 30, &cfg->rate_bytes_s,
+		       &cfg->rate_bytes_burst) ||
+	    parse_rate("join-rate", cfg->join_rate, 1000000, &cfg->join_rate_s, &cfg->join_burst) ||
+	    parse_rate("create-rate", cfg->create_rate, 1000000, &cfg->create_rate_s,
+		       &cfg->create_burst))
+		return -EINVAL;
+	/* One message of --max-message must always fit the byte bucket. */
+	if (cfg->rate_bytes_s && cfg->rate_bytes_burst < cfg->max_message)
+		cfg->rate_bytes_burst = cfg->max_message;
 	ms_log_level = (int)cfg->log_level;
 	if (print) {
 		ms_config_print(stdout, cfg);

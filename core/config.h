@@ -61,7 +61,17 @@ typedef struct ms_config {
 	char allowed_origins[1024];  /* comma-separated exact origins; "" = any */
 	char rate_limit[32];         /* "MSGS,BURST" or "off" (parsed below) */
 	uint32_t rate_msgs, rate_burst; /* from rate_limit; 0 = off */
-	uint32_t max_pending_total;  /* MiB of queued output per process; 0 = RAM / 4 */
+	uint32_t max_pending_total;  /* MiB of queued output and input per process; 0 = RAM / 4 */
+	/* what one connection may cost (each parsed from "RATE,BURST" text) */
+	char rate_bytes[32];         /* publish+dm payload bytes */
+	uint32_t rate_bytes_s, rate_bytes_burst; /* 0 = off */
+	char join_rate[32];          /* join+leave+presence requests */
+	uint32_t join_rate_s, join_burst;
+	char create_rate[32];        /* streams created by one connection's requests */
+	uint32_t create_rate_s, create_burst;
+	uint32_t max_streams;        /* per process, split over the stream owners */
+	uint32_t max_inflight;       /* requests awaiting another worker's answer */
+	uint32_t slow_window;        /* seconds over --max-backpressure without draining */
 	/* modes */
 	bool dev;
 	bool diag;
@@ -70,7 +80,7 @@ typedef struct ms_config {
 	char secret[256];
 	uint32_t log_level;
 	uint32_t mailbox_slots;  /* ring slots per ordered worker pair (power of 2) */
-	uint32_t mailbox_high_water; /* overflowed batches that pause input */
+	uint32_t mailbox_high_water; /* messages waiting on overflow that pause input */
 	/* operating (issue 6) */
 	ms_addr admin_listen;    /* len 0: no admin listener ("off") */
 	char api_key_file[256];

@@ -5,7 +5,7 @@
  * worker's preallocated pool, addressed by (index, generation). Reusing a
  * slot bumps the generation, so a late completion or a stale handle is
  * recognised and dropped. The slot is the hot part: what the loop touches per
- * event (80 bytes) followed by `ext_size` bytes the protocol layer owns
+ * event (88 bytes) followed by `ext_size` bytes the protocol layer owns
  * (ms_conn_ext()); everything larger hangs off pointers allocated only while
  * used (spilled input, queued output), so an idle connection costs one slot.
  *
@@ -36,7 +36,16 @@ enum {
 	MS_CONN_F_HELD = 1 << 10,    /* input paused (worker overloaded): recv cancelled,
 	                              * what came is kept unparsed in spill */
 	MS_CONN_F_PEER = 1 << 11,    /* peer address being read; not yet opened */
-	MS_CONN_F_SHED = 1 << 12,    /* closed at the pending-output cap (on_shed) */
+	MS_CONN_F_SHED = 1 << 12,    /* closed at the pending-output cap or as slow (on_shed) */
+	MS_CONN_F_OVER = 1 << 13,    /* on the over-backpressure list */
+	MS_CONN_F_RESUME = 1 << 14,  /* on the resume list (paused input to parse again) */
+};
+
+/* Why a connection's input is paused (ms_conn.paused bits): input is
+ * handed to the protocol layer only when none is set. */
+enum {
+	MS_PAUSE_PROTO = 1, /* ms_conn_pause(): e.g. its requests in flight */
+	MS_PAUSE_OUTPUT = 2, /* its own queued output is high: read again once it drains */
 };
 
 typedef struct ms_conn {
@@ -53,14 +62,17 @@ typedef struct ms_conn {
 	uint32_t out_bytes;    /* core: queued output not yet sent */
 	uint8_t kind;          /* core: index of the listener that accepted it */
 	uint8_t send_nodes;    /* core: queue nodes the send in flight covers */
-	uint8_t _pad[2];
+	uint8_t paused;        /* core: MS_PAUSE_* reasons input waits */
+	uint8_t _pad;
 	ms_outq_node *out_head; /* core: output queue */
 	ms_outq_node *out_tail;
 	ms_spill spill;         /* core: unconsumed input kept for next time */
 	void *sendctx;          /* core: msghdr of a gathered send in flight */
+	uint32_t over_ms;       /* core: worker ms its output went over --max-backpressure, 0 = under */
+	uint32_t drained;       /* core: bytes the kernel took since then */
 } ms_conn;
 
-_Static_assert(sizeof(ms_conn) == 80, "ms_conn is the hot slot: keep it small");
+_Static_assert(sizeof(ms_conn) == 88, "ms_conn is the hot slot: keep it small");
 
 /* The protocol layer's inline area after the slot. */
 static inline void *ms_conn_ext(ms_conn *c)

@@ -53,7 +53,7 @@ typedef struct batch {
 	struct batch *next;   /* next batch of the same iteration (chain) */
 	struct batch *qnext;  /* overflow FIFO link */
 	uint32_t n;
-	uint32_t _pad;
+	uint32_t chain_msgs;  /* first batch of a chain: messages in the whole chain */
 	ms_msg m[BATCH_MSGS];
 } batch;
 
@@ -79,6 +79,8 @@ typedef struct outq {
 	batch *head, *tail;   /* this iteration's chain */
 	batch *ov_head, *ov_tail; /* overflow FIFO of chains */
 	size_t ov_len;
+	uint32_t head_msgs;   /* messages in this iteration's chain */
+	size_t ov_msgs;       /* messages in the overflow FIFO */
 } outq;
 
 struct ms_mbox {
@@ -236,6 +238,7 @@ ms_msg *ms_mbox_put(ms_mbox *mb, uint32_t to)
 	}
 	outq *q = &mb->out[to];
 	mb->st.msgs_out++;
+	q->head_msgs++;
 	return append(&q->head, &q->tail);
 }
 
@@ -257,6 +260,9 @@ void ms_mbox_flush(ms_mbox *mb, void (*wake)(void *arg, uint32_t to), void *arg)
 				q->ov_head = q->head;
 			q->ov_tail = q->head;
 			q->ov_len++;
+			q->head->chain_msgs = q->head_msgs;
+			q->ov_msgs += q->head_msgs;
+			q->head_msgs = 0;
 			q->head = q->tail = NULL;
 		}
 		while (q->ov_head) {
@@ -273,6 +279,7 @@ void ms_mbox_flush(ms_mbox *mb, void (*wake)(void *arg, uint32_t to), void *arg)
 			if (!q->ov_head)
 				q->ov_tail = NULL;
 			q->ov_len--;
+			q->ov_msgs -= c->chain_msgs;
 			mb->st.batches++;
 			pushed = true;
 		}
@@ -348,6 +355,14 @@ bool ms_mbox_sleep_begin(ms_mbox *mb)
 void ms_mbox_sleep_end(ms_mbox *mb)
 {
 	sleeping_set(&mb->hub->sleeping[mb->self], 0);
+}
+
+size_t ms_mbox_backlog_msgs(const ms_mbox *mb)
+{
+	size_t n = 0;
+	for (uint32_t to = 0; to < mb->hub->n; to++)
+		n += mb->out[to].ov_msgs;
+	return n;
 }
 
 size_t ms_mbox_backlog(const ms_mbox *mb)

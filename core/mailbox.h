@@ -91,6 +91,10 @@ void ms_mbox_sleep_end(ms_mbox *mb);
 
 /* Outgoing batches still waiting (overflow), for backpressure decisions. */
 size_t ms_mbox_backlog(const ms_mbox *mb);
+/* Messages in those batches: what the receivers still owe us work for (a
+ * chain may hold one message or thousands, so this, not the batch count,
+ * measures the backlog). */
+size_t ms_mbox_backlog_msgs(const ms_mbox *mb);
 
 /* Drain barrier (graceful shutdown). Every worker arrives at rounds 0, 1, …
  * in order, each time right after flushing its outbound messages; round r

@@ -49,6 +49,18 @@ static inline uint8_t *ms_spill_join(ms_spill *s, uint8_t *p, size_t n, size_t *
 	return s->p;
 }
 
+/* Room for exactly n bytes (n > s->cap), keeping what is pending. */
+static inline void ms_spill_reserve(ms_spill *s, size_t n)
+{
+	uint8_t *np = realloc(s->p, n);
+	if (!np) {
+		fprintf(stderr, "mezon-sock: out of memory (input of %zu bytes)\n", n);
+		abort();
+	}
+	s->p = np;
+	s->cap = (uint32_t)n;
+}
+
 /* After parsing buf[0..len) (from ms_spill_join) of which `used` bytes
  * were consumed: keep the rest for next time, or release everything. */
 static inline void ms_spill_keep(ms_spill *s, const uint8_t *buf, size_t len, size_t used)

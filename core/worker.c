@@ -100,6 +100,8 @@ struct ms_worker {
 	uint32_t *dirty, ndirty;
 	uint32_t *rearm, nrearm;
 	uint32_t *freeq, nfreeq;
+	uint32_t *overq, nover;    /* connections whose output is over --max-backpressure */
+	uint32_t *resumeq, nresume; /* paused input to parse again next iteration */
 	ms_outq_node *free_nodes;
 	sendctx *free_ctx;
 
@@ -135,6 +137,12 @@ struct ms_worker {
 	bool listen_v4[MS_MAX_LISTENERS];
 	bool input_paused;         /* mailbox high-water: input is held */
 	uint64_t out_total;        /* queued output bytes, all connections */
+	uint64_t in_total;         /* kept unparsed input bytes (core's and the protocol's) */
+	size_t need_hint;          /* ms_conn_input_need() during the current on_data */
+	uint32_t slow_at, hard_cap; /* --max-backpressure and the immediate cap */
+	uint32_t slow_window_ms;
+	uint32_t over_checked_s;   /* worker second of the last slow-consumer check */
+	bool over_hard;            /* a listed connection passed the hard cap */
 	uint64_t pending_share;    /* this worker's --max-pending-total */
 	uint64_t shed_scan_ns;     /* no shed scan before this */
 
@@ -301,6 +309,33 @@ static void free_caches(ms_worker *w)
 	}
 }
 
+/* Output went over --max-backpressure: note when (the slow-consumer
+ * window starts) and list the connection for check_over, which closes it
+ * at a safe point of the loop, never inside the enqueue that got here (a
+ * close queues frames and may drop output while a caller, e.g. the TLS
+ * transform, is in the middle of the queue). */
+static __attribute__((noinline, cold)) void over_bound(ms_worker *w, ms_conn *c)
+{
+	if (c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SHED))
+		return;
+	if (!c->over_ms) {
+		c->over_ms = ms_worker_now_ms(w) | 1;
+		c->drained = 0;
+	}
+	if (c->out_bytes > w->hard_cap)
+		w->over_hard = true;
+	if (!(c->flags & MS_CONN_F_OVER)) {
+		c->flags |= MS_CONN_F_OVER;
+		w->overq[w->nover++] = c->idx;
+	}
+}
+
+static inline void check_bound(ms_worker *w, ms_conn *c)
+{
+	if (__builtin_expect(c->out_bytes > w->slow_at, 0))
+		over_bound(w, c);
+}
+
 static void mark_dirty(ms_worker *w, ms_conn *c)
 {
 	if (!(c->flags & MS_CONN_F_DIRTY)) {
@@ -351,6 +386,7 @@ void ms_conn_commit(ms_worker *w, ms_conn *c, size_t n)
 	w->out_total += n;
 	if (!(c->flags & MS_CONN_F_DEAD))
 		mark_dirty(w, c);
+	check_bound(w, c);
 }
 
 void ms_conn_write(ms_worker *w, ms_conn *c, const void *p, size_t n)
@@ -386,6 +422,7 @@ void ms_conn_send_pkt(ms_worker *w, ms_conn *c, ms_pkt *pkt, uint32_t off,
 	c->out_bytes += len;
 	w->out_total += len;
 	mark_dirty(w, c);
+	check_bound(w, c);
 }
 
 static void outq_release(ms_worker *w, ms_conn *c)
@@ -698,15 +735,41 @@ void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds)
 
 /* ---- completions -------------------------------------------------------- */
 
+/* Kept input counts in the worker's budget by its allocation. */
+static void spill_account(ms_worker *w, ms_conn *c, uint32_t cap_before)
+{
+	w->in_total += c->spill.cap;
+	w->in_total -= cap_before;
+}
+
+static void hold_conn(ms_worker *w, ms_conn *c, uint8_t *p, size_t n);
+
 static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 {
+	/* A peer that sends without reading what we answer: stop taking its
+	 * input until its output drains (a pipeline of pings, requests whose
+	 * replies pile up), so it cannot make us queue without bound. */
+	if (c->out_bytes > w->slow_at / 2 && !(c->paused & MS_PAUSE_OUTPUT)) {
+		c->paused |= MS_PAUSE_OUTPUT;
+		w->st.conn_pauses++;
+	}
+	if (c->paused) {
+		hold_conn(w, c, p, n);
+		return;
+	}
+	uint32_t cap = c->spill.cap;
 	size_t len;
 	uint8_t *buf = ms_spill_join(&c->spill, p, n, &len);
+	w->need_hint = 0;
 	size_t used = w->h->on_data(w, c, buf, len);
-	if (c->flags & MS_CONN_F_CLOSING)
+	if (c->flags & MS_CONN_F_CLOSING) {
 		ms_spill_free(&c->spill); /* no more input is parsed */
-	else
+	} else {
 		ms_spill_keep(&c->spill, buf, len, used);
+		if (w->need_hint > c->spill.cap && c->spill.len)
+			ms_spill_reserve(&c->spill, w->need_hint);
+	}
+	spill_account(w, c, cap);
 }
 
 /* Input paused (mailbox high-water): keep the bytes unparsed and stop the
@@ -715,14 +778,66 @@ static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
  * recv had already posted lands here too: a few buffers per connection. */
 static void hold(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 {
+	uint32_t cap = c->spill.cap;
 	size_t len;
 	uint8_t *buf = ms_spill_join(&c->spill, p, n, &len);
 	ms_spill_keep(&c->spill, buf, len, 0);
+	spill_account(w, c, cap);
 	if (!(c->flags & MS_CONN_F_HELD)) {
 		c->flags |= MS_CONN_F_HELD;
 		if (c->flags & MS_CONN_F_RECV)
 			submit_cancel(w, ms_udata(MS_OP_RECV, c->idx, c->gen));
 	}
+}
+
+/* One connection paused: keep what comes, and past MS_PAUSE_KEEP bytes
+ * stop its recv (it is re-armed on resume). Below that the recv stays
+ * armed, so a pause of one iteration (a yield) costs no cancel. */
+static void hold_conn(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
+{
+	if (n) {
+		uint32_t cap = c->spill.cap;
+		size_t len;
+		uint8_t *buf = ms_spill_join(&c->spill, p, n, &len);
+		ms_spill_keep(&c->spill, buf, len, 0);
+		spill_account(w, c, cap);
+	}
+	if (c->spill.len > MS_PAUSE_KEEP && (c->flags & MS_CONN_F_RECV))
+		submit_cancel(w, ms_udata(MS_OP_RECV, c->idx, c->gen));
+}
+
+void ms_conn_input_need(ms_worker *w, ms_conn *c, size_t total)
+{
+	w->need_hint = total;
+}
+
+void ms_worker_input_bytes(ms_worker *w, int64_t n)
+{
+	w->in_total += (uint64_t)n;
+}
+
+void ms_conn_pause(ms_worker *w, ms_conn *c)
+{
+	if (!c->paused)
+		w->st.conn_pauses++;
+	c->paused |= MS_PAUSE_PROTO;
+}
+
+static void queue_resume(ms_worker *w, ms_conn *c)
+{
+	if (!(c->flags & (MS_CONN_F_RESUME | MS_CONN_F_DEAD))) {
+		c->flags |= MS_CONN_F_RESUME;
+		w->resumeq[w->nresume++] = c->idx;
+	}
+}
+
+void ms_conn_resume(ms_worker *w, ms_conn *c)
+{
+	if (!(c->paused & MS_PAUSE_PROTO))
+		return;
+	c->paused &= (uint8_t)~MS_PAUSE_PROTO;
+	if (!c->paused)
+		queue_resume(w, c);
 }
 
 static void park_rearm(ms_worker *w, ms_conn *c);
@@ -739,6 +854,8 @@ static void resume_input(ms_worker *w)
 		c->flags &= (uint16_t)~MS_CONN_F_HELD;
 		if (c->flags & (MS_CONN_F_CLOSING | MS_CONN_F_DEAD))
 			continue;
+		if (c->paused)
+			continue; /* its own pause ends with its own resume */
 		if (c->spill.len) {
 			uint8_t none;
 			deliver(w, c, &none, 0);
@@ -746,6 +863,28 @@ static void resume_input(ms_worker *w)
 		if (!(c->flags & (MS_CONN_F_RECV | MS_CONN_F_CLOSING)))
 			park_rearm(w, c);
 	}
+}
+
+/* Connections whose pause ended: parse what they kept, read again. Only
+ * the entries there at the start: one that pauses and resumes itself while
+ * being parsed (its work budget is spent) waits for the next iteration. */
+static void resume_paused(ms_worker *w)
+{
+	uint32_t n = w->nresume;
+	for (uint32_t i = 0; i < n; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, w->resumeq[i]);
+		c->flags &= (uint16_t)~MS_CONN_F_RESUME;
+		if (c->paused || (c->flags & (MS_CONN_F_CLOSING | MS_CONN_F_FREED | MS_CONN_F_HELD)))
+			continue;
+		/* Even with nothing kept here: the protocol layer may keep
+		 * decrypted input of its own. */
+		uint8_t none;
+		deliver(w, c, &none, 0);
+		if (!c->paused && !(c->flags & (MS_CONN_F_RECV | MS_CONN_F_CLOSING)))
+			park_rearm(w, c);
+	}
+	memmove(w->resumeq, w->resumeq + n, (w->nresume - n) * sizeof(uint32_t));
+	w->nresume -= n;
 }
 
 static void park_rearm(ms_worker *w, ms_conn *c)
@@ -771,7 +910,7 @@ static void on_recv(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 		c->last_active = w->now_s;
 		if (c->flags & MS_CONN_F_CLOSING)
 			;
-		else if (w->input_paused)
+		else if (w->input_paused && !c->paused)
 			hold(w, c, ms_ring_buf(&w->ring, bid), (size_t)res);
 		else
 			deliver(w, c, ms_ring_buf(&w->ring, bid), (size_t)res);
@@ -829,6 +968,16 @@ static void on_send(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 		for (ms_outq_node *n = c->out_head; n && asked <= sent; n = n->next)
 			asked += n->end - n->off;
 		outq_advance(w, c, sent);
+		if (c->over_ms) {
+			c->drained += sent;
+			if (c->out_bytes <= w->slow_at)
+				c->over_ms = 0; /* check_over drops it from its list */
+		}
+		if ((c->paused & MS_PAUSE_OUTPUT) && c->out_bytes <= w->slow_at / 4) {
+			c->paused &= (uint8_t)~MS_PAUSE_OUTPUT;
+			if (!c->paused)
+				queue_resume(w, c);
+		}
 		if (c->out_head) {
 			if (sent < asked)
 				w->st.partial_sends++;
@@ -971,7 +1120,7 @@ static void rearm_stopped(ms_worker *w)
 	for (uint32_t i = 0; i < w->nrearm; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->rearm[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_REARM;
-		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV | MS_CONN_F_HELD)))
+		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV | MS_CONN_F_HELD)) && !c->paused)
 			arm_recv(w, c);
 	}
 	w->nrearm = 0;
@@ -982,13 +1131,79 @@ static void rearm_stopped(ms_worker *w)
 				arm_accept(w, l);
 }
 
+/* Drop idx from a short list (connections over their output bound, or
+ * waiting to resume: few at any time). */
+static void unlist(uint32_t *list, uint32_t *n, uint32_t idx)
+{
+	for (uint32_t i = 0; i < *n; i++) {
+		if (list[i] == idx) {
+			list[i] = list[--*n];
+			return;
+		}
+	}
+}
+
+static void shed_one(ms_worker *w, ms_conn *c)
+{
+	c->flags |= MS_CONN_F_SHED; /* its closing handshake may take a while */
+	if (w->h->on_shed)
+		w->h->on_shed(w, c);
+	else
+		ms_conn_close(w, c, MS_CLOSE_ABORT);
+}
+
+/* The slow-consumer rule (PROTOCOL.md): a connection whose queued output
+ * stays over --max-backpressure for --slow-window while the kernel takes
+ * less than --max-backpressure of it is not draining: close it 1008. One
+ * that keeps reading is judged on what it drains, not on the size of a
+ * burst. Past the hard cap it is closed at once: that bounds what a burst
+ * can make us hold before the window has run. Runs once a second, and in
+ * the iteration a listed connection passes the hard cap. */
+static void check_over(ms_worker *w)
+{
+	uint32_t now = ms_worker_now_ms(w), k = 0;
+	w->over_hard = false;
+	w->over_checked_s = w->now_s;
+	for (uint32_t i = 0; i < w->nover; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, w->overq[i]);
+		bool slow = false;
+		if (c->over_ms && !(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SHED | MS_CONN_F_FREED))) {
+			if (c->out_bytes > w->hard_cap) {
+				slow = true;
+			} else if (now - c->over_ms >= w->slow_window_ms) {
+				slow = c->drained < w->slow_at;
+				c->over_ms = now | 1; /* draining: judge the next window */
+				c->drained = 0;
+			}
+			if (!slow) {
+				w->overq[k++] = w->overq[i];
+				continue;
+			}
+		}
+		c->flags &= (uint16_t)~MS_CONN_F_OVER;
+		if (slow) {
+			ms_debug("conn %u: slow consumer (%u bytes queued, %u drained)", c->idx,
+				 c->out_bytes, c->drained);
+			c->over_ms = 0;
+			w->st.slow_closes++;
+			shed_one(w, c);
+		}
+	}
+	w->nover = k;
+}
+
 static void free_closed(ms_worker *w)
 {
 	for (uint32_t i = 0; i < w->nfreeq; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->freeq[i]);
 		close_fidx(w, c->fidx);
 		outq_release(w, c);
+		w->in_total -= c->spill.cap;
 		ms_spill_free(&c->spill);
+		if (c->flags & MS_CONN_F_OVER)
+			unlist(w->overq, &w->nover, c->idx);
+		if (c->flags & MS_CONN_F_RESUME)
+			unlist(w->resumeq, &w->nresume, c->idx);
 		if (c->sendctx) {
 			sendctx *x = c->sendctx;
 			x->next = w->free_ctx;
@@ -1006,14 +1221,23 @@ static void free_closed(ms_worker *w)
 	w->nfreeq = 0;
 }
 
-/* Queued output passed this worker's --max-pending-total share: close the
- * largest queues first until what the open connections hold fits. The
+/* Queued output and kept input passed this worker's --max-pending-total
+ * share: close the largest holders first until what the open connections
+ * hold fits. The
  * bytes of connections already closing (a send in flight, TLS records)
  * still count in out_total until they go, so the scan, not out_total,
  * decides, and it is rate-limited while nothing is left to shed. A shed
  * connection is marked: the protocol layer's closing handshake (close frame,
  * then the peer's) leaves it open for a while, and it must not be picked
  * twice. */
+/* What a connection makes this worker hold: queued output and kept input
+ * (the protocol layer's own input buffers are in the total but not here:
+ * the largest holders by core's count go first). */
+static inline uint32_t held(const ms_conn *c)
+{
+	return c->out_bytes + c->spill.cap;
+}
+
 static void shed_pending(ms_worker *w)
 {
 	if (w->now_ns < w->shed_scan_ns)
@@ -1028,27 +1252,23 @@ static void shed_pending(ms_worker *w)
 		if (c->fidx < 0 ||
 		    (c->flags & (MS_CONN_F_FREED | MS_CONN_F_CLOSING | MS_CONN_F_SHED)))
 			continue;
-		open_total += c->out_bytes;
-		if (!c->out_bytes ||
-		    (ntop == SHED_MAX && c->out_bytes <= top[SHED_MAX - 1]->out_bytes))
+		uint32_t h = held(c);
+		open_total += h;
+		if (!h || (ntop == SHED_MAX && h <= held(top[SHED_MAX - 1])))
 			continue;
 		int j = ntop < SHED_MAX ? ntop++ : SHED_MAX - 1;
-		for (; j > 0 && top[j - 1]->out_bytes < c->out_bytes; j--)
+		for (; j > 0 && held(top[j - 1]) < h; j--)
 			top[j] = top[j - 1];
 		top[j] = c;
 	}
 	int k = 0;
 	for (; k < ntop && open_total > w->pending_share; k++) {
 		ms_conn *big = top[k];
-		ms_debug("conn %u: shed at the pending-output cap (%u of %llu bytes queued)",
-			 big->idx, big->out_bytes, (unsigned long long)w->out_total);
-		open_total -= big->out_bytes;
+		ms_debug("conn %u: shed at the pending-bytes cap (%u of %llu bytes held)",
+			 big->idx, held(big), (unsigned long long)(w->out_total + w->in_total));
+		open_total -= held(big);
 		w->st.pending_cap_closes++;
-		big->flags |= MS_CONN_F_SHED; /* its closing handshake may take a while */
-		if (w->h->on_shed)
-			w->h->on_shed(w, big);
-		else
-			ms_conn_close(w, big, MS_CLOSE_ABORT);
+		shed_one(w, big);
 	}
 	/* Fits now, or nothing left to shed: rescan only after a pause. Still
 	 * over with SHED_MAX shed: the next iteration goes on. */
@@ -1059,12 +1279,12 @@ static void shed_pending(ms_worker *w)
 /* Mailbox high-water: pause input until the backlog is back to LOW. */
 static void check_backlog(ms_worker *w)
 {
-	size_t backlog = ms_mbox_backlog(w->mbox);
+	size_t backlog = ms_mbox_backlog_msgs(w->mbox);
 	uint32_t high = w->cfg->mailbox_high_water, low = high / 8;
 	if (!w->input_paused && backlog >= high) {
 		w->input_paused = true;
 		w->st.input_pauses++;
-		ms_debug("mailbox backlog %zu batches: input paused", backlog);
+		ms_debug("mailbox backlog %zu messages: input paused", backlog);
 	} else if (w->input_paused && backlog <= low) {
 		resume_input(w);
 	}
@@ -1096,6 +1316,8 @@ static void trim_idle(ms_worker *w)
 		ms_pool_array_trim(&w->pool, w->dirty, sizeof(uint32_t));
 		ms_pool_array_trim(&w->pool, w->rearm, sizeof(uint32_t));
 		ms_pool_array_trim(&w->pool, w->freeq, sizeof(uint32_t));
+		ms_pool_array_trim(&w->pool, w->overq, sizeof(uint32_t));
+		ms_pool_array_trim(&w->pool, w->resumeq, sizeof(uint32_t));
 	}
 	free_caches(w);
 	if (mi_collect)
@@ -1334,8 +1556,8 @@ static void run(ms_worker *w)
 			wait_nr = 0; /* mail is waiting: do not block */
 		if (w->mbox && ms_mbox_backlog(w->mbox) && timeout > 50000)
 			timeout = 50000; /* a full ring: retry the overflow soon */
-		if (w->kick) {
-			w->kick = false;
+		if (w->kick || w->nresume) {
+			w->kick = false; /* resumed input is parsed next iteration: do not sleep */
 			wait_nr = 0;
 		}
 		int ret = ms_ring_enter(&w->ring, wait_nr, cfg->min_wait_us, timeout);
@@ -1363,6 +1585,8 @@ static void run(ms_worker *w)
 		}
 		io_uring_cq_advance(ring, n);
 		w->st.cqes += n;
+		if (w->nresume)
+			resume_paused(w);
 
 		if (w->mbox) {
 			ms_mbox_drain(w->mbox, on_mail, w);
@@ -1390,9 +1614,12 @@ static void run(ms_worker *w)
 			ms_mbox_drain(w->mbox, on_mail, w); /* what on_flush sent to us */
 			w->mail_ns = 0;
 		}
-		if (w->out_total > w->pending_share)
+		if (w->nover && (w->over_hard || w->now_s != w->over_checked_s))
+			check_over(w);
+		if (w->out_total + w->in_total > w->pending_share)
 			shed_pending(w);
 		w->st.pending_bytes = w->out_total;
+		w->st.input_bytes = w->in_total;
 		flush_dirty(w);
 		free_closed(w); /* before the mailbox flush: on_free posts messages */
 		if (w->mbox) {
@@ -1482,6 +1709,8 @@ static void *thread_main(void *arg)
 		w->dirty = slot_array(w, sizeof(uint32_t));
 		w->rearm = slot_array(w, sizeof(uint32_t));
 		w->freeq = slot_array(w, sizeof(uint32_t));
+		w->overq = slot_array(w, sizeof(uint32_t));
+		w->resumeq = slot_array(w, sizeof(uint32_t));
 		w->peer = slot_array(w, sizeof(w->peer[0]));
 		w->xform_buf = xmalloc(MS_XFORM_CHUNK);
 		for (int i = 0; i < MS_HIST_COUNT; i++)
@@ -1550,6 +1779,12 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 		total = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 4 : 2ull << 30;
 	}
 	w->pending_share = total / cfg->cores;
+	w->slow_at = cfg->max_backpressure;
+	uint64_t hard = (uint64_t)cfg->max_backpressure * 2;
+	if ((uint64_t)cfg->max_message + cfg->max_backpressure > hard)
+		hard = (uint64_t)cfg->max_message + cfg->max_backpressure;
+	w->hard_cap = hard > UINT32_MAX - (1u << 20) ? UINT32_MAX - (1u << 20) : (uint32_t)hard;
+	w->slow_window_ms = (cfg->slow_window ? cfg->slow_window : 5) * 1000u;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	return w;
@@ -1640,6 +1875,8 @@ void ms_worker_destroy(ms_worker *w)
 	ms_pool_array_free(&w->pool, w->dirty, sizeof(uint32_t));
 	ms_pool_array_free(&w->pool, w->rearm, sizeof(uint32_t));
 	ms_pool_array_free(&w->pool, w->freeq, sizeof(uint32_t));
+	ms_pool_array_free(&w->pool, w->overq, sizeof(uint32_t));
+	ms_pool_array_free(&w->pool, w->resumeq, sizeof(uint32_t));
 	ms_pool_fini(&w->pool);
 	ms_ring_fini(&w->ring);
 	for (int l = 0; l < w->nlisten; l++)

@@ -66,6 +66,8 @@ typedef struct ms_worker_stats {
 	uint64_t pending_cap_closes; /* closed 1008 by the --max-pending-total share */
 	uint64_t input_pauses;  /* times input was paused at the mailbox high-water */
 	uint64_t pending_bytes; /* gauge: output queued on this worker now */
+	uint64_t input_bytes;   /* gauge: unparsed input kept on this worker now */
+	uint64_t conn_pauses;   /* times one connection's input was paused */
 } ms_worker_stats;
 
 /* Latency histograms kept per worker (merged on dump, DESIGN §9). */
@@ -118,9 +120,14 @@ typedef struct ms_handlers {
 	 * last send, gathered) into wire bytes written with ms_conn_write_raw().
 	 * Called when the connection's output is about to be sent. */
 	void (*on_transform)(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n);
-	/* The worker's queued output passed its --max-pending-total share and c
-	 * has the most: close it (as a slow consumer); it is not offered again.
-	 * May be NULL (core aborts c). */
+	/* Close c as a slow consumer; it is not offered again. Core calls it
+	 * when c's queued output stayed over --max-backpressure for
+	 * --slow-window while the kernel took less than that much of it, or
+	 * passed the hard cap (max(2 x max-backpressure, max-message +
+	 * max-backpressure)), or when the worker's queued bytes passed its
+	 * --max-pending-total share and c holds the most. Called at a safe
+	 * point of the loop, never from inside an ms_conn_* call. May be NULL
+	 * (core aborts c). */
 	void (*on_shed)(ms_worker *w, ms_conn *c);
 } ms_handlers;
 
@@ -244,6 +251,36 @@ void ms_conn_write_raw(ms_worker *w, ms_conn *c, const void *p, size_t n);
 void ms_conn_discard_output(ms_worker *w, ms_conn *c);
 /* Transform the plaintext queued so far now (on_transform runs). */
 void ms_conn_transform_now(ms_worker *w, ms_conn *c);
+
+/* Input flow control (owning worker thread only).
+ *
+ * ms_conn_pause: hand c no more input until ms_conn_resume. What on_data
+ * did not consume and whatever arrives meanwhile is kept; once more than
+ * MS_PAUSE_KEEP bytes wait, c's receive is cancelled so the rest waits in
+ * the kernel and TCP flow control pushes back on the peer. Core also
+ * pauses a connection by itself while its queued output is above half of
+ * --max-backpressure (a peer that sends without reading), until it is back
+ * under a quarter.
+ * ms_conn_resume: parse what was kept and read again, at the start of the
+ * next loop iteration (never from inside this call; a connection that
+ * pauses and resumes itself in on_data thereby yields to the others). */
+#define MS_PAUSE_KEEP 65536u
+void ms_conn_pause(ms_worker *w, ms_conn *c);
+void ms_conn_resume(ms_worker *w, ms_conn *c);
+static inline bool ms_conn_paused(const ms_conn *c)
+{
+	return c->paused != 0;
+}
+/* From on_data: the input it left unconsumed begins a unit of `total`
+ * bytes (a frame whose header is in), so what is kept is sized for it at
+ * once instead of growing by doubling (a 64 KiB frame one byte short would
+ * otherwise hold 128 KiB). */
+void ms_conn_input_need(ms_worker *w, ms_conn *c, size_t total);
+/* Bytes of unparsed input the protocol layer holds in buffers of its own
+ * (fragments, decrypted input): +n when it takes them, -n when it lets
+ * them go. They count in the --max-pending-total share with queued output
+ * and core's kept input. */
+void ms_worker_input_bytes(ms_worker *w, int64_t n);
 
 /* Bytes queued and not yet acknowledged by a send completion. */
 static inline uint32_t ms_conn_pending(const ms_conn *c)

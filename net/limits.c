@@ -221,37 +221,45 @@ size_t ms_climit_keys(ms_climit *t)
 
 /* ---- token bucket ---------------------------------------------------------- */
 
-void ms_bucket_init(ms_bucket *b, uint32_t burst, uint32_t now_ms)
+void ms_bucket_init(ms_bucket *b, const ms_rate *r, uint32_t now_ms)
 {
-	b->milli = burst * 1000u;
+	b->level = r->cap;
 	b->at_ms = now_ms;
-	b->strike_at = now_ms;
-	b->strikes = 0;
 }
 
-bool ms_bucket_take(ms_bucket *b, uint32_t rate, uint32_t burst, uint32_t now_ms)
+static uint64_t refill(ms_bucket *b, const ms_rate *r, uint32_t now_ms)
 {
-	uint64_t cap = (uint64_t)burst * 1000u;
 	uint32_t dt = now_ms - b->at_ms; /* wraps correctly */
-	uint64_t milli = b->milli + (uint64_t)dt * rate; /* rate/s = rate millitokens/ms */
+	uint64_t level = b->level + (uint64_t)dt * r->per_ms;
 	b->at_ms = now_ms;
-	if (milli > cap)
-		milli = cap;
-	if (milli < 1000) {
-		b->milli = (uint32_t)milli;
+	if (level > r->cap)
+		level = r->cap;
+	b->level = (uint32_t)level;
+	return level;
+}
+
+bool ms_bucket_take(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms)
+{
+	uint64_t want = (uint64_t)n * r->cost;
+	uint64_t level = refill(b, r, now_ms);
+	if (level < want)
 		return false;
-	}
-	b->milli = (uint32_t)(milli - 1000);
+	b->level = (uint32_t)(level - want);
 	return true;
 }
 
-uint32_t ms_bucket_strike(ms_bucket *b, uint32_t now_ms)
+bool ms_bucket_has(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms)
 {
-	if (now_ms - b->strike_at >= MS_BUCKET_STRIKE_WINDOW_MS || b->strikes == 0) {
-		b->strike_at = now_ms;
-		b->strikes = 0;
+	return refill(b, r, now_ms) >= (uint64_t)n * r->cost;
+}
+
+uint32_t ms_strike(ms_strikes *s, uint32_t now_ms)
+{
+	if (now_ms - s->at_ms >= MS_BUCKET_STRIKE_WINDOW_MS || s->n == 0) {
+		s->at_ms = now_ms;
+		s->n = 0;
 	}
-	return ++b->strikes;
+	return ++s->n;
 }
 
 /* ---- origins ----------------------------------------------------------------- */

@@ -51,25 +51,51 @@ size_t ms_climit_keys(ms_climit *t);
 /* Bytes the table holds: buckets and entries (tests: it shrinks back). */
 size_t ms_climit_bytes(ms_climit *t);
 
-/* Token bucket: `rate` tokens per second, at most `burst` banked, one per
- * request. Millitokens and milliseconds keep it integer; 16 bytes. */
+/* Token bucket in units of the caller's choosing: refilled by `per_ms`
+ * units per millisecond up to `cap`, a request taking `cost`. Messages use
+ * millitokens (ms_rate_msgs), bytes use bytes (ms_rate_bytes), so both stay
+ * integer; 8 bytes per bucket, on the worker's coarse clock. */
 typedef struct ms_bucket {
-	uint32_t milli;      /* tokens x 1000 */
-	uint32_t at_ms;      /* clock of the last refill */
-	uint32_t strike_at;  /* clock (ms) the current abuse window began */
-	uint32_t strikes;    /* rejected requests in that window */
+	uint32_t level;
+	uint32_t at_ms; /* clock of the last refill */
 } ms_bucket;
+
+typedef struct ms_rate {
+	uint32_t per_ms, cap, cost; /* cost: per request (messages) or per byte */
+} ms_rate;
+
+/* RATE messages per second, BURST banked. */
+static inline ms_rate ms_rate_msgs(uint32_t rate, uint32_t burst)
+{
+	return (ms_rate){ rate, burst * 1000u, 1000u };
+}
+/* RATE bytes per second, BURST banked (rate >= 1000 keeps per_ms >= 1). */
+static inline ms_rate ms_rate_bytes(uint32_t rate, uint32_t burst)
+{
+	return (ms_rate){ rate >= 1000 ? rate / 1000 : 1, burst, 1 };
+}
+
+/* A full bucket at now_ms. */
+void ms_bucket_init(ms_bucket *b, const ms_rate *r, uint32_t now_ms);
+/* Take n x r->cost units: true if there were enough (else nothing is
+ * taken). now_ms: a millisecond clock that may wrap (only differences are
+ * used). */
+bool ms_bucket_take(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms);
+/* Whether n x r->cost units are there, taking none. */
+bool ms_bucket_has(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms);
+
+/* Rejected requests of one connection within a window: persistent abuse
+ * is closed rather than answered forever. */
+typedef struct ms_strikes {
+	uint32_t at_ms; /* clock (ms) the current window began */
+	uint32_t n;     /* rejected requests in that window */
+} ms_strikes;
 
 #define MS_BUCKET_STRIKE_WINDOW_MS 10000u
 
-/* A full bucket at now_ms. */
-void ms_bucket_init(ms_bucket *b, uint32_t burst, uint32_t now_ms);
-/* Take one token: true if there was one. now_ms: a millisecond clock that
- * may wrap (only differences are used). */
-bool ms_bucket_take(ms_bucket *b, uint32_t rate, uint32_t burst, uint32_t now_ms);
 /* Note a rejected request; returns the rejections within the current
  * MS_BUCKET_STRIKE_WINDOW_MS window, this one included. */
-uint32_t ms_bucket_strike(ms_bucket *b, uint32_t now_ms);
+uint32_t ms_strike(ms_strikes *s, uint32_t now_ms);
 
 /* Whether origin[0..n) is one of the comma-separated exact origins in list
  * (spaces around entries ignored; comparison is exact, case-sensitive, as

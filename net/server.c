@@ -46,6 +46,17 @@ void ms_net_configure(const ms_net_opts *o)
 }
 
 #define CLOSE_WAIT_SECONDS 5 /* for the peer's close frame after ours */
+/* Work one connection may make its worker do per input delivery (a loop
+ * iteration hands a connection one or a few): the rest waits for the next
+ * iteration, so a client pipelining pings, empty frames or large
+ * publishes delays the others on its worker by a bounded slice. 64 frames
+ * cover any real client's burst; 64 KiB is one --max-message frame at the
+ * default. */
+#define WORK_FRAMES 64
+#define WORK_BYTES 65536
+/* Fragments of one message: a stream of empty continuation frames costs
+ * a parse each and is never a real message. */
+#define MAX_FRAGMENTS 1024
 
 typedef struct net_conn {
 	ms_ws_rx rx;
@@ -53,6 +64,8 @@ typedef struct net_conn {
 	uint8_t pinged;  /* idle ping sent, no input since */
 	uint8_t opened;  /* the chat core was told (open/room_open) */
 	uint8_t lim;     /* L_* */
+	uint16_t inflight; /* requests awaiting another worker's answer */
+	uint16_t frags;  /* fragments of the message being gathered */
 	uint32_t frag_len, frag_cap;
 	uint8_t *frag;   /* fragmented message being gathered */
 	uint64_t uid;
@@ -64,10 +77,13 @@ typedef struct net_conn {
 	uint32_t claims_len;
 	uint32_t exp;    /* token expiry (unix seconds), 0 = none (dev) */
 	struct tls_conn *tls; /* wss connections only */
-	ms_bucket rl;    /* --rate-limit of publish and dm requests */
+	/* What the connection may cost (/ws only): --rate-limit, --rate-bytes,
+	 * --join-rate, --create-rate, and the refusals counted against it. */
+	ms_bucket rl_msgs, rl_bytes, rl_join, rl_create;
+	ms_strikes strikes;
 } net_conn;
 
-_Static_assert(sizeof(net_conn) == 88, "per-connection protocol state stays small");
+_Static_assert(sizeof(net_conn) == 120, "per-connection protocol state stays small");
 
 /* TLS state, allocated only for wss connections: the engine, and decrypted
  * input that did not yet form a whole frame or request (usually none). */
@@ -145,11 +161,12 @@ static void respond_503(ms_worker *w, ms_conn *c, const char *body)
 
 static void ws_close(ms_worker *w, ms_conn *c, uint16_t code, const char *reason);
 
-/* PROTOCOL.md: a client whose pending output passes --max-backpressure is
- * closed with 1008 "slow consumer". What it had not yet been handed is
- * dropped (memory stays bounded), then the close frame is queued behind the
- * send in flight; a client that never reads is cut off by the close
- * timeout. */
+/* PROTOCOL.md: a client that does not drain its output (core's rule: over
+ * --max-backpressure for --slow-window, or past the hard cap), or the
+ * largest holder when the worker's budget is spent, is closed with 1008
+ * "slow consumer". What it had not yet been handed is dropped (memory stays
+ * bounded), then the close frame is queued behind the send in flight; a
+ * client that never reads is cut off by the close timeout. */
 static void slow_close(ms_worker *w, ms_conn *c)
 {
 	ms_conn_discard_output(w, c);
@@ -157,24 +174,6 @@ static void slow_close(ms_worker *w, ms_conn *c)
 		ws_close(w, c, MS_WS_CLOSE_POLICY, "slow consumer");
 	else
 		ms_conn_close(w, c, MS_CLOSE_ABORT);
-}
-
-/* Out of line: the check runs once per delivery, and with the close path
- * inlined its prologue alone cost more than the comparison (callgrind: 39
- * instructions per delivery, ~14 without). */
-static __attribute__((noinline, cold)) void slow_consumer(ms_worker *w, ms_conn *c)
-{
-	ms_debug("conn %u: slow consumer (%u bytes queued)", c->idx, ms_conn_pending(c));
-	ms_worker_stats_of(w)->slow_closes++;
-	slow_close(w, c);
-}
-
-bool ms_net_check_backpressure(ms_worker *w, ms_conn *c)
-{
-	if (__builtin_expect(ms_conn_pending(c) <= ms_worker_config(w)->max_backpressure, 1))
-		return false;
-	slow_consumer(w, c);
-	return true;
 }
 
 static void ws_send(ms_worker *w, ms_conn *c, uint8_t opcode, const void *p,
@@ -189,12 +188,52 @@ static void ws_send(ms_worker *w, ms_conn *c, uint8_t opcode, const void *p,
 	if (len)
 		memcpy(out + h, p, len);
 	ms_conn_commit(w, c, h + len);
-	ms_net_check_backpressure(w, c);
 }
 
 bool ms_net_deliverable(ms_conn *c)
 {
 	return c->state == ST_OPEN && !ms_conn_closing(c);
+}
+
+void ms_net_request_sent(ms_worker *w, ms_conn *c)
+{
+	net_conn *x = X(c);
+	if (++x->inflight >= ms_worker_config(w)->max_inflight)
+		ms_conn_pause(w, c);
+}
+
+void ms_net_request_done(ms_worker *w, ms_conn *c)
+{
+	net_conn *x = X(c);
+	if (x->inflight)
+		x->inflight--;
+	/* Half way back, not at the first answer: a client at the cap would
+	 * otherwise pause and resume on every answer. */
+	if (x->inflight <= ms_worker_config(w)->max_inflight / 2)
+		ms_conn_resume(w, c);
+}
+
+static ms_rate create_rate(const ms_config *cfg)
+{
+	return ms_rate_msgs(cfg->create_rate_s, cfg->create_burst);
+}
+
+bool ms_net_may_create(ms_worker *w, ms_conn *c)
+{
+	const ms_config *cfg = ms_worker_config(w);
+	if (!cfg->create_rate_s || X(c)->route != ROUTE_CHAT)
+		return true;
+	ms_rate r = create_rate(cfg);
+	return ms_bucket_has(&X(c)->rl_create, &r, 1, ms_worker_now_ms(w));
+}
+
+void ms_net_created(ms_worker *w, ms_conn *c)
+{
+	const ms_config *cfg = ms_worker_config(w);
+	if (!cfg->create_rate_s || X(c)->route != ROUTE_CHAT)
+		return;
+	ms_rate r = create_rate(cfg);
+	ms_bucket_take(&X(c)->rl_create, &r, 1, ms_worker_now_ms(w));
 }
 
 uint64_t ms_net_uid(ms_conn *c)
@@ -340,19 +379,59 @@ static void arm_timer(ms_worker *w, ms_conn *c, uint32_t secs)
 	ms_conn_timeout(w, c, secs);
 }
 
-/* --rate-limit: a publish or dm without a token gets error 429 and is
- * dropped; more than BURST of those within MS_BUCKET_STRIKE_WINDOW_MS is
+/* The buckets of a new /ws connection, full. */
+static void rates_init(ms_worker *w, net_conn *x)
+{
+	const ms_config *cfg = ms_worker_config(w);
+	uint32_t now = ms_worker_now_ms(w);
+	ms_rate r = ms_rate_msgs(cfg->rate_msgs, cfg->rate_burst);
+	ms_bucket_init(&x->rl_msgs, &r, now);
+	r = ms_rate_bytes(cfg->rate_bytes_s, cfg->rate_bytes_burst);
+	ms_bucket_init(&x->rl_bytes, &r, now);
+	r = ms_rate_msgs(cfg->join_rate_s, cfg->join_burst);
+	ms_bucket_init(&x->rl_join, &r, now);
+	r = create_rate(cfg);
+	ms_bucket_init(&x->rl_create, &r, now);
+	x->strikes = (ms_strikes){ 0, 0 };
+}
+
+/* Rate limits (docs/limits.md): publish and dm take one from --rate-limit
+ * and their data's size from --rate-bytes (so a burst of large DMs cannot
+ * fill someone else's queue); join, leave and presence take one from
+ * --join-rate. A refused request gets error 429 and is dropped; more than
+ * the --rate-limit burst of refusals within MS_BUCKET_STRIKE_WINDOW_MS is
  * persistent abuse: close 1008 "rate limit". */
 static bool rate_ok(ms_worker *w, ms_conn *c, const ms_req *req)
 {
 	const ms_config *cfg = ms_worker_config(w);
 	net_conn *x = X(c);
 	uint32_t now = ms_worker_now_ms(w);
-	if (!cfg->rate_msgs || ms_bucket_take(&x->rl, cfg->rate_msgs, cfg->rate_burst, now))
+	bool ok;
+	if (req->op == MS_REQ_PUBLISH || req->op == MS_REQ_DM) {
+		ms_rate rm = ms_rate_msgs(cfg->rate_msgs, cfg->rate_burst);
+		ms_rate rb = ms_rate_bytes(cfg->rate_bytes_s, cfg->rate_bytes_burst);
+		uint32_t n = req->data.n > UINT32_MAX ? UINT32_MAX : (uint32_t)req->data.n;
+		ok = (!cfg->rate_msgs || ms_bucket_has(&x->rl_msgs, &rm, 1, now)) &&
+		     (!cfg->rate_bytes_s || ms_bucket_has(&x->rl_bytes, &rb, n, now));
+		if (ok) {
+			if (cfg->rate_msgs)
+				ms_bucket_take(&x->rl_msgs, &rm, 1, now);
+			if (cfg->rate_bytes_s)
+				ms_bucket_take(&x->rl_bytes, &rb, n, now);
+		}
+	} else if (req->op == MS_REQ_JOIN || req->op == MS_REQ_LEAVE ||
+		   req->op == MS_REQ_PRESENCE) {
+		ms_rate rj = ms_rate_msgs(cfg->join_rate_s, cfg->join_burst);
+		ok = !cfg->join_rate_s || ms_bucket_take(&x->rl_join, &rj, 1, now);
+	} else {
+		return true;
+	}
+	if (ok)
 		return true;
 	ms_worker_stats *st = ms_worker_stats_of(w);
 	st->rate_limited++;
-	if (ms_bucket_strike(&x->rl, now) > cfg->rate_burst) {
+	uint32_t allowed = cfg->rate_burst ? cfg->rate_burst : cfg->join_burst;
+	if (ms_strike(&x->strikes, now) > allowed) {
 		st->rate_closes++;
 		ws_close(w, c, MS_WS_CLOSE_POLICY, "rate limit");
 		return false;
@@ -385,7 +464,7 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 		ms_worker_record(w, MS_HIST_OP_PING, now > t ? now - t : 0);
 		return;
 	}
-	if ((req.op == MS_REQ_PUBLISH || req.op == MS_REQ_DM) && !rate_ok(w, c, &req))
+	if (!rate_ok(w, c, &req))
 		return;
 	if (req.op == MS_REQ_AUTH) {
 		if (!x->exp) {
@@ -440,40 +519,68 @@ static void on_message(ms_worker *w, ms_conn *c, uint8_t opcode, uint8_t *p,
 	}
 }
 
-static void gather(net_conn *x, const uint8_t *p, size_t len)
+/* The codec bounds a message at --max-message, so the buffer doubles up
+ * to that and no further. Its size counts in the worker's input budget. */
+static void gather(ms_worker *w, net_conn *x, const uint8_t *p, size_t len)
 {
 	if (len == 0)
 		return;
 	if (x->frag_len + len > x->frag_cap) {
+		size_t max = ms_worker_config(w)->max_message;
 		size_t cap = x->frag_cap ? x->frag_cap : 1024;
 		while (cap < x->frag_len + len)
 			cap *= 2;
+		if (cap > max && x->frag_len + len <= max)
+			cap = max;
 		x->frag = realloc(x->frag, cap);
 		if (!x->frag)
 			abort();
+		ms_worker_input_bytes(w, (int64_t)cap - x->frag_cap);
 		x->frag_cap = (uint32_t)cap;
 	}
 	memcpy(x->frag + x->frag_len, p, len);
 	x->frag_len += (uint32_t)len;
 }
 
-static void frag_free(net_conn *x)
+static void frag_free(ms_worker *w, net_conn *x)
 {
+	ms_worker_input_bytes(w, -(int64_t)x->frag_cap);
 	free(x->frag);
 	x->frag = NULL;
 	x->frag_len = x->frag_cap = 0;
+	x->frags = 0;
 }
+
+/* Bytes the frame that on_frames stopped in needs in total (0: none or
+ * unknown), for sizing the buffer that keeps it. */
+static __thread size_t frame_need;
 
 static size_t on_frames(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 {
 	const ms_config *cfg = ms_worker_config(w);
 	net_conn *x = X(c);
-	size_t off = 0;
+	size_t off = 0, bytes = 0;
+	unsigned frames = 0;
+	frame_need = 0;
 	while (off < len && !ms_conn_closing(c)) {
+		if (ms_conn_paused(c))
+			break; /* a TLS connection paused while its records are decrypted */
+		if (x->inflight >= cfg->max_inflight) {
+			ms_conn_pause(w, c); /* resumed as answers come back */
+			break;
+		}
+		if (frames >= WORK_FRAMES || bytes >= WORK_BYTES) {
+			/* Budget spent: yield, parse the rest next iteration. */
+			ms_conn_pause(w, c);
+			ms_conn_resume(w, c);
+			break;
+		}
 		ms_ws_event ev;
 		size_t n = ms_ws_next(&x->rx, buf + off, len - off, cfg->max_message, &ev);
-		if (ev.kind == MS_WS_EV_NEED_MORE)
+		if (ev.kind == MS_WS_EV_NEED_MORE) {
+			frame_need = ev.need;
 			break;
+		}
 		if (ev.kind == MS_WS_EV_ERROR) {
 			ws_fail(w, c, ev.close_code,
 				ev.close_code == MS_WS_CLOSE_TOO_BIG ? "message too big" :
@@ -482,6 +589,8 @@ static size_t on_frames(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 			return len;
 		}
 		off += n;
+		frames++;
+		bytes += ev.len;
 		if (c->state == ST_CLOSING && ev.kind != MS_WS_EV_CLOSE)
 			continue; /* after our close frame, only the peer's close matters */
 		switch (ev.kind) {
@@ -489,10 +598,14 @@ static size_t on_frames(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 			on_message(w, c, ev.opcode, ev.data, ev.len);
 			break;
 		case MS_WS_EV_FRAGMENT:
-			gather(x, ev.data, ev.len);
+			if (++x->frags > MAX_FRAGMENTS) {
+				ws_fail(w, c, MS_WS_CLOSE_TOO_BIG, "too many fragments");
+				return len;
+			}
+			gather(w, x, ev.data, ev.len);
 			if (ev.fin) {
 				on_message(w, c, ev.opcode, x->frag, x->frag_len);
-				frag_free(x);
+				frag_free(w, x);
 			}
 			break;
 		case MS_WS_EV_PING:
@@ -640,8 +753,7 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 			}
 			x->lim |= L_USER_HELD;
 		}
-		if (cfg->rate_msgs)
-			ms_bucket_init(&x->rl, cfg->rate_burst, ms_worker_now_ms(w));
+		rates_init(w, x);
 	}
 	char out[256];
 	int n = ms_http_upgrade_response(out, sizeof(out), key, subproto);
@@ -751,13 +863,19 @@ static size_t plain_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
  * (the core does the same for plain connections). */
 static void tls_plain(ms_worker *w, ms_conn *c, tls_conn *t, uint8_t *p, size_t n)
 {
+	uint32_t cap = t->spill.cap;
 	size_t len;
 	uint8_t *buf = ms_spill_join(&t->spill, p, n, &len);
-	size_t used = plain_data(w, c, buf, len);
-	if (ms_conn_closing(c))
+	frame_need = 0;
+	size_t used = ms_conn_paused(c) ? 0 : plain_data(w, c, buf, len);
+	if (ms_conn_closing(c)) {
 		ms_spill_free(&t->spill);
-	else
+	} else {
 		ms_spill_keep(&t->spill, buf, len, used);
+		if (frame_need > t->spill.cap && t->spill.len)
+			ms_spill_reserve(&t->spill, frame_need);
+	}
+	ms_worker_input_bytes(w, (int64_t)t->spill.cap - cap);
 }
 
 /* Greedy read: everything the engine can decrypt from this input, in
@@ -771,6 +889,15 @@ static size_t tls_data(ms_worker *w, ms_conn *c, tls_conn *t, uint8_t *buf, size
 	size_t n = len;
 	bool more;
 	bool was_done = ms_tls_handshake_done(t->t);
+	/* Decrypted input kept while the connection was paused goes first. */
+	if (t->spill.len && was_done) {
+		uint8_t none;
+		tls_plain(w, c, t, &none, 0);
+		if (ms_conn_closing(c))
+			return len;
+	}
+	if (!len)
+		return 0;
 	do {
 		size_t got = 0;
 		/* Anything the engine writes now (handshake, alerts, tickets) must
@@ -833,6 +960,7 @@ static size_t h_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 	net_conn *x = X(c);
 	size_t skip = 0;
 	x->pinged = 0;
+	frame_need = 0;
 	if (x->lim & L_PROXY_WAIT) {
 		size_t used;
 		skip = proxy_data(w, c, buf, len, &used);
@@ -841,7 +969,10 @@ static size_t h_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 	}
 	if (x->tls)
 		return skip + tls_data(w, c, x->tls, buf + skip, len - skip);
-	return skip + plain_data(w, c, buf + skip, len - skip);
+	size_t used = skip + plain_data(w, c, buf + skip, len - skip);
+	if (frame_need > len - used)
+		ms_conn_input_need(w, c, frame_need);
+	return used;
 }
 
 static void h_transform(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n)
@@ -904,7 +1035,7 @@ static void h_free(ms_worker *w, ms_conn *c)
 	net_conn *x = X(c);
 	if (x->opened && opts.chat)
 		opts.chat->close(w, c);
-	frag_free(x);
+	frag_free(w, x);
 	if (x->lim & L_USER_HELD) {
 		ms_lkey k = ms_lkey_uid(x->uid);
 		ms_climit_release(opts.per_user, &k);
@@ -918,6 +1049,7 @@ static void h_free(ms_worker *w, ms_conn *c)
 	x->claims = NULL;
 	if (x->tls) {
 		ms_tls_free(x->tls->t);
+		ms_worker_input_bytes(w, -(int64_t)x->tls->spill.cap);
 		ms_spill_free(&x->tls->spill);
 		free(x->tls);
 		x->tls = NULL;

@@ -76,10 +76,18 @@ bool ms_net_stream_allowed(ms_conn *c, ms_str stream);
 /* Whether c may still be sent messages: an open WebSocket that has not
  * begun closing (after our close frame, nothing but close may follow). */
 bool ms_net_deliverable(ms_conn *c);
-/* After queueing to c: a connection whose queued output passed
- * --max-backpressure is closed as a slow consumer. Returns whether it was. */
-bool ms_net_check_backpressure(ms_worker *w, ms_conn *c);
-/* Queue one text frame (whole message). Enforces --max-backpressure. */
+/* Requests in flight: c sent a request another worker answers (join,
+ * publish, presence); its answer came back. At --max-inflight, reading
+ * from c pauses until half of them are answered, so every request costs
+ * its sender and no one client can fill a mailbox or another worker's
+ * memory. Call _done only for the connection that sent it (by handle). */
+void ms_net_request_sent(ms_worker *w, ms_conn *c);
+void ms_net_request_done(ms_worker *w, ms_conn *c);
+/* --create-rate: whether c's requests may create a stream now, and the
+ * owner's report that one did (takes one from c's bucket). */
+bool ms_net_may_create(ms_worker *w, ms_conn *c);
+void ms_net_created(ms_worker *w, ms_conn *c);
+/* Queue one text frame (whole message). */
 void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n);
 /* Reply with an object whose members after "id" come from fmt:
  * ms_net_reply(w, c, true, 7, "\"ok\":true,\"seq\":%d}", 3) sends

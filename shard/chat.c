@@ -53,6 +53,9 @@ enum {
 	F_ROOM = 2,
 	F_QUIET = 4, /* join without reply or presence */
 	F_API = 8,   /* publish from the server API: ref is the admin connection */
+	F_NOCREATE = 16, /* the sender's --create-rate bucket is empty */
+	F_CREATED = 32,  /* ack: this request created the stream */
+	F_REFUSED = 64,  /* ack: refused, the error code in the ack (see refusal_text) */
 };
 
 typedef struct jreq {
@@ -62,6 +65,7 @@ typedef struct jreq {
 	uint64_t stream_id, seq, epoch;
 	uint16_t flags;
 	uint16_t name_len;
+	uint16_t err;     /* with F_REFUSED: 429 or 503 */
 	char name[];
 } jreq;
 
@@ -115,6 +119,7 @@ struct ms_chat_worker {
 	ms_map by_hash;   /* owner: name hash → stream chain */
 	ms_map by_id;     /* owner: stream id → stream */
 	ms_map topics;    /* local: stream id → topic */
+	uint32_t max_streams; /* owner: this worker's share of --max-streams */
 	stream *dirty;
 	uint32_t now;        /* worker seconds, refreshed every flush */
 	uint32_t last_sweep;
@@ -176,6 +181,7 @@ ms_chat_worker *ms_chat_worker_create(ms_chat *chat, uint32_t id)
 		abort();
 	cw->chat = chat;
 	cw->id = id;
+	cw->max_streams = (chat->cfg->max_streams + chat->nworkers - 1) / chat->nworkers;
 	ms_map_init(&cw->by_hash);
 	ms_map_init(&cw->by_id);
 	ms_map_init(&cw->topics);
@@ -397,9 +403,6 @@ static void topic_deliver(ms_worker *w, ms_chat_worker *cw, uint64_t id, ms_pkt 
 		if (c && ms_net_deliverable(c)) {
 			ms_conn_send_pkt(w, c, pkt, 0, pkt->len);
 			st->deliveries++;
-			/* Closing here is safe: the connection leaves the topic only
-			 * when its slot is freed, at the end of the iteration. */
-			ms_net_check_backpressure(w, c);
 		}
 	}
 }
@@ -439,6 +442,35 @@ static stream *stream_get(ms_chat_worker *cw, const char *name, size_t len)
 	ms_map_put(&cw->by_hash, hash, (uint64_t)(uintptr_t)s);
 	ms_map_put(&cw->by_id, s->id, (uint64_t)(uintptr_t)s);
 	return s;
+}
+
+/* The stream a client request names, created if it may be: a request
+ * whose sender's --create-rate bucket is empty gets 429, one over this
+ * worker's share of --max-streams 503 (*err; NULL returned). Every stream
+ * costs memory until it has been idle STREAM_IDLE_SECONDS, so creating them
+ * is what these bound. *created tells the sender's worker to charge it. */
+static stream *stream_open(ms_chat_worker *cw, const char *name, size_t len, uint16_t flags,
+			   uint16_t *err, bool *created)
+{
+	*created = false;
+	stream *s = stream_find(cw, name, len, ms_hash_bytes(name, len));
+	if (s)
+		return s;
+	if (flags & F_NOCREATE) {
+		*err = 429;
+		return NULL;
+	}
+	if (cw->by_id.len >= cw->max_streams) {
+		*err = 503;
+		return NULL;
+	}
+	*created = true;
+	return stream_get(cw, name, len);
+}
+
+static const char *refusal_text(uint16_t err)
+{
+	return err == 429 ? "stream creation rate limited" : "too many streams";
 }
 
 /* A stream nobody has been in for STREAM_IDLE_SECONDS is forgotten (its seq
@@ -542,7 +574,17 @@ static void send_to_subscribers(ms_worker *w, stream *s, ms_pkt *pkt)
 
 static void owner_join(ms_worker *w, ms_chat_worker *cw, uint32_t from, jreq *j)
 {
-	stream *s = stream_get(cw, j->name, j->name_len);
+	bool created;
+	stream *s = stream_open(cw, j->name, j->name_len, j->flags, &j->err, &created);
+	if (!s) {
+		j->flags |= F_REFUSED;
+		ms_msg *m = ms_worker_post(w, from);
+		m->type = M_JOIN_ACK;
+		m->ptr = j;
+		return;
+	}
+	if (created)
+		j->flags |= F_CREATED;
 	s->idle_since = 0;
 	if (j->flags & F_QUIET)
 		s->quiet = true;
@@ -586,14 +628,27 @@ static void owner_publish(ms_worker *w, ms_chat_worker *cw, uint32_t from, ms_ms
 	if (m->flags & F_ROOM) {
 		s = stream_get(cw, ROOM_NAME, sizeof(ROOM_NAME) - 1);
 	} else {
-		s = stream_get(cw, (const char *)pkt->data + m->u32, (size_t)(m->b >> 32));
+		uint16_t err = 0;
+		bool created;
+		s = stream_open(cw, (const char *)pkt->data + m->u32, (size_t)(m->b >> 32), m->flags,
+				&err, &created);
+		if (!s) {
+			ms_msg *ack = ms_worker_post(w, from);
+			ack->type = M_PUB_ACK;
+			ack->flags = m->flags | F_REFUSED;
+			ack->ref = m->ref;
+			ack->a = m->a;
+			ack->b = err;
+			ms_pkt_unref(pkt);
+			return;
+		}
 		uint64_t seq = ++s->seq;
 		char digits[24];
 		int n = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)seq);
 		memcpy(pkt->data + (uint32_t)m->b, digits, (size_t)n);
 		ms_msg *ack = ms_worker_post(w, from);
 		ack->type = M_PUB_ACK;
-		ack->flags = m->flags;
+		ack->flags = m->flags | (created ? F_CREATED : 0);
 		ack->ref = m->ref;
 		ack->a = m->a;
 		ack->b = seq;
@@ -661,8 +716,24 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 	case M_JOIN_ACK: {
 		jreq *j = m->ptr;
 		ms_conn *c = ms_worker_conn(w, j->ref);
+		if (c && !(j->flags & F_QUIET)) {
+			ms_net_request_done(w, c);
+			if (j->flags & F_CREATED)
+				ms_net_created(w, c);
+		}
 		bool live = c && ms_net_deliverable(c);
 		csub *s = live ? find_pending(conn_state(c), ms_hash_bytes(j->name, j->name_len)) : NULL;
+		if (j->flags & F_REFUSED) {
+			/* Nothing was joined: answer, and forget the pending entry. */
+			if (s) {
+				if (!(j->flags & F_QUIET))
+					ms_net_send_error(w, c, j->flags & F_HAS_ID, j->id, j->err,
+							  refusal_text(j->err));
+				del_sub(c, s);
+			}
+			free(j);
+			break;
+		}
 		if (s && !(j->flags & F_QUIET)) {
 			/* One reply per request: a join left before its ack still
 			 * succeeded (and was then left). */
@@ -696,6 +767,20 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		break;
 	case M_PUB_ACK: {
 		ms_conn *c = ms_worker_conn(w, m->ref);
+		if (c && !(m->flags & F_API)) {
+			ms_net_request_done(w, c);
+			if (m->flags & F_CREATED)
+				ms_net_created(w, c);
+		}
+		if (m->flags & F_REFUSED) {
+			uint16_t err = (uint16_t)m->b;
+			if (c && (m->flags & F_API))
+				ms_admin_error(w, c, err, refusal_text(err));
+			else if (c && ms_net_deliverable(c))
+				ms_net_send_error(w, c, m->flags & F_HAS_ID, (int64_t)m->a, err,
+						  refusal_text(err));
+			break;
+		}
 		if (m->flags & F_API) {
 			if (c) {
 				char b[48];
@@ -724,8 +809,9 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 				ms_worker_stats_of(w)->msgs_out++;
 				op_done(w, MS_HIST_OP_PRESENCE, m->a);
 			}
-			ms_net_check_backpressure(w, c);
 		}
+		if (c && m->type == M_REPLY)
+			ms_net_request_done(w, c);
 		ms_pkt_unref(m->ptr);
 		break;
 	}
@@ -836,7 +922,9 @@ static void do_join(ms_worker *w, ms_conn *c, const ms_req *req)
 		return;
 	}
 	add_sub(c, hash)->state = SUB_PENDING;
-	post_join(w, c, req->stream.p, req->stream.n, req, 0);
+	post_join(w, c, req->stream.p, req->stream.n, req,
+		  ms_net_may_create(w, c) ? 0 : F_NOCREATE);
+	ms_net_request_sent(w, c);
 }
 
 static void post_leave(ms_worker *w, ms_chat_worker *cw, ms_conn *c, csub *s)
@@ -928,8 +1016,10 @@ static void do_publish(ms_worker *w, ms_conn *c, const ms_req *req)
 	uint32_t name_off, seq_off;
 	ms_pkt *pkt = message_pkt(req->stream, from, (size_t)fl, req->data, &name_off, &seq_off);
 	pkt->stamp = ms_pkt_stamp(ms_worker_now_ns(w));
-	post_publish(w, req->stream, pkt, name_off, seq_off, req->has_id ? F_HAS_ID : 0,
+	post_publish(w, req->stream, pkt, name_off, seq_off,
+		     (req->has_id ? F_HAS_ID : 0) | (ms_net_may_create(w, c) ? 0 : F_NOCREATE),
 		     ref_of(w, c), (uint64_t)req->id);
+	ms_net_request_sent(w, c);
 }
 
 /* {"event":"dm","from":F,"data":D} to every device of `to` that is online
@@ -1009,6 +1099,7 @@ static void do_presence(ms_worker *w, ms_conn *c, const ms_req *req)
 	ms_msg *m = ms_worker_post(w, ms_chat_stream_owner(req->stream.p, len, ms_worker_count(w)));
 	m->type = M_PRESENCE;
 	m->ptr = j;
+	ms_net_request_sent(w, c);
 }
 
 static void h_request(ms_worker *w, ms_conn *c, const ms_req *req)

@@ -142,48 +142,74 @@ static void test_bucket(void **st)
 {
 	ms_bucket b;
 	uint32_t now = 1000;
-	ms_bucket_init(&b, 3, now);
+	ms_rate r = ms_rate_msgs(2, 3);
+	ms_bucket_init(&b, &r, now);
 	/* The burst, then nothing at the same instant. */
-	assert_true(ms_bucket_take(&b, 2, 3, now));
-	assert_true(ms_bucket_take(&b, 2, 3, now));
-	assert_true(ms_bucket_take(&b, 2, 3, now));
-	assert_false(ms_bucket_take(&b, 2, 3, now));
+	assert_true(ms_bucket_take(&b, &r, 1, now));
+	assert_true(ms_bucket_take(&b, &r, 1, now));
+	assert_true(ms_bucket_has(&b, &r, 1, now));
+	assert_true(ms_bucket_take(&b, &r, 1, now));
+	assert_false(ms_bucket_has(&b, &r, 1, now));
+	assert_false(ms_bucket_take(&b, &r, 1, now));
 	/* 2/s: one token per 500 ms, and not before. */
-	assert_false(ms_bucket_take(&b, 2, 3, now + 499));
-	assert_true(ms_bucket_take(&b, 2, 3, now + 500));
-	assert_false(ms_bucket_take(&b, 2, 3, now + 500));
+	assert_false(ms_bucket_take(&b, &r, 1, now + 499));
+	assert_true(ms_bucket_take(&b, &r, 1, now + 500));
+	assert_false(ms_bucket_take(&b, &r, 1, now + 500));
 	/* Partial refills add up. */
-	assert_false(ms_bucket_take(&b, 2, 3, now + 750));
-	assert_true(ms_bucket_take(&b, 2, 3, now + 1000));
+	assert_false(ms_bucket_take(&b, &r, 1, now + 750));
+	assert_true(ms_bucket_take(&b, &r, 1, now + 1000));
 	/* A long pause banks no more than the burst. */
 	now += 3600 * 1000;
 	int n = 0;
-	while (ms_bucket_take(&b, 2, 3, now))
+	while (ms_bucket_take(&b, &r, 1, now))
 		n++;
 	assert_int_equal(n, 3);
 	/* The millisecond clock wrapping around is only a difference. */
-	ms_bucket_init(&b, 1, UINT32_MAX - 100);
-	assert_true(ms_bucket_take(&b, 1, 1, UINT32_MAX - 100));
-	assert_false(ms_bucket_take(&b, 1, 1, UINT32_MAX));
-	assert_true(ms_bucket_take(&b, 1, 1, 900)); /* 1001 ms later */
+	r = ms_rate_msgs(1, 1);
+	ms_bucket_init(&b, &r, UINT32_MAX - 100);
+	assert_true(ms_bucket_take(&b, &r, 1, UINT32_MAX - 100));
+	assert_false(ms_bucket_take(&b, &r, 1, UINT32_MAX));
+	assert_true(ms_bucket_take(&b, &r, 1, 900)); /* 1001 ms later */
 	/* Sustained rate: 10/s over 10 s allows 10 * 10 + burst. */
-	ms_bucket_init(&b, 5, 0);
+	r = ms_rate_msgs(10, 5);
+	ms_bucket_init(&b, &r, 0);
 	n = 0;
 	for (uint32_t t = 0; t <= 10000; t += 10)
-		n += ms_bucket_take(&b, 10, 5, t);
+		n += ms_bucket_take(&b, &r, 1, t);
 	assert_int_equal(n, 105);
+}
+
+/* Bytes: a request takes its size; one larger than what is banked is
+ * refused whole and takes nothing. */
+static void test_bucket_bytes(void **st)
+{
+	ms_bucket b;
+	ms_rate r = ms_rate_bytes(1000000, 65536); /* 1 MB/s, 64 KiB banked */
+	ms_bucket_init(&b, &r, 0);
+	assert_true(ms_bucket_take(&b, &r, 65536, 0));
+	assert_false(ms_bucket_take(&b, &r, 1, 0));
+	/* 10 ms refill 10,000 bytes. */
+	assert_false(ms_bucket_take(&b, &r, 10001, 10));
+	assert_true(ms_bucket_take(&b, &r, 10000, 10));
+	/* A burst larger than the cap never passes. */
+	assert_false(ms_bucket_take(&b, &r, 65537, 100000));
+	assert_true(ms_bucket_take(&b, &r, 65536, 100000));
+	/* The largest byte rate and burst the flags allow stay in range. */
+	r = ms_rate_bytes(1u << 30, 1u << 30);
+	ms_bucket_init(&b, &r, 0);
+	assert_true(ms_bucket_take(&b, &r, 1u << 30, 0));
+	assert_true(ms_bucket_take(&b, &r, 1u << 30, 10000));
 }
 
 static void test_strikes(void **st)
 {
-	ms_bucket b;
-	ms_bucket_init(&b, 1, 0);
-	assert_int_equal(ms_bucket_strike(&b, 100), 1);
-	assert_int_equal(ms_bucket_strike(&b, 5000), 2);
-	assert_int_equal(ms_bucket_strike(&b, 10099), 3);
+	ms_strikes s = { 0, 0 };
+	assert_int_equal(ms_strike(&s, 100), 1);
+	assert_int_equal(ms_strike(&s, 5000), 2);
+	assert_int_equal(ms_strike(&s, 10099), 3);
 	/* The window (10 s from its first strike) is over: counting restarts. */
-	assert_int_equal(ms_bucket_strike(&b, 10100), 1);
-	assert_int_equal(ms_bucket_strike(&b, 10101), 2);
+	assert_int_equal(ms_strike(&s, 10100), 1);
+	assert_int_equal(ms_strike(&s, 10101), 2);
 }
 
 #define ALLOWED(list, o) ms_origin_allowed(list, o, strlen(o))
@@ -213,6 +239,7 @@ int main(void)
 		cmocka_unit_test(test_climit),
 		cmocka_unit_test(test_climit_race),
 		cmocka_unit_test(test_bucket),
+		cmocka_unit_test(test_bucket_bytes),
 		cmocka_unit_test(test_strikes),
 		cmocka_unit_test(test_origins),
 	};

@@ -55,6 +55,7 @@ static void overflow_keeps_fifo(void **state)
 	}
 	assert_int_equal(ms_mbox_stats_of(a)->batches, 3);
 	assert_int_equal(ms_mbox_backlog(a), 7);
+	assert_int_equal(ms_mbox_backlog_msgs(a), 21);
 	assert_true(ms_mbox_stats_of(a)->overflows > 0);
 	struct sink s = { 0 };
 	while (s.got < seq) {
@@ -64,6 +65,7 @@ static void overflow_keeps_fifo(void **state)
 	assert_int_equal(s.bad, 0);
 	assert_int_equal(s.got, 30);
 	assert_int_equal(ms_mbox_backlog(a), 0);
+	assert_int_equal(ms_mbox_backlog_msgs(a), 0);
 	ms_mbox_hub_destroy(hub, NULL);
 }
 
