@@ -155,7 +155,7 @@ static void print_stats(ms_worker **w, uint32_t n)
 			"cq_overflows=%llu stale=%llu ip_rejects=%llu user_rejects=%llu "
 			"origin_rejects=%llu rate_limited=%llu rate_closes=%llu http_timeouts=%llu "
 			"proxy_rejects=%llu overload_503=%llu pending_cap_closes=%llu "
-			"input_pauses=%llu enters_per_msg=%.4f",
+			"input_pauses=%llu conn_pauses=%llu enters_per_msg=%.4f",
 			label,
 			(unsigned long long)s->accepts, (unsigned long long)s->max_conns,
 			(unsigned long long)s->rejects, (unsigned long long)s->closes,
@@ -173,7 +173,7 @@ static void print_stats(ms_worker **w, uint32_t n)
 			(unsigned long long)s->rate_limited, (unsigned long long)s->rate_closes,
 			(unsigned long long)s->http_timeouts, (unsigned long long)s->proxy_rejects,
 			(unsigned long long)s->overload_503, (unsigned long long)s->pending_cap_closes,
-			(unsigned long long)s->input_pauses, per);
+			(unsigned long long)s->input_pauses, (unsigned long long)s->conn_pauses, per);
 		if (i < n) {
 			const uint64_t *src = (const uint64_t *)s;
 			uint64_t *dst = (uint64_t *)&sum;

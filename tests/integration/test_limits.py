@@ -448,7 +448,9 @@ def read_to_close(c, timeout=10):
         n += 1
 
 
-COMMON = ["--cores", "1", "--sndbuf", "4096", "--max-backpressure", "8388608"]
+# Publish rates off: these tests fill queues quickly on purpose.
+COMMON = ["--cores", "1", "--sndbuf", "4096", "--max-backpressure", "8388608",
+          "--rate-bytes", "off", "--rate-limit", "off"]
 
 
 def test_pending_total_cap_sheds_largest():
