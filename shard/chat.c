@@ -970,6 +970,10 @@ static void do_dm(ms_worker *w, ms_conn *c, const ms_req *req)
 		ms_net_send_error(w, c, req->has_id, req->id, 400, "bad user id");
 		return;
 	}
+	if (!ms_net_dm_allowed(c, to)) {
+		ms_net_send_error(w, c, req->has_id, req->id, 403, "dm not allowed by token");
+		return;
+	}
 	char from[24];
 	snprintf(from, sizeof(from), "\"%llu\"", (unsigned long long)ms_net_uid(c));
 	if (post_dm(w, to, from, req->data) == 0)

@@ -12,7 +12,8 @@
 - --secret-file: HS256 tokens minted here (query, Authorization: Bearer,
   Sec-WebSocket-Protocol bearer.JWT), 401 on bad tokens, the streams claim
   (403, user:<sub>, prefixes), expiry while connected (close 1008), refresh
-  with the auth op, and no start without a secret or --dev.
+  with the auth op, the dm claim (403, 401 when invalid), and no start
+  without a secret or --dev.
 
 Run with /usr/bin/python3 (Debian's python3-websockets).
 Usage: test_chat.py SERVER_BINARY [SOURCE_DIR] [-k SUBSTRING]
@@ -1294,6 +1295,65 @@ def test_auth_other_user_cannot_take_over():
         expect_error(await c.req("join", stream="user:%d" % (u + 7)), 403)
         await c.ok("join", stream="user:%d" % u)
         await c.close()
+    arun(main())
+
+
+def test_auth_dm_claim():
+    """dm claim: false refuses every DM (403, also to users offline, so the
+    claim also closes the online probe); a list allows exact ids and
+    prefixes (then 200, or 404 when offline) and refuses the rest; the
+    claim comes with the token, so an auth op replaces it; an invalid value
+    refuses the token (401 at the upgrade, 401 for the auth op)."""
+    async def main():
+        # The list holds one id (seven) and one prefix (p*): p, p*10+1
+        # ("eightyone") and p*10+2 match it; nine, seven*10 and s do not.
+        # p is ten times an id of this run, so no other user matches it.
+        s, seven, nine, p = uid(), uid(), uid(), uid() * 10
+        eightyone = p * 10 + 1
+        allowed = [str(seven), "%d*" % p]
+        targets = {}
+        for t in (seven, eightyone, nine):
+            targets[t] = await connect(SRV_AUTH, token=mint(t), label="user %d" % t)
+        await asyncio.sleep(0.2)  # their REGISTERs reach the owners
+        nobody = await connect(SRV_AUTH, token=mint(s, extra={"dm": False}), label="dm false")
+        for t in (seven, eightyone, nine, p * 10 + 2):
+            o = await nobody.req("dm", to=str(t), data="x")
+            assert o == {"id": o["id"], "ok": False, "error": {
+                "code": 403, "message": "dm not allowed by token"}}, o
+        await nobody.alive()
+
+        some = await connect(SRV_AUTH, token=mint(s, extra={"dm": allowed}, streams=["a:*"]),
+                             label="dm list")
+        for t in (seven, eightyone):
+            o = await dm_when_registered(some, t, {"n": t})
+            assert o == {"id": o["id"], "ok": True}, o
+            e = await targets[t].event("dm")
+            assert e == {"event": "dm", "from": str(s), "data": {"n": t}}, e
+        expect_error(await some.req("dm", to=str(p * 10 + 2), data=1), 404)  # allowed, offline
+        expect_error(await some.req("dm", to=str(p), data=1), 404)
+        for t in (nine, seven * 10, s):  # outside the list, oneself included
+            o = await some.req("dm", to=str(t), data=1)
+            assert o.get("error") == {"code": 403, "message": "dm not allowed by token"}, o
+        # The streams claim of the same token still applies.
+        await some.ok("join", stream=fresh("a"))
+        expect_error(await some.req("join", stream=fresh("b")), 403)
+        # An auth op replaces the claim: none (anyone), then false.
+        await some.ok("auth", token=mint(s, streams=["a:*"]))
+        assert (await dm_when_registered(some, nine, "now"))["ok"]
+        assert (await targets[nine].event("dm"))["data"] == "now"
+        await some.ok("auth", token=mint(s, extra={"dm": False}))
+        expect_error(await some.req("dm", to=str(seven), data=1), 403)
+        expect_error(await some.req("join", stream=fresh("a")), 403)  # streams claim gone too
+        # Invalid values: refused like an invalid streams claim.
+        for bad in (True, None, "7", 7, [7], ["07"], ["7", None], ["user:7"], ["7**"], {}):
+            tok = mint(s, extra={"dm": bad})
+            assert status_of(SRV_AUTH, "/ws?token=" + tok) == 401, bad
+            expect_error(await some.req("auth", token=tok), 401)
+        # The refused auth ops changed nothing.
+        expect_error(await some.req("dm", to=str(seven), data=1), 403)
+        for x in [nobody, some] + list(targets.values()):
+            x.check_clean()
+            await x.close()
     arun(main())
 
 
