@@ -430,6 +430,10 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 		}
 		ms_net_send_ok(w, c, req.has_id, req.id);
 		arm_timer(w, c, ms_worker_config(w)->idle_timeout / 2);
+		/* After the reply: the client learns the token was taken before
+		 * it learns which streams the token no longer allows. */
+		if (opts.chat && opts.chat->reauth)
+			opts.chat->reauth(w, c);
 		return;
 	}
 	if (!opts.chat) {

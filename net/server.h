@@ -22,6 +22,9 @@ typedef struct ms_chat_hooks {
 	void (*open)(ms_worker *w, ms_conn *c, uint64_t uid);
 	/* A well-formed request other than ping/auth (answered here). */
 	void (*request)(ms_worker *w, ms_conn *c, const ms_req *req);
+	/* After a successful auth op (answered here) replaced the token:
+	 * leave what the new claims no longer allow. */
+	void (*reauth)(ms_worker *w, ms_conn *c);
 	/* /room (diagnostics): opened, and every message it sends. */
 	void (*room_open)(ms_worker *w, ms_conn *c);
 	void (*room_message)(ms_worker *w, ms_conn *c, uint8_t opcode,
