@@ -831,12 +831,12 @@ static void queue_resume(ms_worker *w, ms_conn *c)
 	}
 }
 
+/* The pause holds until the resume list is processed (the next
+ * iteration): input that arrives later in this iteration is kept too, so a
+ * connection that yields cannot take another budget's worth now. */
 void ms_conn_resume(ms_worker *w, ms_conn *c)
 {
-	if (!(c->paused & MS_PAUSE_PROTO))
-		return;
-	c->paused &= (uint8_t)~MS_PAUSE_PROTO;
-	if (!c->paused)
+	if (c->paused & MS_PAUSE_PROTO)
 		queue_resume(w, c);
 }
 
@@ -874,6 +874,7 @@ static void resume_paused(ms_worker *w)
 	for (uint32_t i = 0; i < n; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->resumeq[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_RESUME;
+		c->paused &= (uint8_t)~MS_PAUSE_PROTO;
 		if (c->paused || (c->flags & (MS_CONN_F_CLOSING | MS_CONN_F_FREED | MS_CONN_F_HELD)))
 			continue;
 		/* Even with nothing kept here: the protocol layer may keep

@@ -261,9 +261,9 @@ void ms_conn_transform_now(ms_worker *w, ms_conn *c);
  * pauses a connection by itself while its queued output is above half of
  * --max-backpressure (a peer that sends without reading), until it is back
  * under a quarter.
- * ms_conn_resume: parse what was kept and read again, at the start of the
- * next loop iteration (never from inside this call; a connection that
- * pauses and resumes itself in on_data thereby yields to the others). */
+ * ms_conn_resume: parse what was kept and read again, early in the next
+ * loop iteration; until then the pause holds (a connection that pauses and
+ * resumes itself in on_data thereby yields to the others). */
 #define MS_PAUSE_KEEP 65536u
 void ms_conn_pause(ms_worker *w, ms_conn *c);
 void ms_conn_resume(ms_worker *w, ms_conn *c);

@@ -12,7 +12,7 @@
  *      secret (two during rotation), compared with CRYPTO_memcmp;
  *   4. only then the payload: its JSON is attacker-controlled until the MAC
  *      has matched, so nothing reads it earlier.
- * A second alg, typ, exp, sub or streams member (compared decoded, so
+ * A second alg, typ, exp, sub, streams or dm member (compared decoded, so
  * "\u0061lg" counts) makes the token malformed: a token that two JSON
  * readers would read differently must not verify. Other members, claims
  * like iat and nbf included, are ignored.
@@ -194,7 +194,7 @@ static int check_header(const char *h, size_t n)
 	return MS_JWT_OK;
 }
 
-/* A streams entry's raw contents, or n == 0 if it is not a string. */
+/* A streams or dm entry's raw contents, or n == 0 if it is not a string. */
 static ms_str entry(ms_str v)
 {
 	if (v.n < 2 || v.p[0] != '"')
@@ -209,11 +209,44 @@ static bool entry_valid(ms_str e)
 	return ms_proto_stream_valid(e);
 }
 
+/* A dm entry: a canonical user id, or a prefix of one followed by '*' ("*"
+ * alone: every id). A prefix no canonical id starts with ("01*", 21 digits)
+ * is refused like a malformed id: it can only be a mistake. Raw contents, so
+ * an escaped digit is refused too (one spelling per id, as for sub). */
+static bool dm_entry_valid(ms_str e)
+{
+	uint64_t id;
+
+	if (e.n && e.p[e.n - 1] == '*') {
+		e.n--;
+		if (!e.n)
+			return true;
+	}
+	return ms_proto_uid(e, &id);
+}
+
+/* dm: false, or an array whose every entry is valid. */
+static bool dm_claim_valid(ms_str dm)
+{
+	ms_json_iter it;
+	ms_str v;
+	int r;
+
+	if (dm.n == 5 && memcmp(dm.p, "false", 5) == 0)
+		return true;
+	if (!ms_json_array_begin(&it, dm.p, dm.n))
+		return false;
+	while ((r = ms_json_array_next(&it, &v)) > 0)
+		if (!dm_entry_valid(entry(v)))
+			return false;
+	return r == 0;
+}
+
 static int check_claims(const char *p, size_t n, int64_t now, ms_jwt_claims *c)
 {
 	ms_json_iter it, ai;
-	ms_str k, v, e, exp = { 0 }, sub = { 0 }, streams = { 0 };
-	int r, nexp = 0, nsub = 0, nstreams = 0;
+	ms_str k, v, e, exp = { 0 }, sub = { 0 }, streams = { 0 }, dm = { 0 };
+	int r, nexp = 0, nsub = 0, nstreams = 0, ndm = 0;
 
 	if (!ms_json_object_begin(&it, p, n))
 		return MS_JWT_MALFORMED;
@@ -227,9 +260,12 @@ static int check_claims(const char *p, size_t n, int64_t now, ms_jwt_claims *c)
 		} else if (key_is(k, "streams")) {
 			streams = v;
 			nstreams++;
+		} else if (key_is(k, "dm")) {
+			dm = v;
+			ndm++;
 		}
 	}
-	if (r < 0 || nexp > 1 || nsub > 1 || nstreams > 1)
+	if (r < 0 || nexp > 1 || nsub > 1 || nstreams > 1 || ndm > 1)
 		return MS_JWT_MALFORMED;
 
 	if (!nexp || !ms_json_int(exp, &c->exp) || c->exp <= now)
@@ -254,6 +290,12 @@ static int check_claims(const char *p, size_t n, int64_t now, ms_jwt_claims *c)
 			return MS_JWT_BAD_CLAIM;
 		c->has_streams = true;
 		c->streams = streams;
+	}
+	if (ndm) {
+		if (!dm_claim_valid(dm))
+			return MS_JWT_BAD_CLAIM;
+		c->has_dm = true;
+		c->dm = dm;
 	}
 	return MS_JWT_OK;
 }
@@ -340,6 +382,34 @@ bool ms_jwt_stream_allowed(ms_str streams, uint64_t sub, ms_str stream)
 			if (stream.n >= e.n && memcmp(stream.p, e.p, e.n) == 0)
 				return true;
 		} else if (e.n == stream.n && memcmp(e.p, stream.p, e.n) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+bool ms_jwt_dm_allowed(ms_str dm, uint64_t to)
+{
+	char id[24];
+	size_t k;
+	ms_json_iter it;
+	ms_str v, e;
+
+	if (dm.n == 0)
+		return true;
+	/* false, and anything that is not an array, allows no one */
+	if (!ms_json_array_begin(&it, dm.p, dm.n))
+		return false;
+	k = (size_t)snprintf(id, sizeof(id), "%llu", (unsigned long long)to);
+	while (ms_json_array_next(&it, &v) > 0) {
+		e = entry(v);
+		if (!dm_entry_valid(e))
+			continue;
+		if (e.p[e.n - 1] == '*') {
+			e.n--;
+			if (e.n <= k && memcmp(id, e.p, e.n) == 0)
+				return true;
+		} else if (e.n == k && memcmp(id, e.p, k) == 0) {
 			return true;
 		}
 	}

@@ -66,6 +66,7 @@ typedef struct net_conn {
 	uint8_t lim;     /* L_* */
 	uint16_t inflight; /* requests awaiting another worker's answer */
 	uint16_t frags;  /* fragments of the message being gathered */
+	uint32_t exp;    /* token expiry (unix seconds), 0 = none (dev) */
 	uint32_t frag_len, frag_cap;
 	uint8_t *frag;   /* fragmented message being gathered */
 	uint64_t uid;
@@ -73,9 +74,7 @@ typedef struct net_conn {
 		void *chat;        /* chat routes: the chat core's per-connection state */
 		uint64_t admin_t0; /* admin listener: when the API request arrived (ns) */
 	} u;
-	char *claims;    /* token's streams claim (JSON array), NULL = none */
-	uint32_t claims_len;
-	uint32_t exp;    /* token expiry (unix seconds), 0 = none (dev) */
+	struct net_claims *claims; /* token's streams and dm claims, NULL = neither */
 	struct tls_conn *tls; /* wss connections only */
 	/* What the connection may cost (/ws only): --rate-limit, --rate-bytes,
 	 * --join-rate, --create-rate, and the refusals counted against it. */
@@ -83,7 +82,19 @@ typedef struct net_conn {
 	ms_strikes strikes;
 } net_conn;
 
-_Static_assert(sizeof(net_conn) == 120, "per-connection protocol state stays small");
+/* 112: 24 more than before the per-connection limits (four 8-byte token
+ * buckets and the strike count). */
+_Static_assert(sizeof(net_conn) == 112, "per-connection protocol state stays small");
+
+/* The claims a connection checks requests against: both JSON texts back to
+ * back in one allocation, made only for a token that has either, so a slot
+ * keeps one pointer whatever the token carries. A claim's text is never
+ * empty ("[]" or "false" at least), so length 0 means no such claim. */
+typedef struct net_claims {
+	uint32_t streams_len;
+	uint32_t dm_len;
+	char text[]; /* streams, then dm */
+} net_claims;
 
 /* TLS state, allocated only for wss connections: the engine, and decrypted
  * input that did not yet form a whole frame or request (usually none). */
@@ -256,8 +267,19 @@ bool ms_net_stream_allowed(ms_conn *c, ms_str stream)
 	net_conn *x = X(c);
 	if (!x->exp)
 		return true; /* dev mode: every stream */
-	ms_str claims = { x->claims, x->claims ? x->claims_len : 0 };
+	ms_str claims = { 0 };
+	if (x->claims)
+		claims = (ms_str){ x->claims->text, x->claims->streams_len };
 	return ms_jwt_stream_allowed(claims, x->uid, stream);
+}
+
+bool ms_net_dm_allowed(ms_conn *c, uint64_t to)
+{
+	net_conn *x = X(c);
+	ms_str dm = { 0 };
+	if (x->claims)
+		dm = (ms_str){ x->claims->text + x->claims->streams_len, x->claims->dm_len };
+	return ms_jwt_dm_allowed(dm, to);
 }
 
 void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n)
@@ -347,13 +369,20 @@ static int adopt_token(net_conn *x, const char *tok, size_t n, bool same_sub)
 	if (r == MS_JWT_OK) {
 		free(x->claims);
 		x->claims = NULL;
-		x->claims_len = 0;
-		if (cl.has_streams) {
-			x->claims = malloc(cl.streams.n ? cl.streams.n : 1);
-			if (!x->claims)
+		if (cl.has_streams || cl.has_dm) {
+			/* Both spans lie in the token, itself under --max-message
+			 * or the 8 KiB HTTP head: the lengths fit 32 bits. */
+			net_claims *k = malloc(sizeof(*k) + cl.streams.n + cl.dm.n);
+			if (!k)
 				abort();
-			memcpy(x->claims, cl.streams.p, cl.streams.n);
-			x->claims_len = (uint32_t)cl.streams.n;
+			k->streams_len = (uint32_t)cl.streams.n;
+			k->dm_len = (uint32_t)cl.dm.n;
+			/* An absent claim's span is { NULL, 0 }: no memcpy of it. */
+			if (cl.streams.n)
+				memcpy(k->text, cl.streams.p, cl.streams.n);
+			if (cl.dm.n)
+				memcpy(k->text + cl.streams.n, cl.dm.p, cl.dm.n);
+			x->claims = k;
 		}
 		x->uid = cl.sub;
 		x->exp = cl.exp > UINT32_MAX ? UINT32_MAX : (uint32_t)cl.exp;
@@ -482,6 +511,10 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 		}
 		ms_net_send_ok(w, c, req.has_id, req.id);
 		arm_timer(w, c, ms_worker_config(w)->idle_timeout / 2);
+		/* After the reply: the client learns the token was taken before
+		 * it learns which streams the token no longer allows. */
+		if (opts.chat && opts.chat->reauth)
+			opts.chat->reauth(w, c);
 		return;
 	}
 	if (!opts.chat) {

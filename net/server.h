@@ -22,6 +22,9 @@ typedef struct ms_chat_hooks {
 	void (*open)(ms_worker *w, ms_conn *c, uint64_t uid);
 	/* A well-formed request other than ping/auth (answered here). */
 	void (*request)(ms_worker *w, ms_conn *c, const ms_req *req);
+	/* After a successful auth op (answered here) replaced the token:
+	 * leave what the new claims no longer allow. */
+	void (*reauth)(ms_worker *w, ms_conn *c);
 	/* /room (diagnostics): opened, and every message it sends. */
 	void (*room_open)(ms_worker *w, ms_conn *c);
 	void (*room_message)(ms_worker *w, ms_conn *c, uint8_t opcode,
@@ -73,6 +76,9 @@ uint64_t *ms_net_admin_t0(ms_conn *c);
 /* Whether the connection's identity may join/publish to `stream`: dev mode
  * allows all; otherwise the token's streams claim (user:<sub> always). */
 bool ms_net_stream_allowed(ms_conn *c, ms_str stream);
+/* Whether the connection's identity may send a DM to user `to`: the
+ * token's dm claim (none: anyone; dev mode has none). */
+bool ms_net_dm_allowed(ms_conn *c, uint64_t to);
 /* Whether c may still be sent messages: an open WebSocket that has not
  * begun closing (after our close frame, nothing but close may follow). */
 bool ms_net_deliverable(ms_conn *c);

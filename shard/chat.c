@@ -99,6 +99,7 @@ typedef struct csub {
 	uint64_t stream_id;
 	uint32_t pos;
 	uint8_t state;
+	uint8_t recheck; /* the token changed while the join was in flight */
 } csub;
 
 typedef struct cconn {
@@ -734,7 +735,15 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 			free(j);
 			break;
 		}
-		if (s && !(j->flags & F_QUIET)) {
+		/* The entry keeps only the name's hash, so a join that was in
+		 * flight when an auth op replaced the token is judged here, by
+		 * the token the connection holds now. */
+		bool refused = s && s->recheck &&
+			       !ms_net_stream_allowed(c, (ms_str){ j->name, j->name_len });
+		if (refused) {
+			ms_net_send_error(w, c, j->flags & F_HAS_ID, j->id, 403,
+					  "stream not allowed by token");
+		} else if (s && !(j->flags & F_QUIET)) {
 			/* One reply per request: a join left before its ack still
 			 * succeeded (and was then left). */
 			ms_net_reply(w, c, j->flags & F_HAS_ID, j->id,
@@ -742,8 +751,8 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 				     (unsigned long long)j->seq, (unsigned long long)j->epoch);
 			op_done(w, MS_HIST_OP_JOIN, j->t_req);
 		}
-		if (!s || s->state == SUB_LEAVING) {
-			/* Gone, or left meanwhile: undo the membership. */
+		if (!s || s->state == SUB_LEAVING || refused) {
+			/* Gone, left meanwhile or refused: undo the membership. */
 			ms_msg *l = ms_worker_post(w, from);
 			l->type = M_LEAVE;
 			l->a = j->stream_id;
@@ -1060,6 +1069,10 @@ static void do_dm(ms_worker *w, ms_conn *c, const ms_req *req)
 		ms_net_send_error(w, c, req->has_id, req->id, 400, "bad user id");
 		return;
 	}
+	if (!ms_net_dm_allowed(c, to)) {
+		ms_net_send_error(w, c, req->has_id, req->id, 403, "dm not allowed by token");
+		return;
+	}
 	char from[24];
 	snprintf(from, sizeof(from), "\"%llu\"", (unsigned long long)ms_net_uid(c));
 	if (post_dm(w, to, from, req->data) == 0)
@@ -1123,6 +1136,36 @@ static void h_request(ms_worker *w, ms_conn *c, const ms_req *req)
 	default:
 		ms_net_send_error(w, c, req->has_id, req->id, 400, "unknown op");
 		break;
+	}
+}
+
+/* The connection's token was replaced (auth op, already answered): each
+ * joined stream the new claims no longer allow is left as a leave would
+ * leave it (topic, owner's membership, presence) and announced with a
+ * "left" event. A join in flight has only its name's hash here; it is
+ * marked, and its JOIN_ACK, which carries the name, decides. */
+static void h_reauth(ms_worker *w, ms_conn *c)
+{
+	ms_chat_worker *cw = CW(w);
+	cconn *cs = conn_state(c);
+	for (uint32_t i = 0; cs && i < cs->n;) {
+		csub *s = &cs->s[i];
+		if (s->state != SUB_JOINED) {
+			s->recheck = 1;
+			i++;
+			continue;
+		}
+		/* A joined entry always has its topic (topic_add at the ack). */
+		topic *t = topic_get(cw, s->stream_id);
+		if (!t || ms_net_stream_allowed(c, (ms_str){ t->name, t->name_len })) {
+			i++;
+			continue;
+		}
+		/* The event first: post_leave may free the topic and its name. */
+		ms_net_reply(w, c, false, 0, "\"event\":\"left\",\"stream\":\"%.*s\",\"reason\":\"token\"}",
+			     (int)t->name_len, t->name);
+		post_leave(w, cw, c, s);
+		del_sub(c, s); /* the next entry moves to i */
 	}
 }
 
@@ -1217,6 +1260,7 @@ static void h_api_disconnect(ms_worker *w, ms_conn *c, uint64_t uid)
 const ms_chat_hooks ms_chat_hooks_impl = {
 	.open = h_open,
 	.request = h_request,
+	.reauth = h_reauth,
 	.room_open = h_room_open,
 	.room_message = h_room_message,
 	.close = h_close,

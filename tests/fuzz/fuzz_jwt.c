@@ -9,10 +9,13 @@
  *   mode 2: the body is a payload signed by ms_jwt_sign (the round trip
  *           must never fail the signature, and fails as MALFORMED exactly
  *           when the payload is not a valid JSON object);
- *   mode 3: the body is "streams-claim\nstream" for ms_jwt_stream_allowed.
+ *   mode 3: the body is "claim\nstream" for ms_jwt_stream_allowed, and
+ *           the same claim for ms_jwt_dm_allowed to the user id the second
+ *           line spells (42 when it spells none).
  * Invariants: a known return code; scratch of exactly n bytes is enough
  * (ASan sees any overrun); on success exp > now, the streams span lies in
- * scratch and is a valid array, and the user's own stream is allowed.
+ * scratch and is a valid array, and the user's own stream is allowed; the
+ * dm span lies in scratch and is false (no one allowed) or a valid array.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -26,6 +29,7 @@
 
 #include "net/json.h"
 #include "net/jwt.h"
+#include "net/proto.h"
 
 #define CHECK(c)                 \
 	do {                     \
@@ -70,6 +74,17 @@ static int verify(const char *tok, size_t n, int64_t now, ms_jwt_claims *c)
 		} else {
 			CHECK(c->streams.n == 0);
 		}
+		if (c->has_dm) {
+			CHECK(c->dm.p >= scratch && c->dm.p + c->dm.n <= scratch + n);
+			CHECK(ms_json_valid(c->dm.p, c->dm.n));
+			if (c->dm.p[0] != '[') {
+				CHECK(c->dm.n == 5 && memcmp(c->dm.p, "false", 5) == 0);
+				CHECK(!ms_jwt_dm_allowed(c->dm, c->sub));
+			}
+		} else {
+			CHECK(c->dm.n == 0 && ms_jwt_dm_allowed(c->dm, c->sub));
+		}
+		(void)ms_jwt_dm_allowed(c->dm, 7);
 		snprintf(own, sizeof(own), "user:%llu", (unsigned long long)c->sub);
 		CHECK(ms_jwt_stream_allowed(c->streams, c->sub, (ms_str){ own, strlen(own) }));
 		(void)ms_jwt_stream_allowed(c->streams, c->sub, (ms_str){ "clan:1", 6 });
@@ -145,10 +160,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	default: {
 		size_t sn = nl ? (size_t)(nl - body) : n;
 		char *copy = malloc(n ? n : 1);
+		ms_str second;
+		uint64_t to;
 
 		memcpy(copy, body, n);
-		(void)ms_jwt_stream_allowed((ms_str){ copy, sn }, 42,
-					    (ms_str){ copy + sn + !!nl, n - sn - !!nl });
+		second = (ms_str){ copy + sn + !!nl, n - sn - !!nl };
+		(void)ms_jwt_stream_allowed((ms_str){ copy, sn }, 42, second);
+		if (!ms_proto_uid(second, &to))
+			to = 42;
+		/* no claim allows anyone */
+		CHECK(sn || ms_jwt_dm_allowed((ms_str){ copy, sn }, to));
+		(void)ms_jwt_dm_allowed((ms_str){ copy, sn }, to);
 		free(copy);
 		break;
 	}

@@ -12,7 +12,9 @@
 - --secret-file: HS256 tokens minted here (query, Authorization: Bearer,
   Sec-WebSocket-Protocol bearer.JWT), 401 on bad tokens, the streams claim
   (403, user:<sub>, prefixes), expiry while connected (close 1008), refresh
-  with the auth op, and no start without a secret or --dev.
+  with the auth op, a narrower token leaving joined streams ("left" event)
+  and refusing a join in flight, the dm claim (403, 401 when invalid), and
+  no start without a secret or --dev.
 
 Run with /usr/bin/python3 (Debian's python3-websockets).
 Usage: test_chat.py SERVER_BINARY [SOURCE_DIR] [-k SUBSTRING]
@@ -121,6 +123,7 @@ class Client:
         self.events = asyncio.Queue()
         self.other = asyncio.Queue()
         self.msgs = {}
+        self.seen = []    # every parsed text message, in arrival order
         self.errors = []
         self.next_id = 1
         self.closed = asyncio.Event()
@@ -137,6 +140,7 @@ class Client:
                 except ValueError:
                     self.errors.append("invalid JSON from the server: %r" % m[:200])
                     continue
+                self.seen.append(o)
                 if "event" in o:
                     if o["event"] == "message":
                         self.msgs.setdefault(o["stream"], []).append(
@@ -1294,6 +1298,241 @@ def test_auth_other_user_cannot_take_over():
         expect_error(await c.req("join", stream="user:%d" % (u + 7)), 403)
         await c.ok("join", stream="user:%d" % u)
         await c.close()
+    arun(main())
+
+
+def test_auth_narrowed_token_leaves_streams():
+    """An auth op whose streams claim no longer allows a joined stream: the
+    connection leaves it as a leave would (one "left" event, after the auth
+    reply; no more of its messages; the user's membership through this
+    connection gone, presence leave at the last one), and the streams still
+    allowed keep delivering."""
+    async def main():
+        u, v = uid(), uid()
+        sa, sb = fresh("a"), fresh("b")
+        wide = ["a:*", "b:*"]
+        c = await connect(SRV_AUTH, token=mint(u, streams=wide), label="narrowed")
+        c2 = await connect(SRV_AUTH, token=mint(u, streams=wide), label="second device")
+        obs = await connect(SRV_AUTH, token=mint(v, streams=wide), label="observer")
+        c.user = c2.user = u
+        obs.user = v
+        for s in (sa, sb):
+            await obs.ok("join", stream=s)
+            await c.ok("join", stream=s)
+        await c.ok("join", stream="user:%d" % u)
+        await c2.ok("join", stream=sb)
+        await obs.ok("publish", stream=sa, data="a1")
+        await obs.ok("publish", stream=sb, data="b1")
+        await c.wait_msgs(sa, 1)
+        await c.wait_msgs(sb, 1)
+
+        o = await c.ok("auth", token=mint(u, streams=["a:*"]))
+        e = await c.event("left")
+        assert e == {"event": "left", "stream": sb, "reason": "token"}, e
+        reply_at = next(i for i, x in enumerate(c.seen) if x.get("id") == o["id"])
+        left_at = next(i for i, x in enumerate(c.seen) if x.get("event") == "left")
+        assert reply_at < left_at, "left event before the auth reply: %r" % c.seen[-3:]
+
+        # b: nothing more for c (c2, same user, still gets it); a: still live.
+        await obs.ok("publish", stream=sb, data="b2")
+        await obs.ok("publish", stream=sa, data="a2")
+        await c.wait_msgs(sa, 2)
+        await c2.wait_msgs(sb, 2)
+        await obs.wait_msgs(sb, 2)
+        await asyncio.sleep(0.3)
+        assert [m[2] for m in c.msgs[sb]] == ['"b1"'], c.msgs[sb]
+        assert [m[2] for m in c.msgs[sa]] == ['"a1"', '"a2"'], c.msgs[sa]
+        # One left event, for b only (a and user:<sub> are still allowed).
+        lefts = [x for x in c.seen if x.get("event") == "left"]
+        assert len(lefts) == 1, lefts
+        # Left as a leave would: not joined any more, and b is not allowed.
+        expect_error(await c.req("leave", stream=sb), 409)
+        expect_error(await c.req("join", stream=sb), 403)
+        await c.ok("publish", stream=sa, data="a3")
+        # Presence: u is still in b through c2; gone when c2 leaves too.
+        o = await obs.ok("presence", stream=sb)
+        assert sorted(o["users"]) == sorted([str(u), str(v)]), o
+        obs.drain_events()
+        await c2.ok("leave", stream=sb)
+        joins, leaves = await presence_until(obs, sb, lambda j, l: l.get(str(u)) == 1)
+        assert leaves == {str(u): 1} and not joins, (joins, leaves)
+        o = await obs.ok("presence", stream=sb)
+        assert o["users"] == [str(v)], o
+        o = await obs.ok("presence", stream=sa)
+        assert sorted(o["users"]) == sorted([str(u), str(v)]), o
+        for x in (c, c2, obs):
+            x.check_clean()
+            await x.close()
+    arun(main())
+
+
+def test_auth_narrowed_token_leaves_last_connection():
+    """The narrowed connection was the user's only one in the stream:
+    presence says the user left, and the listing no longer has it."""
+    async def main():
+        u, v = uid(), uid()
+        sb = fresh("b")
+        c = await connect(SRV_AUTH, token=mint(u, streams=["a:*", "b:*"]), label="narrowed")
+        obs = await connect(SRV_AUTH, token=mint(v, streams=["b:*"]), label="observer")
+        obs.user = v
+        await obs.ok("join", stream=sb)
+        await c.ok("join", stream=sb)
+        joins, _ = await presence_until(obs, sb, lambda j, l: j.get(str(u)) == 1)
+        joins.pop(str(v), None)  # its own join, if announced to itself
+        assert joins == {str(u): 1}, joins
+        await c.ok("join", stream=fresh("a"))
+        await c.ok("join", stream="user:%d" % u)
+        await c.ok("auth", token=mint(u, streams=["a:*"]))
+        e = await c.event("left")
+        assert e == {"event": "left", "stream": sb, "reason": "token"}, e
+        joins, leaves = await presence_until(obs, sb, lambda j, l: l.get(str(u)) == 1)
+        assert leaves == {str(u): 1} and not joins, (joins, leaves)
+        o = await obs.ok("presence", stream=sb)
+        assert o["users"] == [str(v)], o
+        # A token that allows every joined stream leaves nothing.
+        await c.ok("auth", token=mint(u, streams=["a:*"]))
+        await c.alive()
+        await asyncio.sleep(0.2)
+        assert len([x for x in c.seen if x.get("event") == "left"]) == 1, c.seen
+        for x in (c, obs):
+            x.check_clean()
+            await x.close()
+    arun(main())
+
+
+def raw_call(ws, obj, events, timeout=3.0):
+    """Send obj on a RawWS and return the reply carrying its id; whatever
+    else arrives meanwhile is appended to events."""
+    ws.send(mstest.frame(1, json.dumps(obj).encode()))
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        _, p = ws.recv_message(timeout=max(0.05, deadline - time.monotonic()))
+        o = json.loads(p)
+        if "event" not in o and o.get("id") == obj["id"]:
+            return o
+        events.append(o)
+
+
+def test_auth_narrowed_token_refuses_join_in_flight():
+    """Joins, then an auth op with a narrower token, in one TCP segment: the
+    joins are still on their way to the streams' owners when the token
+    changes. The one the new token does not allow is answered 403 and leaves
+    no membership; the allowed one succeeds."""
+    u, v = uid(), uid()
+    sa, sb = fresh("a"), fresh("b")
+    c_events, o_events = [], []
+    with mstest.RawWS(SRV_AUTH.port, "/ws?token=" + mint(u, streams=["a:*", "b:*"])) as c, \
+            mstest.RawWS(SRV_AUTH.port, "/ws?token=" + mint(v, streams=["a:*", "b:*"])) as obs:
+        c.send(b"".join(mstest.frame(1, json.dumps(o).encode()) for o in (
+            {"op": "join", "stream": sa, "id": 1},
+            {"op": "join", "stream": sb, "id": 2},
+            {"op": "auth", "token": mint(u, streams=["a:*"]), "id": 3},
+            {"op": "ping", "id": 4})))
+        replies = {}
+        deadline = time.monotonic() + 3 * SLOW
+        while len(replies) < 4 and time.monotonic() < deadline:
+            _, p = c.recv_message(timeout=max(0.05, deadline - time.monotonic()))
+            o = json.loads(p)
+            if "event" in o:
+                c_events.append(o)
+                continue
+            assert o["id"] not in replies, "two replies for id %d" % o["id"]
+            replies[o["id"]] = o
+        assert set(replies) == {1, 2, 3, 4}, replies
+        assert replies[3] == {"id": 3, "ok": True}, replies
+        assert replies[1].get("ok") is True, replies
+        assert replies[2] == {"id": 2, "ok": False, "error": {
+            "code": 403, "message": "stream not allowed by token"}}, replies
+        # The refused join never completed: no left event for it.
+        assert not [e for e in c_events if e["event"] == "left"], c_events
+        # No membership remains in b (the undo reaches the owner a hop
+        # later), a is joined.
+        assert raw_call(obs, {"op": "join", "stream": sa, "id": 1}, o_events)["ok"]
+        assert raw_call(obs, {"op": "join", "stream": sb, "id": 2}, o_events)["ok"]
+        rid, listed = 10, None
+        deadline = time.monotonic() + 3 * SLOW
+        while time.monotonic() < deadline:
+            rid += 1
+            listed = raw_call(obs, {"op": "presence", "stream": sb, "id": rid}, o_events)
+            if listed.get("users") == [str(v)]:
+                break
+            time.sleep(0.05)
+        assert listed.get("users") == [str(v)], listed
+        o = raw_call(obs, {"op": "presence", "stream": sa, "id": 3}, o_events)
+        assert sorted(o["users"]) == sorted([str(u), str(v)]), o
+        # Nothing of b reaches c; a does.
+        assert raw_call(obs, {"op": "publish", "stream": sb, "data": "b1", "id": 4}, o_events)["ok"]
+        assert raw_call(obs, {"op": "publish", "stream": sa, "data": "a1", "id": 5}, o_events)["ok"]
+        got = []
+        deadline = time.monotonic() + 1.0 * SLOW
+        while time.monotonic() < deadline:
+            try:
+                _, p = c.recv_message(timeout=max(0.05, deadline - time.monotonic()))
+            except AssertionError:
+                break
+            o = json.loads(p)
+            if o.get("event") == "message":
+                got.append((o["stream"], o["data"]))
+        assert got == [(sa, "a1")], got
+        assert raw_call(c, {"op": "ping", "id": 5}, c_events) == {"id": 5, "ok": True}
+
+
+def test_auth_dm_claim():
+    """dm claim: false refuses every DM (403, also to users offline, so the
+    claim also closes the online probe); a list allows exact ids and
+    prefixes (then 200, or 404 when offline) and refuses the rest; the
+    claim comes with the token, so an auth op replaces it; an invalid value
+    refuses the token (401 at the upgrade, 401 for the auth op)."""
+    async def main():
+        # The list holds one id (seven) and one prefix (p*): p, p*10+1
+        # ("eightyone") and p*10+2 match it; nine, seven*10 and s do not.
+        # p is ten times an id of this run, so no other user matches it.
+        s, seven, nine, p = uid(), uid(), uid(), uid() * 10
+        eightyone = p * 10 + 1
+        allowed = [str(seven), "%d*" % p]
+        targets = {}
+        for t in (seven, eightyone, nine):
+            targets[t] = await connect(SRV_AUTH, token=mint(t), label="user %d" % t)
+        await asyncio.sleep(0.2)  # their REGISTERs reach the owners
+        nobody = await connect(SRV_AUTH, token=mint(s, extra={"dm": False}), label="dm false")
+        for t in (seven, eightyone, nine, p * 10 + 2):
+            o = await nobody.req("dm", to=str(t), data="x")
+            assert o == {"id": o["id"], "ok": False, "error": {
+                "code": 403, "message": "dm not allowed by token"}}, o
+        await nobody.alive()
+
+        some = await connect(SRV_AUTH, token=mint(s, extra={"dm": allowed}, streams=["a:*"]),
+                             label="dm list")
+        for t in (seven, eightyone):
+            o = await dm_when_registered(some, t, {"n": t})
+            assert o == {"id": o["id"], "ok": True}, o
+            e = await targets[t].event("dm")
+            assert e == {"event": "dm", "from": str(s), "data": {"n": t}}, e
+        expect_error(await some.req("dm", to=str(p * 10 + 2), data=1), 404)  # allowed, offline
+        expect_error(await some.req("dm", to=str(p), data=1), 404)
+        for t in (nine, seven * 10, s):  # outside the list, oneself included
+            o = await some.req("dm", to=str(t), data=1)
+            assert o.get("error") == {"code": 403, "message": "dm not allowed by token"}, o
+        # The streams claim of the same token still applies.
+        await some.ok("join", stream=fresh("a"))
+        expect_error(await some.req("join", stream=fresh("b")), 403)
+        # An auth op replaces the claim: none (anyone), then false.
+        await some.ok("auth", token=mint(s, streams=["a:*"]))
+        assert (await dm_when_registered(some, nine, "now"))["ok"]
+        assert (await targets[nine].event("dm"))["data"] == "now"
+        await some.ok("auth", token=mint(s, extra={"dm": False}))
+        expect_error(await some.req("dm", to=str(seven), data=1), 403)
+        expect_error(await some.req("join", stream=fresh("a")), 403)  # streams claim gone too
+        # Invalid values: refused like an invalid streams claim.
+        for bad in (True, None, "7", 7, [7], ["07"], ["7", None], ["user:7"], ["7**"], {}):
+            tok = mint(s, extra={"dm": bad})
+            assert status_of(SRV_AUTH, "/ws?token=" + tok) == 401, bad
+            expect_error(await some.req("auth", token=tok), 401)
+        # The refused auth ops changed nothing.
+        expect_error(await some.req("dm", to=str(seven), data=1), 403)
+        for x in [nobody, some] + list(targets.values()):
+            x.check_clean()
+            await x.close()
     arun(main())
 
 

@@ -2,7 +2,8 @@
  * Unit tests for net/jwt.h: a known-answer token (computed offline with
  * Python's hmac and base64 modules), expiry, bad signatures, alg none and
  * HS512 rejected, malformed compact forms and base64url, exp and sub
- * claims, secret rotation, the streams claim and stream authorisation.
+ * claims, secret rotation, the streams claim and stream authorisation, the
+ * dm claim and DM authorisation.
  * Tokens with unusual headers are minted here with BoringSSL's HMAC.
  */
 #include <setjmp.h>
@@ -286,6 +287,8 @@ static void test_malformed(void **state)
 	assert_int_equal(claims_rc("{\"sub\":\"1\",\"exp\":2000000000,\"exp\":1}"), MS_JWT_MALFORMED);
 	assert_int_equal(claims_rc("{\"sub\":\"1\",\"exp\":2000000000,\"streams\":[],\"streams\":[]}"),
 			 MS_JWT_MALFORMED);
+	assert_int_equal(claims_rc("{\"sub\":\"1\",\"exp\":2000000000,\"dm\":false,\"d\\u006d\":[\"2\"]}"),
+			 MS_JWT_MALFORMED);
 	assert_int_equal(claims_rc("{\"sub\":\"1\",\"exp\":2000000000,\"s\\u0075b\":\"2\"}"),
 			 MS_JWT_MALFORMED);
 	/* escaped keys are read decoded: a lone one counts, other ones are ignored */
@@ -457,6 +460,121 @@ static void test_stream_allowed(void **state)
 	}
 }
 
+static void test_dm_claim(void **state)
+{
+	ms_jwt_claims c;
+
+	(void)state;
+	assert_int_equal(verify(mint(HDR, "{\"sub\":\"1\",\"exp\":2000000000}", SECRET), &c), MS_JWT_OK);
+	assert_false(c.has_dm);
+	assert_int_equal(c.dm.n, 0);
+	assert_int_equal(verify(mint(HDR, "{\"sub\":\"1\",\"exp\":2000000000,\"dm\": false }", SECRET),
+				&c),
+			 MS_JWT_OK);
+	assert_true(c.has_dm);
+	assert_int_equal(c.dm.n, 5);
+	assert_memory_equal(c.dm.p, "false", 5);
+	assert_int_equal(verify(mint(HDR, "{\"dm\":[\"7\",\"8*\"],\"sub\":\"1\",\"exp\":2000000000,"
+					  "\"streams\":[\"a\"]}",
+				     SECRET),
+				&c),
+			 MS_JWT_OK);
+	assert_true(c.has_dm && c.has_streams);
+	assert_int_equal(c.dm.n, strlen("[\"7\",\"8*\"]"));
+	assert_memory_equal(c.dm.p, "[\"7\",\"8*\"]", c.dm.n);
+
+	static const char *ok[] = {
+		"false", "[]", "[\"0\"]", "[\"42\"]", "[\"*\"]", "[\"0*\"]", "[\"4*\"]",
+		"[ \"7\" , \"8*\" ]", "[\"18446744073709551615\"]", "[\"18446744073709551615*\"]",
+		"[\"1844674407370955161*\"]", "[\"9999999999999999999*\"]",
+	};
+	static const char *bad[] = {
+		"true", "null", "0", "7", "\"7\"", "\"false\"", "{}", "[7]", "[null]", "[false]",
+		"[[\"7\"]]", "[\"\"]", "[\"07\"]", "[\"01*\"]", "[\"-1\"]", "[\"+1\"]", "[\" 1\"]",
+		"[\"1 \"]", "[\"1.0\"]", "[\"1e3\"]", "[\"**\"]", "[\"7**\"]", "[\"*7\"]", "[\"7*8\"]",
+		"[\"\\u0037\"]", "[\"user:7\"]", "[\"18446744073709551616\"]",
+		"[\"18446744073709551616*\"]", "[\"184467440737095516150*\"]", "[\"7\",1]",
+		"[\"7\",\"x\"]", "[\"\xd9\xa7\"]",
+	};
+	char pl[512];
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		snprintf(pl, sizeof(pl), "{\"sub\":\"1\",\"exp\":2000000000,\"dm\":%s}", ok[i]);
+		if (claims_rc(pl) != MS_JWT_OK)
+			fail_msg("dm rejected: %s", ok[i]);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(pl, sizeof(pl), "{\"sub\":\"1\",\"exp\":2000000000,\"dm\":%s}", bad[i]);
+		if (verify(mint(HDR, pl, SECRET), &c) != MS_JWT_BAD_CLAIM)
+			fail_msg("dm accepted: %s", bad[i]);
+		assert_false(c.has_dm); /* cleared on failure */
+	}
+	/* a repeated dm is ambiguous, not a bad claim */
+	assert_int_equal(claims_rc("{\"sub\":\"1\",\"exp\":2000000000,\"dm\":false,\"dm\":[]}"),
+			 MS_JWT_MALFORMED);
+	/* checked after the signature and the other claims */
+	assert_int_equal(claims_rc("{\"sub\":\"1\",\"exp\":1,\"dm\":true}"), MS_JWT_EXPIRED);
+	assert_int_equal(claims_rc("{\"sub\":\"01\",\"exp\":2000000000,\"dm\":true}"), MS_JWT_BAD_SUB);
+}
+
+static void test_dm_allowed(void **state)
+{
+	ms_str none_claim = { NULL, 0 };
+	ms_str list = S("[\"7\",\"8*\",\"18446744073709551615\"]");
+
+	(void)state;
+	/* no claim: anyone, oneself included */
+	assert_true(ms_jwt_dm_allowed(none_claim, 0));
+	assert_true(ms_jwt_dm_allowed(none_claim, 7));
+	assert_true(ms_jwt_dm_allowed(none_claim, UINT64_MAX));
+	/* false, and an empty list: no one */
+	assert_false(ms_jwt_dm_allowed(S("false"), 7));
+	assert_false(ms_jwt_dm_allowed(S("false"), 0));
+	assert_false(ms_jwt_dm_allowed(S("[]"), 7));
+	/* exact ids */
+	assert_true(ms_jwt_dm_allowed(list, 7));
+	assert_true(ms_jwt_dm_allowed(list, UINT64_MAX));
+	assert_false(ms_jwt_dm_allowed(list, 70));
+	assert_false(ms_jwt_dm_allowed(list, 17));
+	assert_false(ms_jwt_dm_allowed(list, 0));
+	assert_false(ms_jwt_dm_allowed(list, 9));
+	assert_false(ms_jwt_dm_allowed(list, UINT64_MAX - 1));
+	/* prefixes: the id itself and every longer id starting with it */
+	assert_true(ms_jwt_dm_allowed(list, 8));
+	assert_true(ms_jwt_dm_allowed(list, 81));
+	assert_true(ms_jwt_dm_allowed(list, 8000000000000000000ull));
+	assert_false(ms_jwt_dm_allowed(list, 18));
+	assert_false(ms_jwt_dm_allowed(list, 98));
+	assert_true(ms_jwt_dm_allowed(S("[\"*\"]"), 0));
+	assert_true(ms_jwt_dm_allowed(S("[\"*\"]"), UINT64_MAX));
+	assert_true(ms_jwt_dm_allowed(S("[\"0*\"]"), 0));
+	assert_false(ms_jwt_dm_allowed(S("[\"0*\"]"), 10));
+	assert_true(ms_jwt_dm_allowed(S("[\"1844674407370955161*\"]"), UINT64_MAX));
+	assert_true(ms_jwt_dm_allowed(S("[\"1844674407370955161*\"]"), 1844674407370955161ull));
+	/* invalid entries never match, even when they look like they would */
+	assert_false(ms_jwt_dm_allowed(S("[\"07\",7,\"7 \",\"\\u0037\"]"), 7));
+	assert_true(ms_jwt_dm_allowed(S("[\"07\",\"7\"]"), 7));
+	/* garbage allows no one */
+	assert_false(ms_jwt_dm_allowed(S("true"), 7));
+	assert_false(ms_jwt_dm_allowed(S("[\"7\""), 8));
+	/* straight from a verified token */
+	{
+		ms_jwt_claims c;
+
+		assert_int_equal(verify(mint(HDR, "{\"sub\":\"5\",\"exp\":2000000000,\"dm\":[\"6\",\"12*\"]}",
+					     SECRET),
+					&c),
+				 MS_JWT_OK);
+		assert_true(ms_jwt_dm_allowed(c.dm, 6));
+		assert_true(ms_jwt_dm_allowed(c.dm, 123));
+		assert_false(ms_jwt_dm_allowed(c.dm, 5));
+		assert_false(ms_jwt_dm_allowed(c.dm, 13));
+		assert_int_equal(verify(kat, &c), MS_JWT_OK);
+		assert_false(c.has_dm);
+		assert_true(ms_jwt_dm_allowed(c.dm, 13));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -469,6 +587,8 @@ int main(void)
 		cmocka_unit_test(test_rotation),
 		cmocka_unit_test(test_streams_claim),
 		cmocka_unit_test(test_stream_allowed),
+		cmocka_unit_test(test_dm_claim),
+		cmocka_unit_test(test_dm_allowed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
