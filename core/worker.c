@@ -24,6 +24,7 @@
 #include "core/hist.h"
 #include "core/metrics.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -48,7 +49,7 @@
 #define PKT_COPY_MAX 512      /* shared packets up to this size are copied */
 #define LINGER_SECONDS 2
 #define FLUSH_SECONDS 10      /* a closing peer that will not read */
-#define ACCEPT_SLACK 128      /* slots above the cap, to answer 503 */
+#define ACCEPT_SLACK 128      /* slots above the cap: to answer 503, and closing ones */
 /* Overload (issue 7). Outbound mailbox backlog, in overflowed batches (one
  * per target per iteration that found the ring full): at
  * --mailbox-high-water the worker stops parsing client input, at an eighth
@@ -96,6 +97,7 @@ struct ms_worker {
 	ms_wheel wheel;
 	uint32_t cap;       /* connections served; above it: 503 */
 	uint32_t live;      /* allocated slots */
+	uint32_t nclosing;  /* public connections closing, not yet freed */
 
 	uint32_t *dirty, ndirty;
 	uint32_t *rearm, nrearm;
@@ -631,11 +633,23 @@ static void maybe_finish(ms_worker *w, ms_conn *c)
 	w->freeq[w->nfreeq++] = c->idx;
 }
 
+/* A public connection that began closing no longer counts against the
+ * --max-conns share (open_conn) but holds a slot of the slack until freed:
+ * connections refused with a 503, lingering for their client's EOF for up
+ * to LINGER_SECONDS, must not make the server refuse the next ones. */
+static void mark_closing(ms_worker *w, ms_conn *c)
+{
+	if (!(c->flags & MS_CONN_F_CLOSING))
+		w->nclosing++;
+	c->flags |= MS_CONN_F_CLOSING;
+}
+
 static void teardown(ms_worker *w, ms_conn *c)
 {
 	if (c->flags & MS_CONN_F_DEAD)
 		return;
-	c->flags |= MS_CONN_F_DEAD | MS_CONN_F_CLOSING;
+	mark_closing(w, c);
+	c->flags |= MS_CONN_F_DEAD;
 	ms_wheel_set(&w->wheel, &w->pool, c, 0);
 	if (c->flags & MS_CONN_F_RECV)
 		submit_cancel(w, ms_udata(MS_OP_RECV, c->idx, c->gen));
@@ -670,7 +684,7 @@ void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
 {
 	if (c->flags & MS_CONN_F_DEAD)
 		return;
-	c->flags |= MS_CONN_F_CLOSING;
+	mark_closing(w, c);
 	if (mode == MS_CLOSE_ABORT) {
 		teardown(w, c);
 		return;
@@ -840,11 +854,12 @@ static void on_send(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 	maybe_finish(w, c);
 }
 
-/* Over the --max-conns share, or overloaded (mailbox backlog, queued
- * output): the protocol layer answers 503 and closes. */
+/* Over the --max-conns share (connections open or handshaking; closing
+ * ones sit in the slack), or overloaded (mailbox backlog, queued output):
+ * the protocol layer answers 503 and closes. */
 static void open_conn(ms_worker *w, ms_conn *c)
 {
-	bool over = w->live > w->cap;
+	bool over = w->live - w->nclosing > w->cap;
 	if (!over && ms_worker_overloaded(w)) {
 		over = true;
 		w->st.overload_503++;
@@ -997,6 +1012,8 @@ static void free_closed(ms_worker *w)
 		}
 		w->h->on_free(w, c);
 		memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
+		assert(w->nclosing > 0); /* every freed slot went through teardown */
+		w->nclosing--;
 		c->fidx = -1;
 		ms_pool_free(&w->pool, c);
 		w->live--;

@@ -187,6 +187,23 @@ def test_max_conns_per_ip():
         assert t["ip_rejects"] >= 4, t
 
 
+def test_refused_connections_do_not_count():
+    """Connections refused with a 503 linger up to 3 s for their client's
+    EOF; one that never reads them must not make the server refuse others
+    for capacity meanwhile (--max-conns 200: 100 a worker)."""
+    with mstest.Server("--max-conns", "200", "--max-conns-per-ip", "10") as srv:
+        a = src_tcp("127.0.0.2")
+        attack = [a(srv.port) for _ in range(200)]  # 190 refused, not read
+        time.sleep(1.0 if SLOW else 0.3)  # all accepted
+        for i in range(10):  # on both workers
+            with Chat(srv.port, 1 + i) as real:
+                real.ok(op="ping")
+        t = totals(srv, *attack)
+        # (A worker that took more than its 100 of the burst before opening
+        # any refuses the excess for capacity: they were all handshaking.)
+        assert t["ip_rejects"] + t["rejects"] == 190 and t["ip_rejects"] >= 150, t
+
+
 # ---- PROXY protocol ---------------------------------------------------------------
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
