@@ -76,6 +76,8 @@ typedef struct ms_config {
 	char api_key_file[256];
 	char hist_dir[256];      /* "" = summaries in the log only */
 	uint32_t hist_interval;  /* seconds between dumps, 0 = only SIGUSR1 and exit */
+	/* admission */
+	uint32_t max_handshakes_per_ip; /* 0 = auto (ms_handshake_limit) */
 } ms_config;
 
 /* Fill *cfg with defaults, then the file of --config FILE (if given), then

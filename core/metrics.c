@@ -115,6 +115,7 @@ static const errkind errkinds[] = {
 	{ "origin", ST(origin_rejects) },
 	{ "http_timeout", ST(http_timeouts) },
 	{ "proxy_header", ST(proxy_rejects) },
+	{ "handshake_ip_limit", ST(handshake_ip_rejects) },
 };
 
 static uint64_t field(const ms_worker_snap *s, size_t off, int is32)

@@ -876,7 +876,7 @@ static void on_peer(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 	c->inflight--;
 	if (c->flags & MS_CONN_F_CLOSING) {
 		teardown(w, c);
-	} else if (cqe->res < 0) {
+	} else if (cqe->res < 0 && (cqe->res == -ENOTCONN || w->cfg->max_conns_per_ip)) {
 		/* ENOTCONN: reset before we looked. Anything else means this
 		 * kernel cannot do it; --max-conns-per-ip then cannot be kept. */
 		if (cqe->res != -ENOTCONN)
@@ -885,6 +885,15 @@ static void on_peer(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 		w->st.rejects++;
 		teardown(w, c);
 	} else {
+		if (cqe->res < 0) {
+			/* A kernel without it (before 6.7): the handshake limit,
+			 * which is on by default, goes unkept rather than every
+			 * client being refused. */
+			ms_warn("peer address: %s; --max-handshakes-per-ip not applied",
+				strerror(-cqe->res));
+			memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
+			w->need_peer = false;
+		}
 		open_conn(w, c);
 	}
 	maybe_finish(w, c);
@@ -1559,8 +1568,10 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 	if (share + ACCEPT_SLACK > table_max)
 		share = table_max - ACCEPT_SLACK;
 	w->cap = share;
-	/* limits (issue 7) */
-	w->need_peer = cfg->max_conns_per_ip && !cfg->proxy_protocol;
+	/* limits (issue 7). Both per-address limits key on the peer address,
+	 * and --max-handshakes-per-ip is always on; with --proxy-protocol the
+	 * header's source counts instead. */
+	w->need_peer = !cfg->proxy_protocol;
 	uint64_t total = (uint64_t)cfg->max_pending_total << 20;
 	if (!total) {
 		long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);

@@ -66,6 +66,8 @@ typedef struct ms_worker_stats {
 	uint64_t pending_cap_closes; /* closed 1008 by the --max-pending-total share */
 	uint64_t input_pauses;  /* times input was paused at the mailbox high-water */
 	uint64_t pending_bytes; /* gauge: output queued on this worker now */
+	/* admission */
+	uint64_t handshake_ip_rejects; /* over --max-handshakes-per-ip (503 / TLS: closed) */
 } ms_worker_stats;
 
 /* Latency histograms kept per worker (merged on dump, DESIGN §9). */
@@ -265,7 +267,7 @@ void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds);
 
 /* c's peer address (AF_INET or AF_INET6), or NULL when unknown: the worker
  * reads it (one IORING_OP_URING_CMD getsockopt(SO_PEERNAME) before on_open)
- * only with --max-conns-per-ip and without --proxy-protocol. */
+ * for the per-address limits, on public listeners without --proxy-protocol. */
 const struct sockaddr *ms_conn_peer(ms_worker *w, ms_conn *c);
 /* Replace it (the source address of a PROXY protocol header). */
 void ms_conn_set_peer(ms_worker *w, ms_conn *c, const struct sockaddr *sa, socklen_t len);

@@ -125,6 +125,7 @@ static const struct flag_case cases[] = {
 	{ "allowed-origins", "", "https://a.example,https://b.example", NULL, { 0 }, { 0 } },
 	{ "rate-limit", "off", "100,20", NULL, { 0 }, { "100", "0,5", "5,0", "1,2,3" } },
 	{ "max-pending-total", "0", "512", NULL, { 0 }, { "4194305", "many" } },
+	{ "max-handshakes-per-ip", "0", "100", NULL, { 0 }, { "4194305", "-1", "x" } },
 };
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
 
