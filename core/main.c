@@ -155,7 +155,8 @@ static void print_stats(ms_worker **w, uint32_t n)
 			"cq_overflows=%llu stale=%llu ip_rejects=%llu user_rejects=%llu "
 			"origin_rejects=%llu rate_limited=%llu rate_closes=%llu http_timeouts=%llu "
 			"proxy_rejects=%llu overload_503=%llu pending_cap_closes=%llu "
-			"input_pauses=%llu enters_per_msg=%.4f handshake_ip_rejects=%llu",
+			"input_pauses=%llu enters_per_msg=%.4f handshake_ip_rejects=%llu "
+			"admin_evictions=%llu",
 			label,
 			(unsigned long long)s->accepts, (unsigned long long)s->max_conns,
 			(unsigned long long)s->rejects, (unsigned long long)s->closes,
@@ -174,7 +175,8 @@ static void print_stats(ms_worker **w, uint32_t n)
 			(unsigned long long)s->http_timeouts, (unsigned long long)s->proxy_rejects,
 			(unsigned long long)s->overload_503, (unsigned long long)s->pending_cap_closes,
 			(unsigned long long)s->input_pauses, per,
-			(unsigned long long)s->handshake_ip_rejects);
+			(unsigned long long)s->handshake_ip_rejects,
+			(unsigned long long)s->admin_evictions);
 		if (i < n) {
 			const uint64_t *src = (const uint64_t *)s;
 			uint64_t *dst = (uint64_t *)&sum;
@@ -371,8 +373,10 @@ int main(int argc, char **argv)
 		cws[i] = ms_chat_worker_create(chat, i);
 		workers[i] = ms_worker_create(&cfg, i, cpu, fds, nfd, &handlers,
 					      ms_net_ext_size(), cws[i], hub);
-		if (workers[i] && i == 0 && nopts.admin_kind >= 0)
+		if (workers[i] && i == 0 && nopts.admin_kind >= 0) {
 			ms_worker_keep_listening(workers[i], nopts.admin_kind);
+			ms_worker_reserve(workers[i], nopts.admin_kind, cfg.admin_max_conns);
+		}
 		if (!workers[i] || (ret = ms_worker_start(workers[i])) != 0) {
 			ms_err("worker %u failed to start: %s", i, strerror(workers[i] ? -ret : ENOMEM));
 			if (workers[i])

@@ -95,6 +95,9 @@ static const family families[] = {
 	  ST(rate_limited), 0 },
 	{ "mezon_rate_limit_closes_total", "counter", "connections closed 1008 for rate-limit abuse",
 	  ST(rate_closes), 0 },
+	{ "mezon_admin_evictions_total", "counter",
+	  "idle admin connections closed to make room for a new one (--admin-max-conns)",
+	  ST(admin_evictions), 0 },
 };
 
 /* Errors by kind: one family with a kind label. */

@@ -68,6 +68,7 @@ typedef struct ms_worker_stats {
 	uint64_t pending_bytes; /* gauge: output queued on this worker now */
 	/* admission */
 	uint64_t handshake_ip_rejects; /* over --max-handshakes-per-ip (503 / TLS: closed) */
+	uint64_t admin_evictions; /* idle admin connections closed for a new one */
 } ms_worker_stats;
 
 /* Latency histograms kept per worker (merged on dump, DESIGN §9). */
@@ -124,6 +125,11 @@ typedef struct ms_handlers {
 	 * has the most: close it (as a slow consumer); it is not offered again.
 	 * May be NULL (core aborts c). */
 	void (*on_shed)(ms_worker *w, ms_conn *c);
+	/* The budget of a reserved listener (ms_worker_reserve) is full and c
+	 * is the oldest of its open connections: close c and return true, or
+	 * return false to keep it (busy: an answer is on its way), and the
+	 * next oldest is offered. May be NULL (core aborts c). */
+	bool (*on_evict)(ms_worker *w, ms_conn *c);
 } ms_handlers;
 
 #define MS_XFORM_CHUNK 16384 /* one TLS record of plaintext */
@@ -162,6 +168,14 @@ uint32_t ms_worker_now(const ms_worker *w);
  * admin listener: health checks see 503 and metrics stay readable for the
  * whole drain). */
 void ms_worker_keep_listening(ms_worker *w, int l);
+/* Listener l (the admin listener) gets a budget of its own: n open
+ * connections (1..1024), neither counted in the --max-conns share nor
+ * refused by it, with room in the pool and the descriptor table for as
+ * many again while they close. Its peer addresses are not read. When n are
+ * open, a new connection makes the oldest that on_evict lets go close; with
+ * all 2n slots held, new connections wait in the listen backlog until one
+ * is freed. One listener per worker; before ms_worker_start. */
+void ms_worker_reserve(ms_worker *w, int l, uint32_t n);
 
 /* A worker's figures at one moment (metrics, histogram dumps). */
 typedef struct ms_worker_snap {

@@ -979,6 +979,18 @@ static void h_shed(ms_worker *w, ms_conn *c)
 	slow_close(w, c);
 }
 
+/* The admin listener's budget is full: an idle connection (not waiting on
+ * a cross-core answer such as a metrics round or a publish's seq) makes
+ * room for the new one, which may be the health check that must answer. */
+static bool h_evict(ms_worker *w, ms_conn *c)
+{
+	if (ms_admin_waiting(c))
+		return false;
+	ms_debug("conn %u: idle admin connection closed for a new one", c->idx);
+	ms_conn_close(w, c, MS_CLOSE_ABORT);
+	return true;
+}
+
 const ms_handlers ms_net_handlers = {
 	.on_open = h_open,
 	.on_data = h_data,
@@ -988,4 +1000,5 @@ const ms_handlers ms_net_handlers = {
 	.on_drain = h_drain,
 	.on_transform = h_transform,
 	.on_shed = h_shed,
+	.on_evict = h_evict,
 };

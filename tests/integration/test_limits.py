@@ -5,10 +5,11 @@ split, LOCAL, missing, malformed) counted per the header's address,
 --max-conns-per-user with a burst of parallel connects, --allowed-origins,
 --rate-limit (429, then close 1008), the handshake deadline against
 slowloris (408, dribbled bytes), --max-pending-total (largest stalled reader
-closed first, others unharmed), the overload 503, and handshakes per
-source address (idle sockets from 127.0.0.2 do not lock out 127.0.0.1).
-Each case checks that an innocent client on the same server keeps working,
-and the stats line the server prints at exit.
+closed first, others unharmed), the overload 503, handshakes per source
+address (idle sockets from 127.0.0.2 do not lock out 127.0.0.1) and the
+admin listener's own budget (idle admin connections evicted oldest first,
+/healthz answered). Each case checks that an innocent client on the same
+server keeps working, and the stats line the server prints at exit.
 
 Usage: test_limits.py SERVER_BINARY [SOURCE_DIR] [-k SUBSTRING]
 """
@@ -207,7 +208,7 @@ def test_refused_connections_do_not_count():
         assert t["ip_rejects"] + t["rejects"] == 190 and t["ip_rejects"] >= 150, t
 
 
-# ---- handshakes per IP -----------------------------------------------------------
+# ---- handshakes per IP and the admin budget --------------------------------------
 
 def admin_get(srv, path, timeout=5.0):
     """GET path on the admin listener: (status, body)."""
@@ -282,6 +283,37 @@ def test_handshakes_per_ip():
         t = totals(srv, *held)
         assert t["handshake_ip_rejects"] >= refused + 2 and t["ip_rejects"] == 0, t
         assert t["rejects"] == 136 - refused, t
+
+
+def test_admin_budget():
+    """330 idle connections to the admin listener (--admin-max-conns 32):
+    the oldest idle ones are closed as new ones come, /healthz still
+    answers within a second, and the public listener, whose pool they never
+    touch, still upgrades (--max-conns 200: 100 slots a worker)."""
+    with mstest.Server("--max-conns", "200") as srv:
+        idle = [mstest.tcp(srv.admin_port) for _ in range(330)]
+        t0 = time.monotonic()
+        st, body = admin_get(srv, "/healthz", timeout=1.0)
+        assert (st, body) == (200, b"ok\n") and time.monotonic() - t0 < 1.0, (st, body)
+        # Every public attempt (spread over both workers) upgrades.
+        for i in range(20):
+            with Chat(srv.port, 100 + i) as c:
+                c.ok(op="ping")
+        # The oldest were closed for the newer ones, oldest first (the
+        # /healthz connection closed one more); the newest are still open.
+        def gone(s):
+            try:
+                return select.select([s], [], [], 0)[0] and not s.recv(1)
+            except ConnectionResetError:
+                return True
+        closed = [s for s in idle if gone(s)]
+        assert closed == idle[:299], len(closed)
+        # (This request finds 31 open: the answered /healthz is closing.)
+        assert metric(srv, "mezon_admin_evictions_total") == 299
+        for s in idle:
+            s.close()
+        t = totals(srv)
+        assert t["admin_evictions"] == 299 and t["rejects"] == 0, t
 
 
 # ---- PROXY protocol ---------------------------------------------------------------

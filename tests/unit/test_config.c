@@ -126,6 +126,7 @@ static const struct flag_case cases[] = {
 	{ "rate-limit", "off", "100,20", NULL, { 0 }, { "100", "0,5", "5,0", "1,2,3" } },
 	{ "max-pending-total", "0", "512", NULL, { 0 }, { "4194305", "many" } },
 	{ "max-handshakes-per-ip", "0", "100", NULL, { 0 }, { "4194305", "-1", "x" } },
+	{ "admin-max-conns", "32", "1", NULL, { 0 }, { "0", "1025", "x" } },
 };
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
 
