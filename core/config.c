@@ -159,6 +159,11 @@ static const struct opt opts[] = {
 	  "--hist-interval and at exit); without it only summary lines are logged", NULL, 0 },
 	{ "hist-interval", K_U32, O(hist_interval), 0, 86400, "0",
 	  "seconds between periodic histogram dumps (0 = only on SIGUSR1 and at exit)", NULL, 0 },
+	/* admission */
+	{ "max-handshakes-per-ip", K_U32, O(max_handshakes_per_ip), 0, 1u << 22, "0",
+	  "public connections per source address still handshaking (accepted, no 101 yet), all workers together (more: 503); 0 = auto: --max-conns/16 within 64..8192", NULL, 0 },
+	{ "admin-max-conns", K_U32, O(admin_max_conns), 1, 1024, "32",
+	  "admin listener connections, outside --max-conns (full: a new one closes the oldest idle one)", NULL, 0 },
 };
 #undef O
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))

@@ -86,6 +86,9 @@ typedef struct ms_config {
 	char api_key_file[256];
 	char hist_dir[256];      /* "" = summaries in the log only */
 	uint32_t hist_interval;  /* seconds between dumps, 0 = only SIGUSR1 and exit */
+	/* admission */
+	uint32_t max_handshakes_per_ip; /* 0 = auto (ms_handshake_limit) */
+	uint32_t admin_max_conns;       /* admin listener's own budget */
 } ms_config;
 
 /* Fill *cfg with defaults, then the file of --config FILE (if given), then

@@ -26,7 +26,8 @@ enum {
 	MS_CONN_F_RECV = 1 << 0,     /* multishot recv armed */
 	MS_CONN_F_SEND = 1 << 1,     /* a send is in flight */
 	MS_CONN_F_DIRTY = 1 << 2,    /* on the flush list */
-	MS_CONN_F_CLOSING = 1 << 3,  /* no more input to the protocol layer */
+	MS_CONN_F_CLOSING = 1 << 3,  /* no more input to the protocol layer (set by
+	                              * worker.c's mark_closing only: it counts them) */
 	MS_CONN_F_FLUSH = 1 << 4,    /* close once the output queue drains */
 	MS_CONN_F_LINGER = 1 << 5,   /* FIN sent, reading to EOF before close */
 	MS_CONN_F_DEAD = 1 << 6,     /* teardown started: cancels in flight */

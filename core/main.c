@@ -155,7 +155,8 @@ static void print_stats(ms_worker **w, uint32_t n)
 			"cq_overflows=%llu stale=%llu ip_rejects=%llu user_rejects=%llu "
 			"origin_rejects=%llu rate_limited=%llu rate_closes=%llu http_timeouts=%llu "
 			"proxy_rejects=%llu overload_503=%llu pending_cap_closes=%llu "
-			"input_pauses=%llu conn_pauses=%llu enters_per_msg=%.4f",
+			"input_pauses=%llu conn_pauses=%llu enters_per_msg=%.4f handshake_ip_rejects=%llu "
+			"admin_evictions=%llu",
 			label,
 			(unsigned long long)s->accepts, (unsigned long long)s->max_conns,
 			(unsigned long long)s->rejects, (unsigned long long)s->closes,
@@ -173,7 +174,9 @@ static void print_stats(ms_worker **w, uint32_t n)
 			(unsigned long long)s->rate_limited, (unsigned long long)s->rate_closes,
 			(unsigned long long)s->http_timeouts, (unsigned long long)s->proxy_rejects,
 			(unsigned long long)s->overload_503, (unsigned long long)s->pending_cap_closes,
-			(unsigned long long)s->input_pauses, (unsigned long long)s->conn_pauses, per);
+			(unsigned long long)s->input_pauses, (unsigned long long)s->conn_pauses, per,
+			(unsigned long long)s->handshake_ip_rejects,
+			(unsigned long long)s->admin_evictions);
 		if (i < n) {
 			const uint64_t *src = (const uint64_t *)s;
 			uint64_t *dst = (uint64_t *)&sum;
@@ -322,6 +325,10 @@ int main(int argc, char **argv)
 		nopts.per_ip = ms_climit_create(cfg.max_conns_per_ip);
 	if (cfg.max_conns_per_user)
 		nopts.per_user = ms_climit_create(cfg.max_conns_per_user);
+	uint32_t handshakes = ms_handshake_limit(cfg.max_handshakes_per_ip, cfg.max_conns);
+	nopts.per_handshake = ms_climit_create(handshakes);
+	ms_info("at most %u connections per source address may be handshaking at once "
+		"(--max-handshakes-per-ip)", handshakes);
 	ms_net_configure(&nopts);
 
 	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, cfg.mailbox_slots);
@@ -366,8 +373,10 @@ int main(int argc, char **argv)
 		cws[i] = ms_chat_worker_create(chat, i);
 		workers[i] = ms_worker_create(&cfg, i, cpu, fds, nfd, &handlers,
 					      ms_net_ext_size(), cws[i], hub);
-		if (workers[i] && i == 0 && nopts.admin_kind >= 0)
+		if (workers[i] && i == 0 && nopts.admin_kind >= 0) {
 			ms_worker_keep_listening(workers[i], nopts.admin_kind);
+			ms_worker_reserve(workers[i], nopts.admin_kind, cfg.admin_max_conns);
+		}
 		if (!workers[i] || (ret = ms_worker_start(workers[i])) != 0) {
 			ms_err("worker %u failed to start: %s", i, strerror(workers[i] ? -ret : ENOMEM));
 			if (workers[i])
@@ -451,6 +460,7 @@ stop:
 	ms_tls_ctx_destroy(tls);
 	ms_climit_destroy(nopts.per_ip);
 	ms_climit_destroy(nopts.per_user);
+	ms_climit_destroy(nopts.per_handshake);
 	for (int k = 0; k < nopts.nsecrets; k++)
 		if (nopts.secrets[k].p != cfg.secret)
 			free((void *)nopts.secrets[k].p);

@@ -100,6 +100,9 @@ static const family families[] = {
 	  ST(rate_limited), 0 },
 	{ "mezon_rate_limit_closes_total", "counter", "connections closed 1008 for rate-limit abuse",
 	  ST(rate_closes), 0 },
+	{ "mezon_admin_evictions_total", "counter",
+	  "idle admin connections closed to make room for a new one (--admin-max-conns)",
+	  ST(admin_evictions), 0 },
 };
 
 /* Errors by kind: one family with a kind label. */
@@ -120,6 +123,7 @@ static const errkind errkinds[] = {
 	{ "origin", ST(origin_rejects) },
 	{ "http_timeout", ST(http_timeouts) },
 	{ "proxy_header", ST(proxy_rejects) },
+	{ "handshake_ip_limit", ST(handshake_ip_rejects) },
 };
 
 static uint64_t field(const ms_worker_snap *s, size_t off, int is32)

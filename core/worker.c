@@ -24,6 +24,7 @@
 #include "core/hist.h"
 #include "core/metrics.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -48,7 +49,7 @@
 #define PKT_COPY_MAX 512      /* shared packets up to this size are copied */
 #define LINGER_SECONDS 2
 #define FLUSH_SECONDS 10      /* a closing peer that will not read */
-#define ACCEPT_SLACK 128      /* slots above the cap, to answer 503 */
+#define ACCEPT_SLACK 128      /* slots above the cap: to answer 503, and closing ones */
 /* Overload (issue 7). Outbound mailbox backlog, in overflowed batches (one
  * per target per iteration that found the ring full): at
  * --mailbox-high-water the worker stops parsing client input, at an eighth
@@ -96,6 +97,7 @@ struct ms_worker {
 	ms_wheel wheel;
 	uint32_t cap;       /* connections served; above it: 503 */
 	uint32_t live;      /* allocated slots */
+	uint32_t nclosing;  /* public connections closing, not yet freed */
 
 	uint32_t *dirty, ndirty;
 	uint32_t *rearm, nrearm;
@@ -145,6 +147,11 @@ struct ms_worker {
 	bool over_hard;            /* a listed connection passed the hard cap */
 	uint64_t pending_share;    /* this worker's --max-pending-total */
 	uint64_t shed_scan_ns;     /* no shed scan before this */
+	/* The reserved (admin) listener's own budget (ms_worker_reserve). */
+	int rsv_kind;              /* its listener index, -1: none */
+	uint32_t rsv_max;          /* its open connections before one is evicted */
+	uint32_t *rsv, nrsv;       /* its slots in accept order (at most 2 * rsv_max) */
+	uint32_t table_max;        /* descriptor table entries allowed (RLIMIT_NOFILE) */
 
 	pthread_mutex_t lock; /* start handshake only */
 	pthread_cond_t cond;
@@ -560,10 +567,20 @@ static void arm_recv(ms_worker *w, ms_conn *c)
 	c->inflight++;
 }
 
+/* The reserved (admin) listener accepts one connection per arming: a
+ * multishot accept would post its whole backlog at once (330 idle
+ * connections in one batch), more than its budget can take before the
+ * connections it evicts are freed. One at a time, the rest wait in the
+ * kernel's backlog until a slot is free, and none is dropped; an SQE per
+ * admin connection costs nothing at its rates. */
 static void arm_accept(ms_worker *w, int l)
 {
 	struct io_uring_sqe *sqe = sqe_get(w);
-	io_uring_prep_multishot_accept_direct(sqe, w->listen_fd[l], NULL, NULL, 0);
+	if (l == w->rsv_kind)
+		io_uring_prep_accept_direct(sqe, w->listen_fd[l], NULL, NULL, 0,
+					    IORING_FILE_INDEX_ALLOC - 1);
+	else
+		io_uring_prep_multishot_accept_direct(sqe, w->listen_fd[l], NULL, NULL, 0);
 	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_ACCEPT, (uint32_t)l, 0));
 	w->accept_armed[l] = true;
 	w->accept_parked = false;
@@ -668,11 +685,23 @@ static void maybe_finish(ms_worker *w, ms_conn *c)
 	w->freeq[w->nfreeq++] = c->idx;
 }
 
+/* A public connection that began closing no longer counts against the
+ * --max-conns share (open_conn) but holds a slot of the slack until freed:
+ * connections refused with a 503, lingering for their client's EOF for up
+ * to LINGER_SECONDS, must not make the server refuse the next ones. */
+static void mark_closing(ms_worker *w, ms_conn *c)
+{
+	if (!(c->flags & MS_CONN_F_CLOSING) && (int)c->kind != w->rsv_kind)
+		w->nclosing++;
+	c->flags |= MS_CONN_F_CLOSING;
+}
+
 static void teardown(ms_worker *w, ms_conn *c)
 {
 	if (c->flags & MS_CONN_F_DEAD)
 		return;
-	c->flags |= MS_CONN_F_DEAD | MS_CONN_F_CLOSING;
+	mark_closing(w, c);
+	c->flags |= MS_CONN_F_DEAD;
 	ms_wheel_set(&w->wheel, &w->pool, c, 0);
 	if (c->flags & MS_CONN_F_RECV)
 		submit_cancel(w, ms_udata(MS_OP_RECV, c->idx, c->gen));
@@ -707,7 +736,7 @@ void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
 {
 	if (c->flags & MS_CONN_F_DEAD)
 		return;
-	c->flags |= MS_CONN_F_CLOSING;
+	mark_closing(w, c);
 	if (mode == MS_CLOSE_ABORT) {
 		teardown(w, c);
 		return;
@@ -990,17 +1019,28 @@ static void on_send(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 	maybe_finish(w, c);
 }
 
-/* Over the --max-conns share, or overloaded (mailbox backlog, queued
- * output): the protocol layer answers 503 and closes. */
+/* Slots the public listeners hold (the reserved listener's count apart). */
+static uint32_t public_live(const ms_worker *w)
+{
+	return w->live - w->nrsv;
+}
+
+/* Over the --max-conns share (connections open or handshaking; closing
+ * ones sit in the slack), or overloaded (mailbox backlog, queued output):
+ * the protocol layer answers 503 and closes. The reserved listener is
+ * never over: it has its own budget (rsv_admit). */
 static void open_conn(ms_worker *w, ms_conn *c)
 {
-	bool over = w->live > w->cap;
-	if (!over && ms_worker_overloaded(w)) {
-		over = true;
-		w->st.overload_503++;
+	bool over = false;
+	if ((int)c->kind != w->rsv_kind) {
+		over = public_live(w) - w->nclosing > w->cap;
+		if (!over && ms_worker_overloaded(w)) {
+			over = true;
+			w->st.overload_503++;
+		}
+		if (over)
+			w->st.rejects++;
 	}
-	if (over)
-		w->st.rejects++;
 	arm_recv(w, c);
 	w->h->on_open(w, c, over);
 }
@@ -1011,7 +1051,7 @@ static void on_peer(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 	c->inflight--;
 	if (c->flags & MS_CONN_F_CLOSING) {
 		teardown(w, c);
-	} else if (cqe->res < 0) {
+	} else if (cqe->res < 0 && (cqe->res == -ENOTCONN || w->cfg->max_conns_per_ip)) {
 		/* ENOTCONN: reset before we looked. Anything else means this
 		 * kernel cannot do it; --max-conns-per-ip then cannot be kept. */
 		if (cqe->res != -ENOTCONN)
@@ -1020,16 +1060,69 @@ static void on_peer(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 		w->st.rejects++;
 		teardown(w, c);
 	} else {
+		if (cqe->res < 0) {
+			/* A kernel without it (before 6.7): the handshake limit,
+			 * which is on by default, goes unkept rather than every
+			 * client being refused. */
+			ms_warn("peer address: %s; --max-handshakes-per-ip not applied",
+				strerror(-cqe->res));
+			memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
+			w->need_peer = false;
+		}
 		open_conn(w, c);
 	}
 	maybe_finish(w, c);
+}
+
+/* An accept on the reserved listener: whether its budget has room. With
+ * rsv_max of its connections open (not closing), the oldest that the
+ * protocol layer lets go (on_evict: not waiting on an answer) is closed
+ * first, so a new one (a health check) is answered at once. The scan walks
+ * the listener's own list of at most 2 * rsv_max slots, only on that
+ * listener's accepts: a few dozen entries, never the pool. With every slot
+ * held (rsv_max closing), there is no room: false. */
+static bool rsv_admit(ms_worker *w)
+{
+	if (w->nrsv >= 2 * w->rsv_max)
+		return false;
+	uint32_t open = 0;
+	for (uint32_t i = 0; i < w->nrsv; i++)
+		open += !(ms_pool_at(&w->pool, w->rsv[i])->flags & MS_CONN_F_CLOSING);
+	if (open < w->rsv_max)
+		return true;
+	for (uint32_t i = 0; i < w->nrsv; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, w->rsv[i]);
+		if (c->flags & MS_CONN_F_CLOSING)
+			continue;
+		bool gone = true;
+		if (w->h->on_evict)
+			gone = w->h->on_evict(w, c);
+		else
+			ms_conn_close(w, c, MS_CLOSE_ABORT);
+		if (gone) {
+			w->st.admin_evictions++;
+			break;
+		}
+	}
+	return true; /* none let go (all busy): this one is served over the budget */
+}
+
+static void rsv_remove(ms_worker *w, uint32_t idx)
+{
+	for (uint32_t i = 0; i < w->nrsv; i++)
+		if (w->rsv[i] == idx) {
+			memmove(&w->rsv[i], &w->rsv[i + 1], (w->nrsv - i - 1) * sizeof(w->rsv[0]));
+			w->nrsv--;
+			return;
+		}
 }
 
 static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
 		w->accept_armed[l] = false;
-		w->st.accept_stops++;
+		if ((int)l != w->rsv_kind)
+			w->st.accept_stops++; /* its accept is one-shot by design */
 	}
 	if (cqe->res < 0) {
 		if (cqe->res == -ENFILE || cqe->res == -EMFILE || cqe->res == -ENOMEM)
@@ -1041,9 +1134,17 @@ static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 		return;
 	}
 	int fidx = cqe->res;
+	bool rsv = (int)l == w->rsv_kind;
+	if (rsv && !rsv_admit(w)) {
+		close_fidx(w, fidx);
+		return;
+	}
 	/* Accepted while draining (raced the listener's close, or the kept
-	 * admin listener): served, so it gets an answer (503 / health). */
-	ms_conn *c = ms_pool_alloc(&w->pool);
+	 * admin listener): served, so it gets an answer (503 / health). The
+	 * public listeners share the pool up to the cap and its slack only,
+	 * so the reserved listener's slots stay free for it. */
+	bool room = rsv || public_live(w) < w->cap + ACCEPT_SLACK;
+	ms_conn *c = room ? ms_pool_alloc(&w->pool) : NULL;
 	if (!c) {
 		close_fidx(w, fidx);
 		w->st.rejects++;
@@ -1058,7 +1159,9 @@ static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 	w->st.accepts++;
 	if (w->live > w->st.max_conns)
 		w->st.max_conns = w->live;
-	if (w->need_peer)
+	if (rsv)
+		w->rsv[w->nrsv++] = c->idx;
+	if (w->need_peer && !rsv)
 		submit_peer(w, c); /* opened when the address is in */
 	else
 		open_conn(w, c);
@@ -1128,7 +1231,8 @@ static void rearm_stopped(ms_worker *w)
 	if ((!w->accept_parked || w->pool.used < w->pool.cap) &&
 	    w->now_s >= w->accept_retry_at)
 		for (int l = 0; l < w->nlisten; l++)
-			if (!w->accept_armed[l] && w->listen_fd[l] >= 0)
+			if (!w->accept_armed[l] && w->listen_fd[l] >= 0 &&
+			    (l != w->rsv_kind || w->nrsv < 2 * w->rsv_max))
 				arm_accept(w, l);
 }
 
@@ -1213,6 +1317,12 @@ static void free_closed(ms_worker *w)
 		}
 		w->h->on_free(w, c);
 		memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
+		if ((int)c->kind == w->rsv_kind)
+			rsv_remove(w, c->idx);
+		else {
+			assert(w->nclosing > 0); /* every freed slot went through teardown */
+			w->nclosing--;
+		}
 		c->fidx = -1;
 		ms_pool_free(&w->pool, c);
 		w->live--;
@@ -1427,6 +1537,22 @@ void ms_worker_keep_listening(ms_worker *w, int l)
 {
 	if (l >= 0 && l < MS_MAX_LISTENERS)
 		w->keep_listen |= 1u << l;
+}
+
+void ms_worker_reserve(ms_worker *w, int l, uint32_t n)
+{
+	if (l < 0 || l >= w->nlisten || n == 0)
+		return;
+	if (n > 1024)
+		n = 1024;
+	w->rsv_kind = l;
+	w->rsv_max = n;
+	/* The descriptor table (one per ring, capped at RLIMIT_NOFILE) holds
+	 * this budget twice over beside the public share and its slack. */
+	uint32_t keep = ACCEPT_SLACK + 2 * n;
+	uint32_t room = w->table_max > keep ? w->table_max - keep : 1;
+	if (w->cap > room)
+		w->cap = room;
 }
 
 void ms_worker_snapshot(ms_worker *w, ms_worker_snap *out)
@@ -1681,7 +1807,7 @@ static void *thread_main(void *arg)
 	ms_numa_thread_policy(w->cfg->numa_node, w->cpu);
 	/* Everything below is allocated after pinning: first touch puts it on
 	 * this CPU's NUMA node. */
-	uint32_t slots = w->cap + ACCEPT_SLACK;
+	uint32_t slots = w->cap + ACCEPT_SLACK + 2 * w->rsv_max;
 	uint32_t cq = 2 * slots;
 	if (cq < 4096)
 		cq = 4096;
@@ -1713,6 +1839,8 @@ static void *thread_main(void *arg)
 		w->overq = slot_array(w, sizeof(uint32_t));
 		w->resumeq = slot_array(w, sizeof(uint32_t));
 		w->peer = slot_array(w, sizeof(w->peer[0]));
+		if (w->rsv_max)
+			w->rsv = xmalloc(2 * w->rsv_max * sizeof(w->rsv[0]));
 		w->xform_buf = xmalloc(MS_XFORM_CHUNK);
 		for (int i = 0; i < MS_HIST_COUNT; i++)
 			ms_hist_init(&w->hist[i]);
@@ -1726,11 +1854,11 @@ static void *thread_main(void *arg)
 		set_start_state(w, ret);
 		return NULL;
 	}
-	ms_info("worker %u: cpu %d, ring %s%s, %u connections (+%u to answer 503), "
+	ms_info("worker %u: cpu %d, ring %s%s, %u connections (+%u to answer 503, +%u admin), "
 		"%u x %u B recv buffers", w->id, w->cpu,
 		(w->ring.setup_flags & IORING_SETUP_DEFER_TASKRUN) ? "defer_taskrun" :
 		(w->ring.setup_flags & IORING_SETUP_COOP_TASKRUN) ? "coop_taskrun" : "plain",
-		w->ring.min_timeout ? "+min_wait" : "", w->cap, ACCEPT_SLACK,
+		w->ring.min_timeout ? "+min_wait" : "", w->cap, ACCEPT_SLACK, w->rsv_max,
 		w->cfg->recv_bufs, w->cfg->recv_buf_size);
 	set_start_state(w, 1);
 	run(w);
@@ -1772,8 +1900,12 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 	if (share + ACCEPT_SLACK > table_max)
 		share = table_max - ACCEPT_SLACK;
 	w->cap = share;
-	/* limits (issue 7) */
-	w->need_peer = cfg->max_conns_per_ip && !cfg->proxy_protocol;
+	w->table_max = table_max;
+	w->rsv_kind = -1;
+	/* limits (issue 7). Both per-address limits key on the peer address,
+	 * and --max-handshakes-per-ip is always on; with --proxy-protocol the
+	 * header's source counts instead. */
+	w->need_peer = !cfg->proxy_protocol;
 	uint64_t total = (uint64_t)cfg->max_pending_total << 20;
 	if (!total) {
 		long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
@@ -1889,6 +2021,7 @@ void ms_worker_destroy(ms_worker *w)
 		free(k);
 	}
 	free(w->xform_buf);
+	free(w->rsv);
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->cond);
 	free(w);

@@ -68,6 +68,9 @@ typedef struct ms_worker_stats {
 	uint64_t pending_bytes; /* gauge: output queued on this worker now */
 	uint64_t input_bytes;   /* gauge: unparsed input kept on this worker now */
 	uint64_t conn_pauses;   /* times one connection's input was paused */
+	/* admission */
+	uint64_t handshake_ip_rejects; /* over --max-handshakes-per-ip (503 / TLS: closed) */
+	uint64_t admin_evictions; /* idle admin connections closed for a new one */
 } ms_worker_stats;
 
 /* Latency histograms kept per worker (merged on dump, DESIGN §9). */
@@ -129,6 +132,11 @@ typedef struct ms_handlers {
 	 * point of the loop, never from inside an ms_conn_* call. May be NULL
 	 * (core aborts c). */
 	void (*on_shed)(ms_worker *w, ms_conn *c);
+	/* The budget of a reserved listener (ms_worker_reserve) is full and c
+	 * is the oldest of its open connections: close c and return true, or
+	 * return false to keep it (busy: an answer is on its way), and the
+	 * next oldest is offered. May be NULL (core aborts c). */
+	bool (*on_evict)(ms_worker *w, ms_conn *c);
 } ms_handlers;
 
 #define MS_XFORM_CHUNK 16384 /* one TLS record of plaintext */
@@ -167,6 +175,14 @@ uint32_t ms_worker_now(const ms_worker *w);
  * admin listener: health checks see 503 and metrics stay readable for the
  * whole drain). */
 void ms_worker_keep_listening(ms_worker *w, int l);
+/* Listener l (the admin listener) gets a budget of its own: n open
+ * connections (1..1024), neither counted in the --max-conns share nor
+ * refused by it, with room in the pool and the descriptor table for as
+ * many again while they close. Its peer addresses are not read. When n are
+ * open, a new connection makes the oldest that on_evict lets go close; with
+ * all 2n slots held, new connections wait in the listen backlog until one
+ * is freed. One listener per worker; before ms_worker_start. */
+void ms_worker_reserve(ms_worker *w, int l, uint32_t n);
 
 /* A worker's figures at one moment (metrics, histogram dumps). */
 typedef struct ms_worker_snap {
@@ -302,7 +318,7 @@ void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds);
 
 /* c's peer address (AF_INET or AF_INET6), or NULL when unknown: the worker
  * reads it (one IORING_OP_URING_CMD getsockopt(SO_PEERNAME) before on_open)
- * only with --max-conns-per-ip and without --proxy-protocol. */
+ * for the per-address limits, on public listeners without --proxy-protocol. */
 const struct sockaddr *ms_conn_peer(ms_worker *w, ms_conn *c);
 /* Replace it (the source address of a PROXY protocol header). */
 void ms_conn_set_peer(ms_worker *w, ms_conn *c, const struct sockaddr *sa, socklen_t len);

@@ -219,6 +219,15 @@ size_t ms_climit_keys(ms_climit *t)
 	return n;
 }
 
+uint32_t ms_handshake_limit(uint32_t flag, uint32_t max_conns)
+{
+	if (flag)
+		return flag;
+	uint32_t n = max_conns / 16;
+	return n < MS_HANDSHAKES_AUTO_MIN ? MS_HANDSHAKES_AUTO_MIN :
+	       n > MS_HANDSHAKES_AUTO_MAX ? MS_HANDSHAKES_AUTO_MAX : n;
+}
+
 /* ---- token bucket ---------------------------------------------------------- */
 
 void ms_bucket_init(ms_bucket *b, const ms_rate *r, uint32_t now_ms)

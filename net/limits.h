@@ -1,10 +1,10 @@
 /*
  * Admission and rate limits of the public listeners (issue 7):
  *   - ms_climit: a process-wide table of live connections per key (source
- *     address for --max-conns-per-ip, user id for --max-conns-per-user),
- *     exact across workers: a check and its increment are one step under
- *     the key's shard lock, so a burst of parallel connects cannot race
- *     past the limit. Any thread.
+ *     address for --max-conns-per-ip and --max-handshakes-per-ip, user id
+ *     for --max-conns-per-user), exact across workers: a check and its
+ *     increment are one step under the key's shard lock, so a burst of
+ *     parallel connects cannot race past the limit. Any thread.
  *   - ms_bucket: a per-connection token bucket (--rate-limit), owner's
  *     thread only, on the worker's coarse clock.
  *   - ms_origin_allowed: the --allowed-origins check.
@@ -50,6 +50,12 @@ uint32_t ms_climit_count(ms_climit *t, const ms_lkey *k);
 size_t ms_climit_keys(ms_climit *t);
 /* Bytes the table holds: buckets and entries (tests: it shrinks back). */
 size_t ms_climit_bytes(ms_climit *t);
+
+/* --max-handshakes-per-ip as applied: `flag`, or for 0 (auto) max_conns/16
+ * within [MS_HANDSHAKES_AUTO_MIN, MS_HANDSHAKES_AUTO_MAX]. */
+#define MS_HANDSHAKES_AUTO_MIN 64u
+#define MS_HANDSHAKES_AUTO_MAX 8192u
+uint32_t ms_handshake_limit(uint32_t flag, uint32_t max_conns);
 
 /* Token bucket in units of the caller's choosing: refilled by `per_ms`
  * units per millisecond up to `cap`, a request taking `cost`. Messages use

@@ -36,7 +36,7 @@ enum { ST_HTTP = 0, ST_OPEN, ST_CLOSING };
 enum { ROUTE_NONE = 0, ROUTE_CHAT, ROUTE_ECHO, ROUTE_ROOM };
 /* net_conn.lim: what the connection holds in the limit tables, and
  * whether its PROXY header is still awaited. */
-enum { L_IP_HELD = 1, L_USER_HELD = 2, L_PROXY_WAIT = 4 };
+enum { L_IP_HELD = 1, L_USER_HELD = 2, L_PROXY_WAIT = 4, L_HS_HELD = 8 };
 
 static ms_net_opts opts;
 
@@ -692,6 +692,20 @@ static int route_of(const ms_config *cfg, ms_str path)
 	return ROUTE_NONE;
 }
 
+/* The 101 is queued, or c is freed without one: it no longer counts as
+ * handshaking from its address. */
+static void handshake_done(ms_worker *w, ms_conn *c)
+{
+	net_conn *x = X(c);
+	const struct sockaddr *sa = ms_conn_peer(w, c);
+	ms_lkey k;
+	if (!(x->lim & L_HS_HELD))
+		return;
+	x->lim &= (uint8_t)~L_HS_HELD;
+	if (sa && ms_lkey_addr(&k, sa))
+		ms_climit_release(opts.per_handshake, &k);
+}
+
 static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 {
 	const ms_config *cfg = ms_worker_config(w);
@@ -797,6 +811,7 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 	ms_conn_write(w, c, out, (size_t)n);
 	ms_worker_stats_of(w)->upgrades++;
 	c->state = ST_OPEN;
+	handshake_done(w, c);
 	x->route = (uint8_t)route;
 	if (opts.chat && route == ROUTE_CHAT) {
 		x->opened = 1;
@@ -816,28 +831,44 @@ static bool is_tls(ms_conn *c)
 	return opts.tls && c->kind == opts.tls_kind;
 }
 
-/* --max-conns-per-ip: count c under its source address (the PROXY
- * header's, else the peer's). Over the limit: 503 and close (TLS: close,
- * as a 503 needs a TLS session first). Unknown address (PROXY LOCAL or
- * UNKNOWN): not counted. */
+/* Count c under its source address (the PROXY header's, else the peer's):
+ * for --max-conns-per-ip while it lives, for --max-handshakes-per-ip until
+ * its 101. Over either: 503 and close (TLS: close, as a 503 needs a TLS
+ * session first). Unknown address (PROXY LOCAL or UNKNOWN): not counted. */
 static bool admit_ip(ms_worker *w, ms_conn *c)
 {
 	const struct sockaddr *sa = ms_conn_peer(w, c);
 	ms_lkey k;
-	if (!opts.per_ip || !sa || !ms_lkey_addr(&k, sa))
+	if (!sa || !ms_lkey_addr(&k, sa))
 		return true;
-	if (ms_climit_acquire(opts.per_ip, &k) == 0) {
-		X(c)->lim |= L_IP_HELD;
-		return true;
+	ms_worker_stats *st = ms_worker_stats_of(w);
+	const char *flag = NULL, *body = NULL;
+	if (opts.per_ip) {
+		if (ms_climit_acquire(opts.per_ip, &k) == 0) {
+			X(c)->lim |= L_IP_HELD;
+		} else {
+			st->ip_rejects++;
+			flag = "--max-conns-per-ip";
+			body = "too many connections from this address\n";
+		}
 	}
+	if (!flag && opts.per_handshake) {
+		if (ms_climit_acquire(opts.per_handshake, &k) == 0) {
+			X(c)->lim |= L_HS_HELD;
+		} else {
+			st->handshake_ip_rejects++;
+			flag = "--max-handshakes-per-ip";
+			body = "too many handshakes from this address\n";
+		}
+	}
+	if (!flag)
+		return true; /* h_free gives back what is held */
 	char text[64];
-	ms_debug("conn %u: over --max-conns-per-ip for %s", c->idx,
-		 ms_lkey_addr_text(&k, text, sizeof(text)));
-	ms_worker_stats_of(w)->ip_rejects++;
+	ms_debug("conn %u: over %s for %s", c->idx, flag, ms_lkey_addr_text(&k, text, sizeof(text)));
 	if (is_tls(c))
 		ms_conn_close(w, c, MS_CLOSE_ABORT);
 	else
-		respond_503(w, c, "too many connections from this address\n");
+		respond_503(w, c, body);
 	return false;
 }
 
@@ -1073,6 +1104,7 @@ static void h_free(ms_worker *w, ms_conn *c)
 		ms_lkey k = ms_lkey_uid(x->uid);
 		ms_climit_release(opts.per_user, &k);
 	}
+	handshake_done(w, c);
 	ms_lkey k;
 	const struct sockaddr *sa = ms_conn_peer(w, c);
 	if ((x->lim & L_IP_HELD) && sa && ms_lkey_addr(&k, sa))
@@ -1112,6 +1144,18 @@ static void h_shed(ms_worker *w, ms_conn *c)
 	slow_close(w, c);
 }
 
+/* The admin listener's budget is full: an idle connection (not waiting on
+ * a cross-core answer such as a metrics round or a publish's seq) makes
+ * room for the new one, which may be the health check that must answer. */
+static bool h_evict(ms_worker *w, ms_conn *c)
+{
+	if (ms_admin_waiting(c))
+		return false;
+	ms_debug("conn %u: idle admin connection closed for a new one", c->idx);
+	ms_conn_close(w, c, MS_CLOSE_ABORT);
+	return true;
+}
+
 const ms_handlers ms_net_handlers = {
 	.on_open = h_open,
 	.on_data = h_data,
@@ -1121,4 +1165,5 @@ const ms_handlers ms_net_handlers = {
 	.on_drain = h_drain,
 	.on_transform = h_transform,
 	.on_shed = h_shed,
+	.on_evict = h_evict,
 };

@@ -51,6 +51,7 @@ typedef struct ms_net_opts {
 	/* limits (issue 7): process-wide tables, NULL = no limit */
 	struct ms_climit *per_ip;   /* --max-conns-per-ip */
 	struct ms_climit *per_user; /* --max-conns-per-user */
+	struct ms_climit *per_handshake; /* --max-handshakes-per-ip (always on) */
 } ms_net_opts;
 
 /* Set once by main before the workers start; read-only afterwards. */

@@ -5,16 +5,20 @@ split, LOCAL, missing, malformed) counted per the header's address,
 --max-conns-per-user with a burst of parallel connects, --allowed-origins,
 --rate-limit (429, then close 1008), the handshake deadline against
 slowloris (408, dribbled bytes), --max-pending-total (largest stalled reader
-closed first, others unharmed) and the overload 503. Each case checks that
-an innocent client on the same server keeps working, and the stats line the
-server prints at exit.
+closed first, others unharmed), the overload 503, handshakes per source
+address (idle sockets from 127.0.0.2 do not lock out 127.0.0.1) and the
+admin listener's own budget (idle admin connections evicted oldest first,
+/healthz answered). Each case checks that an innocent client on the same
+server keeps working, and the stats line the server prints at exit.
 
 Usage: test_limits.py SERVER_BINARY [SOURCE_DIR] [-k SUBSTRING]
 """
 import json
 import re
 import os
+import select
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -185,6 +189,131 @@ def test_max_conns_per_ip():
         wait_upgrade(srv.port, "/echo", "a freed per-IP slot", connect=a, keep=held)
         t = totals(srv, *held)
         assert t["ip_rejects"] >= 4, t
+
+
+def test_refused_connections_do_not_count():
+    """Connections refused with a 503 linger up to 3 s for their client's
+    EOF; one that never reads them must not make the server refuse others
+    for capacity meanwhile (--max-conns 200: 100 a worker)."""
+    with mstest.Server("--max-conns", "200", "--max-conns-per-ip", "10") as srv:
+        a = src_tcp("127.0.0.2")
+        attack = [a(srv.port) for _ in range(200)]  # 190 refused, not read
+        time.sleep(1.0 if SLOW else 0.3)  # all accepted
+        for i in range(10):  # on both workers
+            with Chat(srv.port, 1 + i) as real:
+                real.ok(op="ping")
+        t = totals(srv, *attack)
+        # (A worker that took more than its 100 of the burst before opening
+        # any refuses the excess for capacity: they were all handshaking.)
+        assert t["ip_rejects"] + t["rejects"] == 190 and t["ip_rejects"] >= 150, t
+
+
+# ---- handshakes per IP and the admin budget --------------------------------------
+
+def admin_get(srv, path, timeout=5.0):
+    """GET path on the admin listener: (status, body)."""
+    st, _, body = mstest.http_exchange(
+        srv.admin_port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode(), timeout=timeout)
+    return st, body
+
+
+def metric(srv, name, **labels):
+    """The sum over the workers of a /metrics sample with these labels."""
+    st, body = admin_get(srv, "/metrics")
+    assert st == 200, st
+    total = 0.0
+    for m in re.finditer(r"^%s\{([^}]*)\} (\S+)$" % re.escape(name), body.decode(), re.M):
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+def test_handshakes_per_ip():
+    """--max-conns 200: --max-handshakes-per-ip is then 64 (auto). An
+    attacker opens 200 idle TCP connections from 127.0.0.2 and reads
+    nothing: 64 are counted as handshaking, every further one is answered
+    503 at once, and a real client from 127.0.0.1 (another address)
+    upgrades as usual meanwhile. The count is given back at the 101, and
+    at close."""
+    with mstest.Server("--max-conns", "200") as srv:
+        a = src_tcp("127.0.0.2")
+        attack = [a(srv.port) for _ in range(200)]
+        time.sleep(1.0 if SLOW else 0.3)  # all accepted
+        for i in range(10):  # on both workers
+            with Chat(srv.port, 1 + i) as real:
+                real.ok(op="ping")
+        answered = select.select(attack, [], [], 1.0)[0]
+        held = [s for s in attack if s not in answered]
+        assert len(held) == 64, len(held)
+        bodies = []
+        for s in answered:
+            data = recv_until_close(s)
+            st, headers, body = parse_http_response(data)
+            assert st == 503, data[:200]
+            assert 1 <= int(headers["retry-after"]) <= 5, headers
+            bodies.append(body)
+            s.close()
+        # (A worker that took more than its 100 of the burst before opening
+        # any refuses the excess for capacity: they were all handshaking.)
+        refused = bodies.count(b"too many handshakes from this address\n")
+        assert refused + bodies.count(b"over capacity\n") == 136 and refused >= 100, bodies
+        assert not select.select(held, [], [], 0.2)[0], "a held handshake was answered"
+        # Over TLS there is no session to say 503 in: closed.
+        try:
+            mstest.tls_client_context().wrap_socket(a(srv.tls_port), server_hostname="localhost")
+        except (ssl.SSLError, OSError):
+            pass
+        else:
+            raise AssertionError("a TLS handshake over the limit was served")
+        # One of the attacker's handshakes completes: its count goes at the
+        # 101, though the connection stays open, so one more idle one is
+        # taken (and left unanswered), and the one after it is refused.
+        held[0].sendall(upgrade_req("/echo"))
+        assert read_status(held[0]) == 101
+        held.append(a(srv.port))
+        time.sleep(1.0 if SLOW else 0.3)  # counted (the next may reach the other worker)
+        assert not select.select(held[1:], [], [], 0)[0], "a held handshake was answered"
+        body = busy(a(srv.port), upgrade_req("/echo"))
+        assert body == b"too many handshakes from this address\n", body
+        # A closed one gives its count back too.
+        held.pop(1).close()
+        wait_upgrade(srv.port, "/echo", "a handshake count freed by a close", connect=a, keep=held)
+        assert metric(srv, "mezon_errors_total", kind="handshake_ip_limit") >= refused + 2
+        t = totals(srv, *held)
+        assert t["handshake_ip_rejects"] >= refused + 2 and t["ip_rejects"] == 0, t
+        assert t["rejects"] == 136 - refused, t
+
+
+def test_admin_budget():
+    """330 idle connections to the admin listener (--admin-max-conns 32):
+    the oldest idle ones are closed as new ones come, /healthz still
+    answers within a second, and the public listener, whose pool they never
+    touch, still upgrades (--max-conns 200: 100 slots a worker)."""
+    with mstest.Server("--max-conns", "200") as srv:
+        idle = [mstest.tcp(srv.admin_port) for _ in range(330)]
+        t0 = time.monotonic()
+        st, body = admin_get(srv, "/healthz", timeout=1.0)
+        assert (st, body) == (200, b"ok\n") and time.monotonic() - t0 < 1.0, (st, body)
+        # Every public attempt (spread over both workers) upgrades.
+        for i in range(20):
+            with Chat(srv.port, 100 + i) as c:
+                c.ok(op="ping")
+        # The oldest were closed for the newer ones, oldest first (the
+        # /healthz connection closed one more); the newest are still open.
+        def gone(s):
+            try:
+                return select.select([s], [], [], 0)[0] and not s.recv(1)
+            except ConnectionResetError:
+                return True
+        closed = [s for s in idle if gone(s)]
+        assert closed == idle[:299], len(closed)
+        # (This request finds 31 open: the answered /healthz is closing.)
+        assert metric(srv, "mezon_admin_evictions_total") == 299
+        for s in idle:
+            s.close()
+        t = totals(srv)
+        assert t["admin_evictions"] == 299 and t["rejects"] == 0, t
 
 
 # ---- PROXY protocol ---------------------------------------------------------------

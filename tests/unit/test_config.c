@@ -131,6 +131,8 @@ static const struct flag_case cases[] = {
 	{ "max-inflight", "64", "1", NULL, { 0 }, { "0", "65536" } },
 	{ "slow-window", "5", "1", NULL, { 0 }, { "0", "3601" } },
 	{ "max-pending-total", "0", "512", NULL, { 0 }, { "4194305", "many" } },
+	{ "max-handshakes-per-ip", "0", "100", NULL, { 0 }, { "4194305", "-1", "x" } },
+	{ "admin-max-conns", "32", "1", NULL, { 0 }, { "0", "1025", "x" } },
 };
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
 

@@ -2,8 +2,8 @@
  * Unit tests for net/limits.h: address keys (IPv4 and its IPv4-mapped IPv6
  * form are one key), the connection-limit table (limit, release, empty
  * keys removed, growth, and exactness under a multi-threaded burst: run in
- * the TSan build too), the token bucket (burst, refill, cap, clock wrap,
- * abuse window) and the origin list.
+ * the TSan build too), the automatic --max-handshakes-per-ip, the token
+ * bucket (burst, refill, cap, clock wrap, abuse window) and the origin list.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -138,6 +138,21 @@ static void test_climit_race(void **st)
 	ms_climit_destroy(t);
 }
 
+/* --max-handshakes-per-ip 0: a sixteenth of --max-conns, at least 64 (a
+ * small server still takes a burst from one address), at most 8192. */
+static void test_handshake_limit(void **st)
+{
+	assert_int_equal(ms_handshake_limit(0, 100000), 6250);
+	assert_int_equal(ms_handshake_limit(0, 20000), 1250);
+	assert_int_equal(ms_handshake_limit(0, 200), 64);
+	assert_int_equal(ms_handshake_limit(0, 1), 64);
+	assert_int_equal(ms_handshake_limit(0, 1u << 22), 8192);
+	assert_int_equal(ms_handshake_limit(0, 131088), 8192);
+	assert_int_equal(ms_handshake_limit(0, 1040), 65);
+	assert_int_equal(ms_handshake_limit(5, 100000), 5); /* given: as given */
+	assert_int_equal(ms_handshake_limit(100000, 200), 100000);
+}
+
 static void test_bucket(void **st)
 {
 	ms_bucket b;
@@ -238,6 +253,7 @@ int main(void)
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_climit),
 		cmocka_unit_test(test_climit_race),
+		cmocka_unit_test(test_handshake_limit),
 		cmocka_unit_test(test_bucket),
 		cmocka_unit_test(test_bucket_bytes),
 		cmocka_unit_test(test_strikes),

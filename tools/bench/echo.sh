@@ -35,12 +35,15 @@ run() { # name conns servercmd
 	tools/bench/pair.sh "$name.$n" 14 "$srv" "$cli" "$re" | tee -a "$out"
 	port=$((port + 1))
 }
+# --max-handshakes-per-ip: the client opens up to 512 connections at once
+# from one address (msock-bench --max-pending), more than the automatic
+# limit of --max-conns 5000 (312).
 for n in ${COUNTS:-100 1000}; do
 	for r in $(seq "$rounds"); do
 		if [ "$tls" = 1 ]; then
-			run mezon-sock $n "$ours --dev --diag --diag-root echo --cores 1 --max-conns 5000 --listen off --tls-listen 127.0.0.1:$port"
+			run mezon-sock $n "$ours --dev --diag --diag-root echo --cores 1 --max-conns 5000 --max-handshakes-per-ip 4096 --listen off --tls-listen 127.0.0.1:$port"
 		else
-			run mezon-sock $n "$ours --dev --diag --diag-root echo --cores 1 --max-conns 5000 --listen 127.0.0.1:$port --tls-listen off"
+			run mezon-sock $n "$ours --dev --diag --diag-root echo --cores 1 --max-conns 5000 --max-handshakes-per-ip 4096 --listen 127.0.0.1:$port --tls-listen off"
 		fi
 		for u in $uws; do
 			run "${u%%=*}" $n "${u#*=} $port"
