@@ -186,6 +186,65 @@ def test_api_auth_and_bad_requests():
         os.unlink(kf)
 
 
+def test_api_json_read_like_ws():
+    """The API body is read as any JSON parser reads it: escapes in keys and
+    strings decoded, a key given twice (decoded) refused, so the server and
+    whoever checked the body before it cannot disagree on its meaning."""
+    kf = key_file()
+    try:
+        with mstest.Server("--cores", "2", "--api-key-file", kf) as srv:
+            p = srv.admin_port
+
+            def api(path, raw):
+                return http(p, "POST", path, body=raw.encode(), key=KEY)
+
+            async def main():
+                c1, c2 = await ws_connect(srv.port, 201), await ws_connect(srv.port, 202)
+                assert (await request(c1, op="join", stream="clan:1", id=1))["ok"]
+                assert (await request(c2, op="join", stream="clan:2", id=1))["ok"]
+                for raw in ('{"stream":"clan:1","str\\u0065am":"clan:2","data":1}',
+                            '{"str\\u0065am":"clan:2","stream":"clan:1","data":1}',
+                            '{"stream":"clan:1","data":1,"d\\u0061ta":2}',
+                            '{"x":1,"\\u0078":2,"stream":"clan:1","data":1}'):
+                    st, _, body = api("/api/publish", raw)
+                    assert st == 400 and json.loads(body)["error"]["message"] == "duplicate key", \
+                        (raw, st, body)
+                st, _, body = api("/api/publish", '{"stream":"clan:1","stream":"clan:1","data":1}')
+                assert st == 400, (st, body)
+                for raw in ('{"stream":["clan:1"],"data":1}', '{"stream":"clan\\u0020:1","data":1}',
+                            '{"stream":"' + "a" * 129 + '","data":1}'):
+                    assert api("/api/publish", raw)[0] == 400, raw
+                many = "{" + "".join('"k%d":0,' % i for i in range(100)) + '"stream":"clan:1","data":1}'
+                assert api("/api/publish", many)[0] == 400
+                # An escaped key or value means what it decodes to.
+                st, _, body = api("/api/publish", '{"str\\u0065am":"clan:2","data":{"n":1}}')
+                assert st == 200, (st, body)
+                st, _, body = api("/api/publish", '{"stream":"clan\\u003a2","data":{"n":2}}')
+                assert st == 200, (st, body)
+                async def event(ws):
+                    while True:
+                        o = json.loads(await asyncio.wait_for(ws.recv(), 5 * SLOW))
+                        if o.get("event") != "presence":
+                            return o
+                for n in (1, 2):
+                    o = await event(c2)
+                    assert o["event"] == "message" and o["stream"] == "clan:2" and o["data"] == {"n": n}, o
+                st, _, body = api("/api/dm", '{"t\\u006f":"2\\u00302","data":3}')
+                assert st == 200 and json.loads(body) == {"delivered": 1}, (st, body)
+                o = await event(c2)
+                assert o == {"event": "dm", "from": "server", "data": 3}, o
+                # Nothing reached clan:1: the ping's answer is the next
+                # thing it gets.
+                await c1.send(json.dumps({"op": "ping", "id": 2}))
+                o = await event(c1)
+                assert o == {"id": 2, "ok": True}, o
+                await c1.close()
+                await c2.close()
+            arun(main())
+    finally:
+        os.unlink(kf)
+
+
 def test_api_publish_dm_disconnect():
     kf = key_file()
     try:
