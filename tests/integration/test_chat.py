@@ -339,8 +339,9 @@ def setup():
     fd, SECRET_FILE = tempfile.mkstemp(prefix="ms-secret-")
     os.write(fd, SECRET + b"\n")  # one trailing newline is stripped
     os.close(fd)
+    cert, key = mstest.test_cert()
     SRV_AUTH = mstest.Server(args=["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--cores", str(WORKERS),
-                                   "--secret-file", SECRET_FILE]).start()
+                                   "--secret-file", SECRET_FILE, "--cert", cert, "--key", key]).start()
 
 
 def teardown():
