@@ -290,6 +290,11 @@ int main(int argc, char **argv)
 	if (cfg.dev)
 		ms_warn("DEVELOPMENT MODE (--dev): /ws?user=ID is accepted WITHOUT a token "
 			"and every stream is open. Never run this in production.");
+	if (cfg.diag)
+		ms_warn("diagnostic routes on (--diag): /echo answers anything and /room rebroadcasts "
+			"every message to every /room client; %s. For conformance tests and "
+			"benchmarks, not for production.",
+			cfg.dev ? "open to anyone (--dev)" : "each needs a valid token, like /ws");
 	if (cfg.secret[0])
 		ms_warn("--secret is visible in the process list; use --secret-file outside tests");
 

@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "net/http.h"
+#include "net/internal.h"
 #include "net/json.h"
 #include "net/proto.h"
 #include "net/server.h"
@@ -199,7 +200,7 @@ static void api(ms_worker *w, ms_conn *c, const ms_http_request *req, const char
 		return;
 	}
 	if (!authorised(req)) {
-		ms_worker_stats_of(w)->auth_failures++;
+		ms_net__auth_failed(w, c, MS_AUTH_API_KEY, "server API");
 		ms_admin_error(w, c, 401, "bearer key required");
 		return;
 	}

@@ -11,7 +11,8 @@
   command prefix, split like a shell would) runs the server under it; the
   start-up wait is then 10 times longer.
 - test_cert(): a self-signed certificate and key for servers started
-  outside --dev with a TLS listener (their --cert/--key).
+  outside --dev with a TLS listener (their --cert/--key); jwt(): an HS256
+  token.
 - A raw RFC 6455 client (handshake, frame building, frame reading) for the
   conformance tests and the echo check that follows every error case; it
   takes a socket factory (connect=tls_tcp runs it over TLS).
@@ -270,6 +271,17 @@ def test_cert():
                    stderr=subprocess.PIPE)
     _CERT = (cert, key)
     return _CERT
+
+
+def jwt(secret, sub, exp_in=300, claims=None):
+    """An HS256 token for user sub, expiring exp_in seconds from now."""
+    import hmac
+    import json
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+    body = {"sub": str(sub), "exp": int(time.time()) + exp_in}
+    body.update(claims or {})
+    signing = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(json.dumps(body).encode())
+    return signing + "." + b64(hmac.new(secret, signing.encode(), hashlib.sha256).digest())
 
 
 # ---- raw sockets -----------------------------------------------------------

@@ -245,6 +245,99 @@ def test_api_json_read_like_ws():
         os.unlink(kf)
 
 
+def test_auth_failures_logged_and_counted_by_reason():
+    """Each failed authentication (upgrade 401, auth op, server API key) is
+    counted by reason on /metrics and logged at info with its reason, but
+    never the token or the query string."""
+    secret = b"auth-metrics-secret-0123456789abcdef"
+    kf = key_file()
+    try:
+        with mstest.Server(args=["--listen", "127.0.0.1:0", "--tls-listen", "off", "--cores", "2",
+                                 "--secret", secret.decode(), "--api-key-file", kf]) as srv:
+            def upgrade(path, extra=""):
+                req, _ = mstest.upgrade_request(path, extra=extra)
+                return mstest.http_exchange(srv.port, req)[0]
+
+            expired = mstest.jwt(secret, 5, exp_in=-10)
+            forged = mstest.jwt(b"not-the-secret-0123456789abcdef-xyz", 5)
+            assert upgrade("/ws") == 401                                         # missing
+            assert upgrade("/ws?token=" + expired + "&x=secretquery") == 401    # expired
+            assert upgrade("/ws", "Authorization: Bearer " + expired + "\r\n") == 401
+            assert upgrade("/ws?token=" + forged) == 401                         # bad_signature
+            assert upgrade("/ws?token=abc.def.ghi") == 401                       # malformed
+            assert http(srv.admin_port, "POST", "/api/publish", body={"stream": "a", "data": 1},
+                        key=KEY + "x")[0] == 401                                 # api_key
+
+            async def main():
+                ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s"
+                                              % (srv.port, mstest.jwt(secret, 5)), open_timeout=10 * SLOW)
+                r = await request(ws, op="auth", token=mstest.jwt(secret, 6), id=1)
+                assert r["error"]["code"] == 403, r                             # wrong_user
+                r = await request(ws, op="auth", token=forged, id=2)
+                assert r["error"]["code"] == 401, r                             # bad_signature
+                await ws.close()
+            arun(main())
+            s, types = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
+            assert types.get("mezon_auth_failures_total") == "counter"
+            got = {r: total(s, "mezon_auth_failures_total", reason=r)
+                   for r in ("missing", "expired", "bad_signature", "malformed", "wrong_user",
+                             "api_key", "bad_alg", "bad_sub", "bad_claim", "other")}
+            assert got == {"missing": 1, "expired": 2, "bad_signature": 2, "malformed": 1,
+                           "wrong_user": 1, "api_key": 1, "bad_alg": 0, "bad_sub": 0,
+                           "bad_claim": 0, "other": 0}, got
+            # Every reason on every worker, zeros included.
+            assert len(s["mezon_auth_failures_total"]) == 10 * 2, s["mezon_auth_failures_total"]
+            assert total(s, "mezon_errors_total", kind="auth") == 8
+            log = srv.stderr
+        lines = [ln for ln in log.splitlines() if "authentication failed" in ln]
+        assert len(lines) == 8, lines
+        for reason, where in (("missing", "upgrade /ws"), ("expired", "upgrade /ws"),
+                              ("malformed", "upgrade /ws"), ("api_key", "server API"),
+                              ("wrong_user", "auth op of user 5"), ("bad_signature", "auth op of user 5")):
+            assert any(" info " in ln and ": %s at %s," % (reason, where) in ln
+                       for ln in lines), (reason, lines)
+        for secret_text in (expired, expired.split(".")[2], forged.split(".")[2], "secretquery",
+                            "abc.def", KEY):
+            assert secret_text not in log, secret_text
+        # With the peer's address known (read for --max-conns-per-ip), the
+        # line names it.
+        with mstest.Server(args=["--listen", "127.0.0.1:0", "--tls-listen", "off", "--cores", "1",
+                                 "--secret", secret.decode(), "--max-conns-per-ip", "100"]) as srv:
+            req, _ = mstest.upgrade_request("/ws")
+            assert mstest.http_exchange(srv.port, req)[0] == 401
+            log = srv.stderr
+        assert "authentication failed: missing at upgrade /ws from 127.0.0.1, conn" in log, log[-2000:]
+    finally:
+        os.unlink(kf)
+
+
+def test_auth_failure_log_is_budgeted():
+    """A client failing auth ops back to back is counted every time but
+    logged within the per-worker budget (100 at once, 20/s); the next line
+    says how many were not logged."""
+    secret = b"auth-budget-secret-0123456789abcdef"
+    with mstest.Server(args=["--listen", "127.0.0.1:0", "--tls-listen", "off", "--cores", "1",
+                             "--secret", secret.decode()]) as srv:
+        async def main():
+            ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s"
+                                          % (srv.port, mstest.jwt(secret, 5)), open_timeout=10 * SLOW)
+            for i in range(300):
+                await ws.send(json.dumps({"op": "auth", "token": "x.y.z", "id": i}))
+            for i in range(300):
+                assert json.loads(await asyncio.wait_for(ws.recv(), 5 * SLOW))["error"]["code"] == 401
+            await asyncio.sleep(1.0)
+            assert (await request(ws, op="auth", token="x.y.z", id=301))["error"]["code"] == 401
+            await ws.close()
+        arun(main())
+        s, _ = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
+        assert total(s, "mezon_auth_failures_total", reason="malformed") == 301
+        log = srv.stderr
+    lines = [ln for ln in log.splitlines() if "authentication failed" in ln]
+    assert 100 <= len(lines) < 150, len(lines)
+    assert re.search(r"authentication failed: malformed at auth op of user 5, conn \d+ "
+                     r"\(and \d+ earlier not logged\)", lines[-1]), lines[-1]
+
+
 def test_api_publish_dm_disconnect():
     kf = key_file()
     try:
