@@ -65,9 +65,10 @@ static const struct opt opts[] = {
 	{ "listen", K_ADDR, O(listen), 0, 0, "127.0.0.1:8080",
 	  "plain ws:// listener HOST:PORT (port 0 = pick a free one), or off", NULL, 0 },
 	{ "tls-listen", K_ADDR, O(tls_listen), 0, 0, "127.0.0.1:8443",
-	  "TLS wss:// listener HOST:PORT, or off", NULL, 0 },
+	  "TLS wss:// listener HOST:PORT, or off (outside --dev it needs --cert and --key)", NULL, 0 },
 	{ "cert", K_STR, O(cert), 1, sizeof(((ms_config *)0)->cert), NULL,
-	  "PEM certificate chain (default: a self-signed localhost certificate made at start)", NULL, F_PATH },
+	  "PEM certificate chain (needed by --tls-listen outside --dev; with --dev the default is "
+	  "a self-signed localhost certificate made at start)", NULL, F_PATH },
 	{ "key", K_STR, O(key), 1, sizeof(((ms_config *)0)->key), NULL,
 	  "PEM private key of --cert (RSA or ECDSA)", NULL, F_PATH },
 	{ "ticket-key-file", K_STR, O(ticket_key_file), 1, sizeof(((ms_config *)0)->ticket_key_file), NULL,
@@ -108,13 +109,13 @@ static const struct opt opts[] = {
 	{ "dev", K_BOOL, O(dev), 0, 1, NULL,
 	  "development mode: /ws?user=ID without a token, every stream allowed", NULL, 0 },
 	{ "diag", K_BOOL, O(diag), 0, 1, NULL,
-	  "serve the diagnostic routes /echo and /room", NULL, 0 },
+	  "serve the diagnostic routes /echo and /room (outside --dev they need a token like /ws)", NULL, 0 },
 	{ "diag-root", K_ENUM, O(diag_root), 0, 2, "none",
 	  "also serve a diagnostic route at / (echo or room; needs --diag)", diag_root_names, 0 },
 	{ "secret-file", K_SECRET_FILE, O(secret_file), 0, 0, NULL,
-	  "file holding the HS256 JWT secret (give twice during key rotation)", NULL, 0 },
+	  "file holding the HS256 JWT secret, at least 32 bytes outside --dev (give twice during key rotation)", NULL, 0 },
 	{ "secret", K_STR, O(secret), 1, sizeof(((ms_config *)0)->secret), NULL,
-	  "HS256 JWT secret as text (tests only: visible in the process list)", NULL, F_HIDE },
+	  "HS256 JWT secret as text, at least 32 bytes outside --dev (tests only: visible in the process list)", NULL, F_HIDE },
 	/* limits (issue 7) */
 	{ "max-conns-per-ip", K_U32, O(max_conns_per_ip), 0, 1u << 22, "0",
 	  "connections per source address, all workers together (more: 503); 0 = off, since users behind one NAT share an address", NULL, 0 },
@@ -153,7 +154,8 @@ static const struct opt opts[] = {
 	{ "admin-listen", K_ADDR, O(admin_listen), 0, 0, "127.0.0.1:9090",
 	  "admin listener HOST:PORT (/metrics, /healthz, server API), or off; keep it private", NULL, 0 },
 	{ "api-key-file", K_STR, O(api_key_file), 1, sizeof(((ms_config *)0)->api_key_file), NULL,
-	  "file holding the server API bearer key (default: server API disabled)", NULL, 0 },
+	  "file holding the server API bearer key, at least 16 bytes outside --dev and not a JWT "
+	  "secret (default: server API disabled)", NULL, 0 },
 	{ "hist-dir", K_STR, O(hist_dir), 1, sizeof(((ms_config *)0)->hist_dir), NULL,
 	  "directory for latency histogram dumps (HdrHistogram text, on SIGUSR1, every "
 	  "--hist-interval and at exit); without it only summary lines are logged", NULL, 0 },
@@ -638,6 +640,48 @@ int ms_config_parse(ms_config *cfg, int argc, char **argv)
 	if (print) {
 		ms_config_print(stdout, cfg);
 		return 1;
+	}
+	return 0;
+}
+
+int ms_config_check(const ms_config *cfg, const ms_config_secret *jwt, int njwt,
+		    const ms_config_secret *api)
+{
+	if (!cfg->dev && cfg->tls_listen.len && !cfg->cert[0]) {
+		/* The self-signed certificate is made at every start: no client
+		 * can pin or verify it, so outside --dev it would only teach
+		 * users to click through warnings. */
+		fprintf(stderr, "mezon-sock: --tls-listen %s without a certificate: give --cert FILE "
+				"--key FILE, or --tls-listen off (the self-signed certificate is for "
+				"--dev only)\n", cfg->tls_listen.text);
+		return -EINVAL;
+	}
+	for (int k = 0; k < njwt && !cfg->dev; k++) {
+		/* RFC 7518 §3.2: an HS256 key of at least the hash's size;
+		 * shorter ones fall to an offline search over captured tokens. */
+		if (jwt[k].n < MS_SECRET_MIN) {
+			fprintf(stderr, "mezon-sock: %s: %zu bytes; an HS256 secret needs at least %d "
+					"(e.g. head -c 32 /dev/urandom | base64), or --dev\n",
+				jwt[k].from, jwt[k].n, MS_SECRET_MIN);
+			return -EINVAL;
+		}
+	}
+	if (!api)
+		return 0;
+	if (!cfg->dev && api->n < MS_API_KEY_MIN) {
+		fprintf(stderr, "mezon-sock: %s: %zu bytes; the server API key needs at least %d "
+				"(e.g. head -c 24 /dev/urandom | base64), or --dev\n",
+			api->from, api->n, MS_API_KEY_MIN);
+		return -EINVAL;
+	}
+	for (int k = 0; k < njwt; k++) {
+		/* Whoever holds one would hold both: the API key could mint
+		 * tokens for any user, a token signer could call the API. */
+		if (jwt[k].n == api->n && memcmp(jwt[k].p, api->p, api->n) == 0) {
+			fprintf(stderr, "mezon-sock: %s holds the same bytes as %s: the server API key "
+					"and the JWT secret must differ\n", api->from, jwt[k].from);
+			return -EINVAL;
+		}
 	}
 	return 0;
 }

@@ -99,6 +99,27 @@ typedef struct ms_config {
  * returns 1. Returns 0 otherwise. Sets ms_log_level. Main thread, once. */
 int ms_config_parse(ms_config *cfg, int argc, char **argv);
 
+/* Bytes that act as a credential, as main read them (a file's contents
+ * without its trailing newline, or --secret's text), and where they came
+ * from for messages: "--secret-file PATH", "--secret", "--api-key-file PATH". */
+typedef struct ms_config_secret {
+	const void *p;
+	size_t n;
+	const char *from;
+} ms_config_secret;
+
+#define MS_SECRET_MIN 32  /* bytes of an HS256 secret outside --dev */
+#define MS_API_KEY_MIN 16 /* bytes of the server API key outside --dev */
+
+/* What the server refuses to start with, once the secrets are read.
+ * Outside --dev: a TLS listener without --cert/--key, an HS256 secret
+ * (jwt[0..njwt)) under MS_SECRET_MIN bytes, an API key (api, NULL: none)
+ * under MS_API_KEY_MIN. In any mode: an API key equal to an HS256 secret.
+ * Returns 0, or -EINVAL after one line on stderr that never shows a
+ * secret. Main thread. */
+int ms_config_check(const ms_config *cfg, const ms_config_secret *jwt, int njwt,
+		    const ms_config_secret *api);
+
 /* Write *cfg as a config file that ms_config_parse reads back to the same
  * struct: every key with its help as a comment; a value equal to its
  * default is commented out. --secret is never written (only noted). */

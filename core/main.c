@@ -83,6 +83,42 @@ static int read_secret(const char *path, ms_str *out)
 	return n ? 0 : -EINVAL;
 }
 
+/* The HS256 secrets and the API key into o, then ms_config_check on them.
+ * Returns 0, or -EINVAL after one line on stderr. */
+static int load_secrets(const ms_config *cfg, ms_net_opts *o)
+{
+	ms_config_secret jwt[2], api;
+	char from[3][280];
+	int ret;
+	for (int k = 0; k < 2 && cfg->secret_file[k][0]; k++) {
+		if ((ret = read_secret(cfg->secret_file[k], &o->secrets[o->nsecrets])) != 0) {
+			fprintf(stderr, "mezon-sock: --secret-file %s: %s\n", cfg->secret_file[k],
+				ret == -EINVAL ? "empty or larger than 4096 bytes" : strerror(-ret));
+			return -EINVAL;
+		}
+		snprintf(from[o->nsecrets], sizeof(from[0]), "--secret-file %s", cfg->secret_file[k]);
+		o->nsecrets++;
+	}
+	if (cfg->secret[0] && o->nsecrets < 2) {
+		o->secrets[o->nsecrets].p = cfg->secret;
+		o->secrets[o->nsecrets].n = strlen(cfg->secret);
+		snprintf(from[o->nsecrets], sizeof(from[0]), "--secret");
+		o->nsecrets++;
+	}
+	for (int k = 0; k < o->nsecrets; k++)
+		jwt[k] = (ms_config_secret){ o->secrets[k].p, o->secrets[k].n, from[k] };
+	if (cfg->api_key_file[0]) {
+		if ((ret = read_secret(cfg->api_key_file, &o->api_key)) != 0) {
+			fprintf(stderr, "mezon-sock: --api-key-file %s: %s\n", cfg->api_key_file,
+				ret == -EINVAL ? "empty or larger than 4096 bytes" : strerror(-ret));
+			return -EINVAL;
+		}
+		snprintf(from[2], sizeof(from[2]), "--api-key-file %s", cfg->api_key_file);
+		api = (ms_config_secret){ o->api_key.p, o->api_key.n, from[2] };
+	}
+	return ms_config_check(cfg, jwt, o->nsecrets, cfg->api_key_file[0] ? &api : NULL);
+}
+
 static uint16_t addr_port(const ms_addr *a)
 {
 	return ntohs(a->ss.ss_family == AF_INET ? ((const struct sockaddr_in *)&a->ss)->sin_port
@@ -246,12 +282,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mezon-sock: --listen and --tls-listen are both off: nothing to serve\n");
 		return 2;
 	}
+	/* Secrets are read and judged before anything is logged, so a refusal
+	 * is the one line on stderr. */
+	static ms_net_opts nopts;
+	if (load_secrets(&cfg, &nopts) != 0)
+		return 2;
 	static ms_numa_plan plan;
 	if (cpu_plan(&cfg, &plan) != 0)
 		return 2;
 	if (cfg.dev)
 		ms_warn("DEVELOPMENT MODE (--dev): /ws?user=ID is accepted WITHOUT a token "
 			"and every stream is open. Never run this in production.");
+	if (cfg.diag)
+		ms_warn("diagnostic routes on (--diag): /echo answers anything and /room rebroadcasts "
+			"every message to every /room client; %s. For conformance tests and "
+			"benchmarks, not for production.",
+			cfg.dev ? "open to anyone (--dev)" : "each needs a valid token, like /ws");
 	if (cfg.secret[0])
 		ms_warn("--secret is visible in the process list; use --secret-file outside tests");
 
@@ -267,31 +313,9 @@ int main(int argc, char **argv)
 			"19872: use --cores %u or more", cfg.max_conns, cfg.cores, share,
 			(cfg.max_conns + 19871) / 19872);
 
-	ms_net_opts nopts;
-	memset(&nopts, 0, sizeof(nopts));
-	for (int k = 0; k < 2 && cfg.secret_file[k][0]; k++) {
-		if ((ret = read_secret(cfg.secret_file[k], &nopts.secrets[nopts.nsecrets])) != 0) {
-			fprintf(stderr, "mezon-sock: --secret-file %s: %s\n", cfg.secret_file[k],
-				ret == -EINVAL ? "empty or larger than 4096 bytes" : strerror(-ret));
-			return 2;
-		}
-		nopts.nsecrets++;
-	}
-	if (cfg.secret[0] && nopts.nsecrets < 2) {
-		nopts.secrets[nopts.nsecrets].p = cfg.secret;
-		nopts.secrets[nopts.nsecrets].n = strlen(cfg.secret);
-		nopts.nsecrets++;
-	}
 	nopts.chat = &ms_chat_hooks_impl;
-	if (cfg.api_key_file[0]) {
-		if ((ret = read_secret(cfg.api_key_file, &nopts.api_key)) != 0) {
-			fprintf(stderr, "mezon-sock: --api-key-file %s: %s\n", cfg.api_key_file,
-				ret == -EINVAL ? "empty or larger than 4096 bytes" : strerror(-ret));
-			return 2;
-		}
-	} else if (cfg.admin_listen.len) {
+	if (!cfg.api_key_file[0] && cfg.admin_listen.len)
 		ms_info("server API disabled (no --api-key-file); /metrics and /healthz on the admin listener");
-	}
 	ms_tls_ctx *tls = NULL;
 	if (cfg.tls_listen.len) {
 		ms_tls_opts to = {

@@ -126,6 +126,19 @@ static const errkind errkinds[] = {
 	{ "handshake_ip_limit", ST(handshake_ip_rejects) },
 };
 
+const char *const ms_auth_reason_names[MS_AUTH_REASONS] = {
+	[MS_AUTH_MISSING] = "missing",
+	[MS_AUTH_MALFORMED] = "malformed",
+	[MS_AUTH_BAD_ALG] = "bad_alg",
+	[MS_AUTH_BAD_SIGNATURE] = "bad_signature",
+	[MS_AUTH_EXPIRED] = "expired",
+	[MS_AUTH_BAD_SUB] = "bad_sub",
+	[MS_AUTH_BAD_CLAIM] = "bad_claim",
+	[MS_AUTH_WRONG_USER] = "wrong_user",
+	[MS_AUTH_API_KEY] = "api_key",
+	[MS_AUTH_OTHER] = "other",
+};
+
 static uint64_t field(const ms_worker_snap *s, size_t off, int is32)
 {
 	const char *p = (const char *)s + off;
@@ -173,6 +186,16 @@ char *ms_metrics_text(const ms_worker_snap *snaps, uint32_t n,
 			put(&b, "mezon_errors_total{worker=\"%u\",kind=\"%s\"} %llu\n", snaps[i].id,
 			    errkinds[k].kind,
 			    (unsigned long long)field(&snaps[i], errkinds[k].off, 0));
+	/* Every reason on every worker, zeros too: a series that appears only
+	 * at its first failure breaks rate() over the scrape before it. */
+	put(&b, "# HELP mezon_auth_failures_total authentication failures (401 at the upgrade, "
+		"failed auth op, bad server API key), by reason\n"
+		"# TYPE mezon_auth_failures_total counter\n");
+	for (int r = 0; r < MS_AUTH_REASONS; r++)
+		for (uint32_t i = 0; i < n; i++)
+			put(&b, "mezon_auth_failures_total{worker=\"%u\",reason=\"%s\"} %llu\n",
+			    snaps[i].id, ms_auth_reason_names[r],
+			    (unsigned long long)snaps[i].st.auth_fail[r]);
 	/* Latency: each histogram merged over the workers, as a summary. */
 	put(&b, "# HELP mezon_latency_seconds latency histograms merged over the workers "
 		"(hist: iteration, hop, publish_to_flush, tls_handshake, op_*, api)\n"

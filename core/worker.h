@@ -24,6 +24,23 @@
 
 typedef struct ms_worker ms_worker;
 
+/* Why an authentication failed: ms_worker_stats.auth_fail's index and the
+ * reason label of mezon_auth_failures_total (ms_auth_reason_names). */
+enum ms_auth_reason {
+	MS_AUTH_MISSING,       /* no token where one is required */
+	MS_AUTH_MALFORMED,     /* not a well-formed JWT */
+	MS_AUTH_BAD_ALG,       /* alg other than HS256 */
+	MS_AUTH_BAD_SIGNATURE, /* no configured secret signed it */
+	MS_AUTH_EXPIRED,       /* exp passed (or missing) */
+	MS_AUTH_BAD_SUB,       /* sub missing or not a user id */
+	MS_AUTH_BAD_CLAIM,     /* another claim malformed */
+	MS_AUTH_WRONG_USER,    /* auth op with another user's token */
+	MS_AUTH_API_KEY,       /* server API: bearer key missing or wrong */
+	MS_AUTH_OTHER,
+	MS_AUTH_REASONS
+};
+extern const char *const ms_auth_reason_names[MS_AUTH_REASONS];
+
 /* Per-worker counters, written by the worker only; read at exit. */
 typedef struct ms_worker_stats {
 	uint64_t enters;        /* io_uring_enter calls, loop + SQ-full */
@@ -50,7 +67,8 @@ typedef struct ms_worker_stats {
 	uint64_t upgrades;      /* WebSocket upgrades (101) */
 	uint64_t tls_handshakes, tls_resumed, tls_failures;
 	uint64_t http_4xx;      /* HTTP requests answered 4xx */
-	uint64_t auth_failures; /* 401s at the upgrade, bad refresh tokens */
+	uint64_t auth_failures; /* 401s at the upgrade, failed auth ops, bad API keys */
+	uint64_t auth_fail[MS_AUTH_REASONS]; /* the same by enum ms_auth_reason */
 	uint64_t ws_protocol_errors, ws_utf8_errors, ws_too_big; /* closes 1002/1007/1009 */
 	uint64_t req_errors;    /* error replies to chat requests */
 	uint64_t max_conns;     /* high-water mark */

@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "net/http.h"
+#include "net/internal.h"
 #include "net/json.h"
 #include "net/proto.h"
 #include "net/server.h"
@@ -133,38 +134,60 @@ static bool authorised(const ms_http_request *req)
 	return CRYPTO_memcmp(h->value.p + 7, key.p, key.n) == 0;
 }
 
-/* The body's members: stream, to, user (strings), data (raw value). */
+/* The body's members: stream, to, user (strings, decoded into the
+ * buffers), data (raw value). */
 typedef struct api_req {
 	ms_str stream, to, user, data;
+	char stream_buf[129], to_buf[21], user_buf[21]; /* one byte over the longest valid */
 } api_req;
 
+/* Read as the /ws parser reads a request, so the body means here what it
+ * means to any JSON reader that checked it on the way: keys and strings
+ * decoded, a key given twice (compared decoded) refused, at most
+ * MS_JSON_KEYS_MAX members. Unknown members are ignored (forward
+ * compatible). A string too long for its buffer is left empty here, which
+ * the caller's name and id checks refuse. */
 static const char *parse_body(const char *p, size_t n, api_req *r)
 {
 	memset(r, 0, sizeof(*r));
 	ms_json_iter it;
 	if (!ms_json_object_begin(&it, p, n))
 		return "body must be a JSON object";
+	ms_json_keys keys;
+	ms_json_keys_init(&keys);
+	const char *err = NULL;
 	ms_str key, val;
 	int k;
 	while ((k = ms_json_object_next(&it, &key, &val)) > 0) {
-		ms_str *dst = str_is(key, "stream") ? &r->stream :
-			      str_is(key, "to") ? &r->to :
-			      str_is(key, "user") ? &r->user :
-			      str_is(key, "data") ? &r->data : NULL;
-		if (!dst)
-			continue; /* unknown members are ignored (forward compatible) */
-		if (dst->p)
-			return "duplicate key";
-		if (dst != &r->data) {
-			/* Names and ids need no escapes: take the raw contents. */
-			if (val.n < 2 || val.p[0] != '"' || memchr(val.p + 1, '\\', val.n - 2))
-				return "stream, to and user are plain strings";
-			val.p++;
-			val.n -= 2;
+		if (err)
+			continue; /* invalid JSON further on still says so */
+		int added = ms_json_keys_add(&keys, key);
+		if (added <= 0) {
+			err = added ? "too many keys" : "duplicate key";
+			continue;
 		}
-		*dst = val;
+		char name[8];
+		long kn = ms_json_key(key, name, sizeof(name));
+		ms_str nm = { name, kn > 0 ? (size_t)kn : 0 };
+		if (str_is(nm, "data")) {
+			r->data = val;
+			continue;
+		}
+		ms_str *dst = str_is(nm, "stream") ? &r->stream :
+			      str_is(nm, "to") ? &r->to :
+			      str_is(nm, "user") ? &r->user : NULL;
+		if (!dst)
+			continue;
+		char *buf = dst == &r->stream ? r->stream_buf : dst == &r->to ? r->to_buf : r->user_buf;
+		size_t cap = dst == &r->stream ? sizeof(r->stream_buf) : sizeof(r->to_buf);
+		if (val.n < 2 || val.p[0] != '"') {
+			err = "stream, to and user are strings";
+			continue;
+		}
+		long vn = ms_json_string(val, buf, cap);
+		*dst = (ms_str){ buf, vn > 0 ? (size_t)vn : 0 };
 	}
-	return k < 0 ? "invalid JSON" : NULL;
+	return k < 0 ? "invalid JSON" : err;
 }
 
 static void api(ms_worker *w, ms_conn *c, const ms_http_request *req, const char *body,
@@ -177,7 +200,7 @@ static void api(ms_worker *w, ms_conn *c, const ms_http_request *req, const char
 		return;
 	}
 	if (!authorised(req)) {
-		ms_worker_stats_of(w)->auth_failures++;
+		ms_net__auth_failed(w, c, MS_AUTH_API_KEY, "server API");
 		ms_admin_error(w, c, 401, "bearer key required");
 		return;
 	}

@@ -282,6 +282,29 @@ static bool ws_key_ok(ms_str k)
 	return true;
 }
 
+/* An upgrade carries no body: what follows its head is frames. A body
+ * announced anyway (any Transfer-Encoding, a Content-Length other than 0)
+ * is what a proxy in front would read as the body and we as frames, so
+ * the two would disagree on where the next request starts (request
+ * smuggling); refuse rather than pick one reading. */
+static bool no_body(const ms_http_request *req)
+{
+	if (header_count(req, "Transfer-Encoding"))
+		return false;
+	for (size_t i = 0; i < req->nheaders; i++) {
+		const ms_http_header *h = &req->headers[i];
+
+		if (h->name.n != 14 || !ieq(h->name.p, "Content-Length", 14))
+			continue;
+		if (h->value.n == 0)
+			return false;
+		for (size_t k = 0; k < h->value.n; k++)
+			if (h->value.p[k] != '0')
+				return false;
+	}
+	return true;
+}
+
 int ms_http_ws_check(const ms_http_request *req, ms_str *key)
 {
 	const ms_http_header *h;
@@ -299,6 +322,8 @@ int ms_http_ws_check(const ms_http_request *req, ms_str *key)
 	/* The version and key may each appear once (RFC 6455 §11.3.1, 11.3.5). */
 	if (header_count(req, "Sec-WebSocket-Version") > 1 ||
 	    header_count(req, "Sec-WebSocket-Key") != 1)
+		return 400;
+	if (!no_body(req))
 		return 400;
 	h = ms_http_header_get(req, "Sec-WebSocket-Version");
 	if (!h)

@@ -58,7 +58,8 @@ bool ms_http_header_has_token(const ms_http_request *req, const char *name,
  * Upgrade: websocket, Connection: upgrade, Sec-WebSocket-Key of 16 bytes
  * base64 (24 chars), Sec-WebSocket-Version 13. Returns 0 if it is a valid
  * upgrade and sets *key (borrowed from the request's buffer); otherwise the
- * HTTP status to answer: 400 (missing, repeated or bad header; HTTP/1.0),
+ * HTTP status to answer: 400 (missing, repeated or bad header; HTTP/1.0;
+ * a body announced by Transfer-Encoding or a Content-Length other than 0),
  * 426 (version present but not 13: answer with Sec-WebSocket-Version: 13),
  * 405 (method not GET). */
 int ms_http_ws_check(const ms_http_request *req, ms_str *key);

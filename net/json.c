@@ -500,6 +500,103 @@ long ms_json_string(ms_str val, char *out, size_t cap)
 	return (long)len;
 }
 
+long ms_json_key(ms_str key, char *out, size_t cap)
+{
+	return ms_json_string((ms_str){ key.p - 1, key.n + 2 }, out, cap);
+}
+
+/* The next code point of a raw key (the contents between its quotes), as
+ * UTF-8 in u; advances *pp. Returns its length. The iterator has validated
+ * the key, so escapes are well formed and UTF-8 sequences complete. */
+static size_t key_unit(const char **pp, const char *end, char u[4])
+{
+	const char *p = *pp;
+	char quoted[16];
+	long n;
+	size_t k;
+
+	if (*p != '\\') {
+		/* A whole code point, so it compares equal to its \u form. */
+		uint8_t b = (uint8_t)*p;
+
+		k = b < 0xc0 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+		memcpy(u, p, k);
+		*pp = p + k;
+		return k;
+	}
+	/* An escape is 2 bytes, or 6, or 12 for a surrogate pair. Decode it
+	 * by wrapping it in quotes for ms_json_string. */
+	k = p[1] != 'u' ? 2 : (end - p >= 12 && p[6] == '\\' && p[7] == 'u' &&
+			       (p[2] | 0x20) == 'd' && (p[3] | 0x20) >= '8' &&
+			       (p[3] | 0x20) <= 'b') ? 12 : 6;
+	quoted[0] = '"';
+	memcpy(quoted + 1, p, k);
+	quoted[k + 1] = '"';
+	n = ms_json_string((ms_str){ quoted, k + 2 }, u, 4);
+	*pp = p + k;
+	return n > 0 ? (size_t)n : 0;
+}
+
+static bool key_eq(ms_str a, ms_str b)
+{
+	const char *pa = a.p, *ea = a.p + a.n, *pb = b.p, *eb = b.p + b.n;
+	char ua[4], ub[4];
+	size_t na, nb;
+
+	if (!memchr(a.p, '\\', a.n) && !memchr(b.p, '\\', b.n))
+		return a.n == b.n && memcmp(a.p, b.p, a.n) == 0;
+	while (pa < ea && pb < eb) {
+		na = key_unit(&pa, ea, ua);
+		nb = key_unit(&pb, eb, ub);
+		if (na != nb || memcmp(ua, ub, na) != 0)
+			return false;
+	}
+	return pa == ea && pb == eb;
+}
+
+static uint32_t key_hash(ms_str k)
+{
+	const char *p = k.p, *end = k.p + k.n;
+	uint32_t h = 2166136261u;
+	char u[4];
+	size_t n;
+
+	while (p < end) {
+		n = key_unit(&p, end, u);
+		for (size_t i = 0; i < n; i++)
+			h = (h ^ (uint8_t)u[i]) * 16777619u;
+	}
+	return h;
+}
+
+_Static_assert((sizeof(((ms_json_keys *)0)->slot) & (sizeof(((ms_json_keys *)0)->slot) - 1)) == 0,
+	       "the key set's probe mask needs a power of two");
+
+void ms_json_keys_init(ms_json_keys *ks)
+{
+	ks->n = 0;
+	memset(ks->slot, 0, sizeof(ks->slot));
+}
+
+int ms_json_keys_add(ms_json_keys *ks, ms_str key)
+{
+	uint32_t h;
+
+	if (ks->n == MS_JSON_KEYS_MAX)
+		return -1;
+	/* Open addressing at most half full: a probe ends at an empty slot. */
+	for (h = key_hash(key);; h++) {
+		h &= sizeof(ks->slot) - 1;
+		if (!ks->slot[h]) {
+			ks->key[ks->n] = key;
+			ks->slot[h] = (uint8_t)++ks->n;
+			return 1;
+		}
+		if (key_eq(ks->key[ks->slot[h] - 1], key))
+			return 0;
+	}
+}
+
 bool ms_json_int(ms_str val, int64_t *out)
 {
 	const char *p = val.p, *end;

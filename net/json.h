@@ -48,6 +48,28 @@ int ms_json_array_next(ms_json_iter *it, ms_str *val);
  * length, or -1 if val is not a string or out is too small. */
 long ms_json_string(ms_str val, char *out, size_t cap);
 
+/* Decode a key as ms_json_object_next gave it (its quotes around it in the
+ * text) into out (cap bytes), like ms_json_string. Returns the length, or
+ * -1 if out is too small. */
+long ms_json_key(ms_str key, char *out, size_t cap);
+
+/* The keys of one object, compared decoded ("op" and "o\u0070" are one
+ * key), to refuse an object that gives a key twice: two readers of it
+ * (a proxy, a client library, us) must never disagree on what it says.
+ * Holds up to MS_JSON_KEYS_MAX keys as spans into the text, which must
+ * outlive it; add costs one hash of the key and, on a collision, one
+ * decoded comparison. */
+#define MS_JSON_KEYS_MAX 64
+typedef struct ms_json_keys {
+	size_t n;
+	ms_str key[MS_JSON_KEYS_MAX];
+	uint8_t slot[2 * MS_JSON_KEYS_MAX]; /* index + 1 into key, 0 empty */
+} ms_json_keys;
+void ms_json_keys_init(ms_json_keys *ks);
+/* Add a key from ms_json_object_next: 1 if new, 0 if the set already has
+ * it (a duplicate), -1 if the set is full (key not added). */
+int ms_json_keys_add(ms_json_keys *ks, ms_str key);
+
 /* An integer value span (no fraction/exponent) within int64. */
 bool ms_json_int(ms_str val, int64_t *out);
 

@@ -20,11 +20,6 @@
 
 #include "net/json.h"
 
-/* Top-level members that are not protocol keys, per request. A real request
- * has none; the cap bounds the duplicate check's work and stack. */
-#define MAX_EXTRA 64
-#define EXTRA_SLOTS 128 /* power of two, > MAX_EXTRA */
-
 enum { K_OP, K_ID, K_STREAM, K_TO, K_DATA, K_TOKEN, K_CURSOR, K_COUNT };
 
 static const struct {
@@ -74,92 +69,22 @@ bool ms_proto_uid(ms_str s, uint64_t *out)
 	return true;
 }
 
-/* The next code point of a raw key (the contents between its quotes), as
- * UTF-8 in u; advances *pp. Returns its length. The iterator has validated
- * the key, so escapes are well formed and UTF-8 sequences complete. */
-static size_t key_unit(const char **pp, const char *end, char u[4])
-{
-	const char *p = *pp;
-	char quoted[16];
-	long n;
-	size_t k;
-
-	if (*p != '\\') {
-		/* A whole code point, so it compares equal to its \u form. */
-		uint8_t b = (uint8_t)*p;
-
-		k = b < 0xc0 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
-		memcpy(u, p, k);
-		*pp = p + k;
-		return k;
-	}
-	/* An escape is 2 bytes, or 6, or 12 for a surrogate pair. Decode it
-	 * by wrapping it in quotes for ms_json_string. */
-	k = p[1] != 'u' ? 2 : (end - p >= 12 && p[6] == '\\' && p[7] == 'u' &&
-			       (p[2] | 0x20) == 'd' && (p[3] | 0x20) >= '8' &&
-			       (p[3] | 0x20) <= 'b') ? 12 : 6;
-	quoted[0] = '"';
-	memcpy(quoted + 1, p, k);
-	quoted[k + 1] = '"';
-	n = ms_json_string((ms_str){ quoted, k + 2 }, u, 4);
-	*pp = p + k;
-	return n > 0 ? (size_t)n : 0;
-}
-
-static bool key_eq(ms_str a, ms_str b)
-{
-	const char *pa = a.p, *ea = a.p + a.n, *pb = b.p, *eb = b.p + b.n;
-	char ua[4], ub[4];
-	size_t na, nb;
-
-	if (!memchr(a.p, '\\', a.n) && !memchr(b.p, '\\', b.n))
-		return a.n == b.n && memcmp(a.p, b.p, a.n) == 0;
-	while (pa < ea && pb < eb) {
-		na = key_unit(&pa, ea, ua);
-		nb = key_unit(&pb, eb, ub);
-		if (na != nb || memcmp(ua, ub, na) != 0)
-			return false;
-	}
-	return pa == ea && pb == eb;
-}
-
-static uint32_t key_hash(ms_str k)
-{
-	const char *p = k.p, *end = k.p + k.n;
-	uint32_t h = 2166136261u;
-	char u[4];
-	size_t n;
-
-	while (p < end) {
-		n = key_unit(&p, end, u);
-		for (size_t i = 0; i < n; i++)
-			h = (h ^ (uint8_t)u[i]) * 16777619u;
-	}
-	return h;
-}
-
 /* Which known key k is (decoded), or K_COUNT. */
 static int key_id(ms_str k)
 {
 	char buf[KEY_MAX];
-	const char *p = k.p, *end = k.p + k.n;
-	size_t len = 0, n;
-	char u[4];
+	long len;
 
-	if (k.n <= KEY_MAX && !memchr(k.p, '\\', k.n)) {
+	if (!memchr(k.p, '\\', k.n)) {
+		if (k.n > KEY_MAX)
+			return K_COUNT;
 		memcpy(buf, k.p, k.n);
-		len = k.n;
-	} else {
-		while (p < end) {
-			n = key_unit(&p, end, u);
-			if (n > KEY_MAX - len)
-				return K_COUNT;
-			memcpy(buf + len, u, n);
-			len += n;
-		}
+		len = (long)k.n;
+	} else if ((len = ms_json_key(k, buf, sizeof(buf))) < 0) {
+		return K_COUNT; /* longer than every known key */
 	}
 	for (int i = 0; i < K_COUNT; i++)
-		if (known[i].n == len && memcmp(known[i].s, buf, len) == 0)
+		if ((long)known[i].n == len && memcmp(known[i].s, buf, (size_t)len) == 0)
 			return i;
 	return K_COUNT;
 }
@@ -183,11 +108,11 @@ static int fail(const char **err, const char *msg)
 
 int ms_proto_parse(const char *p, size_t n, ms_req *req, const char **err)
 {
-	ms_str val[K_COUNT], extra[MAX_EXTRA], key, v, s;
+	ms_str val[K_COUNT], key, v, s;
 	int count[K_COUNT] = { 0 };
-	uint8_t slot[EXTRA_SLOTS]; /* index + 1 into extra, 0 empty */
-	uint32_t h;
-	size_t nextra = 0;
+	/* Top-level members that are not protocol keys. A real request has
+	 * none; the set's cap bounds the duplicate check's work and stack. */
+	ms_json_keys extra;
 	bool dup = false, too_many = false;
 	ms_json_iter it;
 	char opbuf[16];
@@ -195,7 +120,7 @@ int ms_proto_parse(const char *p, size_t n, ms_req *req, const char **err)
 	int r, k;
 
 	memset(req, 0, sizeof(*req));
-	memset(slot, 0, sizeof(slot));
+	ms_json_keys_init(&extra);
 	if (!ms_json_object_begin(&it, p, n))
 		return fail(err, ms_json_valid(p, n) ? "not an object" : "invalid json");
 	while ((r = ms_json_object_next(&it, &key, &v)) > 0) {
@@ -208,23 +133,13 @@ int ms_proto_parse(const char *p, size_t n, ms_req *req, const char **err)
 		}
 		if (dup || too_many)
 			continue; /* already a 400; only validity still matters */
-		if (nextra == MAX_EXTRA) {
+		switch (ms_json_keys_add(&extra, key)) {
+		case 0:
+			dup = true;
+			break;
+		case -1:
 			too_many = true;
-			continue;
-		}
-		h = key_hash(key);
-		for (;;) {
-			h &= EXTRA_SLOTS - 1;
-			if (!slot[h]) {
-				extra[nextra] = key;
-				slot[h] = (uint8_t)++nextra;
-				break;
-			}
-			if (key_eq(extra[slot[h] - 1], key)) {
-				dup = true;
-				break;
-			}
-			h++;
+			break;
 		}
 	}
 	if (r < 0)

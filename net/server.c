@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "net/admin.h"
 #include "net/http.h"
+#include "net/internal.h"
 #include "net/jwt.h"
 #include "net/limits.h"
 #include "net/proxy.h"
@@ -152,8 +153,6 @@ static void respond(ms_worker *w, ms_conn *c, int status, const char *extra,
 	int n = ms_http_response(buf, sizeof(buf), status, true, extra, body);
 	if (status >= 400 && status < 500)
 		ms_worker_stats_of(w)->http_4xx++;
-	if (status == 401)
-		ms_worker_stats_of(w)->auth_failures++;
 	if (n > 0)
 		ms_conn_write(w, c, buf, (size_t)n);
 	net_close(w, c, MS_CLOSE_FLUSH);
@@ -352,8 +351,82 @@ void ms_net_kick(ms_worker *w, ms_conn *c, const char *reason)
 
 /* ---- messages -------------------------------------------------------------- */
 
+/* adopt_token's result beside the MS_JWT_* codes: a valid token for
+ * another user than the connection's. */
+#define JWT_OTHER_USER (-1000)
+
+/* Failures logged per worker and second, beyond a burst: each is a write(2)
+ * on the worker thread, and a client can fail an auth op per frame. */
+#define AUTH_LOG_RATE 20
+#define AUTH_LOG_BURST 100
+
+static int auth_reason(int jwt)
+{
+	switch (jwt) {
+	case MS_JWT_MALFORMED:
+		return MS_AUTH_MALFORMED;
+	case MS_JWT_BAD_ALG:
+		return MS_AUTH_BAD_ALG;
+	case MS_JWT_BAD_SIG:
+		return MS_AUTH_BAD_SIGNATURE;
+	case MS_JWT_EXPIRED:
+		return MS_AUTH_EXPIRED;
+	case MS_JWT_BAD_SUB:
+		return MS_AUTH_BAD_SUB;
+	case MS_JWT_BAD_CLAIM:
+		return MS_AUTH_BAD_CLAIM;
+	case JWT_OTHER_USER:
+		return MS_AUTH_WRONG_USER;
+	default:
+		return MS_AUTH_OTHER;
+	}
+}
+
+void ms_net__auth_failed(ms_worker *w, ms_conn *c, int reason, const char *where)
+{
+	static __thread struct {
+		bool init;
+		uint32_t unlogged; /* failures over the budget since the last line */
+		ms_bucket b;
+	} lg;
+	ms_worker_stats *st = ms_worker_stats_of(w);
+	uint32_t now = ms_worker_now_ms(w);
+	if ((unsigned)reason >= MS_AUTH_REASONS)
+		reason = MS_AUTH_OTHER;
+	st->auth_failures++;
+	st->auth_fail[reason]++;
+	ms_rate rate = ms_rate_msgs(AUTH_LOG_RATE, AUTH_LOG_BURST);
+	if (!lg.init) {
+		ms_bucket_init(&lg.b, &rate, now);
+		lg.init = true;
+	}
+	if (ms_log_level < MS_LOG_INFO)
+		return;
+	if (!ms_bucket_take(&lg.b, &rate, 1, now)) {
+		lg.unlogged++;
+		return;
+	}
+	/* The peer's address is known where the worker reads it (per-IP
+	 * limits, PROXY headers). */
+	char addr[80] = "";
+	ms_lkey k;
+	const struct sockaddr *sa = ms_conn_peer(w, c);
+	if (sa && ms_lkey_addr(&k, sa)) {
+		memcpy(addr, " from ", 6);
+		ms_lkey_addr_text(&k, addr + 6, sizeof(addr) - 6);
+	}
+	char more[64] = "";
+	if (lg.unlogged)
+		snprintf(more, sizeof(more), " (and %u earlier not logged)", lg.unlogged);
+	lg.unlogged = 0;
+	ms_info("authentication failed: %s at %s%s, conn %u%s", ms_auth_reason_names[reason],
+		where, addr, c->idx, more);
+}
+
 /* Verify a token against the configured secrets. On success stores the
- * identity and claims in x (replacing earlier ones) and returns MS_JWT_OK. */
+ * identity and claims in x (replacing earlier ones) and returns MS_JWT_OK;
+ * else an MS_JWT_* code, or JWT_OTHER_USER when same_sub and the token is
+ * another user's. */
 static int adopt_token(net_conn *x, const char *tok, size_t n, bool same_sub)
 {
 	if (opts.nsecrets == 0)
@@ -365,7 +438,7 @@ static int adopt_token(net_conn *x, const char *tok, size_t n, bool same_sub)
 	int r = ms_jwt_verify(tok, n, opts.secrets, opts.nsecrets, (int64_t)time(NULL),
 			      scratch, n + 1, &cl);
 	if (r == MS_JWT_OK && same_sub && cl.sub != x->uid)
-		r = MS_JWT_BAD_SUB;
+		r = JWT_OTHER_USER;
 	if (r == MS_JWT_OK) {
 		free(x->claims);
 		x->claims = NULL;
@@ -503,9 +576,12 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 		}
 		int r = adopt_token(x, req.token.p, req.token.n, true);
 		if (r != MS_JWT_OK) {
+			char where[48];
+			snprintf(where, sizeof(where), "auth op of user %llu", (unsigned long long)x->uid);
+			ms_net__auth_failed(w, c, auth_reason(r), where);
 			ms_net_send_error(w, c, req.has_id, req.id,
-					  r == MS_JWT_BAD_SUB ? 403 : 401,
-					  r == MS_JWT_BAD_SUB ? "token is for another user"
+					  r == JWT_OTHER_USER ? 403 : 401,
+					  r == JWT_OTHER_USER ? "token is for another user"
 							      : "invalid token");
 			return;
 		}
@@ -706,6 +782,69 @@ static void handshake_done(ms_worker *w, ms_conn *c)
 		ms_climit_release(opts.per_handshake, &k);
 }
 
+/* An upgrade's token (PROTOCOL.md "Identity"): ?token=, else
+ * Authorization: Bearer, else the subprotocol bearer.JWT that browsers send
+ * beside mezon.v1. Sets *mezon when mezon.v1 was offered. n == 0: none. */
+static ms_str upgrade_token(const ms_http_request *req, bool *mezon)
+{
+	ms_str tok = ms_http_query_param(req->query, "token");
+	const ms_http_header *auth = ms_http_header_get(req, "authorization");
+	if (!tok.n && auth && auth->value.n > 7 && strncasecmp(auth->value.p, "Bearer ", 7) == 0)
+		tok = (ms_str){ auth->value.p + 7, auth->value.n - 7 };
+	const ms_http_header *sp = ms_http_header_get(req, "sec-websocket-protocol");
+	if (sp) {
+		/* Comma list: find mezon.v1 and bearer.<token>. */
+		const char *p = sp->value.p, *end = p + sp->value.n;
+		while (p < end) {
+			while (p < end && (*p == ' ' || *p == ','))
+				p++;
+			const char *e = p;
+			while (e < end && *e != ',' && *e != ' ')
+				e++;
+			if (e - p == 8 && memcmp(p, "mezon.v1", 8) == 0)
+				*mezon = true;
+			else if (e - p > 7 && memcmp(p, "bearer.", 7) == 0 && !tok.n)
+				tok = (ms_str){ p + 7, (size_t)(e - p - 7) };
+			p = e;
+		}
+	}
+	return tok;
+}
+
+static const char *const route_names[] = {
+	[ROUTE_CHAT] = "upgrade /ws", [ROUTE_ECHO] = "upgrade /echo", [ROUTE_ROOM] = "upgrade /room",
+};
+
+/* Who c is: the user of a valid token; in --dev also /ws?user=ID, and
+ * nobody on the diagnostic routes, which stay open there for benchmarks.
+ * Outside --dev the diagnostic routes need a token like /ws: /echo answers
+ * anything and /room rebroadcasts to every /room client. Otherwise answers
+ * (401, or 400 for a bad dev-mode user) and returns false. */
+static bool identify(ms_worker *w, ms_conn *c, const ms_http_request *req, int route, ms_str tok)
+{
+	const ms_config *cfg = ms_worker_config(w);
+	net_conn *x = X(c);
+	if (cfg->dev && route != ROUTE_CHAT)
+		return true;
+	if (tok.n) {
+		int r = adopt_token(x, tok.p, tok.n, false);
+		if (r == MS_JWT_OK)
+			return true;
+		ms_net__auth_failed(w, c, auth_reason(r), route_names[route]);
+		respond(w, c, 401, NULL, "invalid or expired token\n");
+		return false;
+	}
+	if (cfg->dev) {
+		if (ms_proto_uid(ms_http_query_param(req->query, "user"), &x->uid))
+			return true;
+		respond(w, c, 400, NULL, "dev mode: /ws?user=ID with a decimal id\n");
+		return false;
+	}
+	ms_net__auth_failed(w, c, MS_AUTH_MISSING, route_names[route]);
+	respond(w, c, 401, NULL, "token required\n");
+	return false;
+}
+
 static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 {
 	const ms_config *cfg = ms_worker_config(w);
@@ -751,46 +890,11 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 		}
 	}
 	net_conn *x = X(c);
-	const char *subproto = NULL;
+	bool mezon = false;
+	if (!identify(w, c, &req, route, upgrade_token(&req, &mezon)))
+		return len;
+	const char *subproto = mezon ? "mezon.v1" : NULL;
 	if (route == ROUTE_CHAT) {
-		/* Identity (PROTOCOL.md): ?token=, Authorization: Bearer, or the
-		 * subprotocol bearer.JWT beside mezon.v1 (browsers). */
-		ms_str tok = ms_http_query_param(req.query, "token");
-		const ms_http_header *auth = ms_http_header_get(&req, "authorization");
-		if (!tok.n && auth && auth->value.n > 7 &&
-		    strncasecmp(auth->value.p, "Bearer ", 7) == 0)
-			tok = (ms_str){ auth->value.p + 7, auth->value.n - 7 };
-		const ms_http_header *sp = ms_http_header_get(&req, "sec-websocket-protocol");
-		if (sp) {
-			/* Comma list: find mezon.v1 and bearer.<token>. */
-			const char *p = sp->value.p, *end = p + sp->value.n;
-			while (p < end) {
-				while (p < end && (*p == ' ' || *p == ','))
-					p++;
-				const char *e = p;
-				while (e < end && *e != ',' && *e != ' ')
-					e++;
-				if (e - p == 8 && memcmp(p, "mezon.v1", 8) == 0)
-					subproto = "mezon.v1";
-				else if (e - p > 7 && memcmp(p, "bearer.", 7) == 0 && !tok.n)
-					tok = (ms_str){ p + 7, (size_t)(e - p - 7) };
-				p = e;
-			}
-		}
-		if (tok.n) {
-			if (adopt_token(x, tok.p, tok.n, false) != MS_JWT_OK) {
-				respond(w, c, 401, NULL, "invalid or expired token\n");
-				return len;
-			}
-		} else if (cfg->dev) {
-			if (!ms_proto_uid(ms_http_query_param(req.query, "user"), &x->uid)) {
-				respond(w, c, 400, NULL, "dev mode: /ws?user=ID with a decimal id\n");
-				return len;
-			}
-		} else {
-			respond(w, c, 401, NULL, "token required\n");
-			return len;
-		}
 		if (opts.per_user) {
 			ms_lkey k = ms_lkey_uid(x->uid);
 			if (ms_climit_acquire(opts.per_user, &k) != 0) {

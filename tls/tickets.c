@@ -167,6 +167,18 @@ int ms_tls__tickets_create(ms_tls__tickets **out, SSL_CTX *sc, const char *file,
 		tk->n = 1;
 	}
 	SSL_CTX_set_tlsext_ticket_key_cb(sc, key_cb);
+	/* A key seals for one period and opens for one more, so a ticket
+	 * sealed late in its key's period stays openable for one period: the
+	 * lifetime a ticket announces (TLS 1.3 ticket_lifetime, TLS 1.2
+	 * lifetime hint, both from these timeouts) must not pass that, or
+	 * clients keep tickets that can no longer resume. BoringSSL's
+	 * defaults (48 h for TLS 1.3, 2 h for 1.2) stay where shorter. */
+	if (rotate_s) {
+		if (rotate_s < SSL_DEFAULT_SESSION_PSK_DHE_TIMEOUT)
+			SSL_CTX_set_session_psk_dhe_timeout(sc, rotate_s);
+		if (rotate_s < SSL_CTX_get_timeout(sc))
+			SSL_CTX_set_timeout(sc, rotate_s);
+	}
 	*out = tk;
 	return 0;
 fail:

@@ -38,7 +38,9 @@ typedef struct ms_tls_opts {
  * rotation re-reads it every ticket_rotate_s (an external rotator publishes
  * new keys; the previous sealing key stays valid for opening). Without one,
  * a random key is made at start and replaced every ticket_rotate_s, the
- * previous key staying valid for opening for one more period. */
+ * previous key staying valid for opening for one more period. Either way a
+ * ticket announces a lifetime of at most ticket_rotate_s (when non-zero):
+ * how long any ticket is sure to stay openable. */
 
 /* Where ciphertext goes: called zero or more times per engine call. */
 typedef struct ms_tls_sink {

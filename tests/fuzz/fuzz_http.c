@@ -62,6 +62,7 @@ static void use_request(const ms_http_request *req, const char *b, int n)
 	if (st == 0) {
 		in_head(key, b, n);
 		CHECK(key.n == 24);
+		CHECK(!ms_http_header_get(req, "Transfer-Encoding")); /* no body */
 		CHECK(ms_http_upgrade_response(out, sizeof(out), key, NULL) > 0);
 		CHECK(ms_http_upgrade_response(out, sizeof(out), key, "chat") > 0);
 	}

@@ -10,6 +10,9 @@
   MS_SERVER_WRAP="valgrind --leak-check=full --error-exitcode=99" (any
   command prefix, split like a shell would) runs the server under it; the
   start-up wait is then 10 times longer.
+- test_cert(): a self-signed certificate and key for servers started
+  outside --dev with a TLS listener (their --cert/--key); jwt(): an HS256
+  token.
 - A raw RFC 6455 client (handshake, frame building, frame reading) for the
   conformance tests and the echo check that follows every error case; it
   takes a socket factory (connect=tls_tcp runs it over TLS).
@@ -239,6 +242,46 @@ class Server:
             except Exception:
                 pass
         return False
+
+
+# ---- credentials for servers outside --dev -----------------------------------
+
+_CERT = None
+
+
+def test_cert():
+    """(certificate, key) paths of a self-signed ECDSA certificate for
+    localhost/127.0.0.1, made once per test process with the openssl CLI
+    and removed at exit. Outside --dev a TLS listener needs one: the
+    server's own self-signed certificate is for --dev only."""
+    global _CERT
+    if _CERT:
+        return _CERT
+    import atexit
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="ms-cert-")
+    atexit.register(shutil.rmtree, d, True)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+    _CERT = (cert, key)
+    return _CERT
+
+
+def jwt(secret, sub, exp_in=300, claims=None):
+    """An HS256 token for user sub, expiring exp_in seconds from now."""
+    import hmac
+    import json
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+    body = {"sub": str(sub), "exp": int(time.time()) + exp_in}
+    body.update(claims or {})
+    signing = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(json.dumps(body).encode())
+    return signing + "." + b64(hmac.new(secret, signing.encode(), hashlib.sha256).digest())
 
 
 # ---- raw sockets -----------------------------------------------------------

@@ -186,6 +186,158 @@ def test_api_auth_and_bad_requests():
         os.unlink(kf)
 
 
+def test_api_json_read_like_ws():
+    """The API body is read as any JSON parser reads it: escapes in keys and
+    strings decoded, a key given twice (decoded) refused, so the server and
+    whoever checked the body before it cannot disagree on its meaning."""
+    kf = key_file()
+    try:
+        with mstest.Server("--cores", "2", "--api-key-file", kf) as srv:
+            p = srv.admin_port
+
+            def api(path, raw):
+                return http(p, "POST", path, body=raw.encode(), key=KEY)
+
+            async def main():
+                c1, c2 = await ws_connect(srv.port, 201), await ws_connect(srv.port, 202)
+                assert (await request(c1, op="join", stream="clan:1", id=1))["ok"]
+                assert (await request(c2, op="join", stream="clan:2", id=1))["ok"]
+                for raw in ('{"stream":"clan:1","str\\u0065am":"clan:2","data":1}',
+                            '{"str\\u0065am":"clan:2","stream":"clan:1","data":1}',
+                            '{"stream":"clan:1","data":1,"d\\u0061ta":2}',
+                            '{"x":1,"\\u0078":2,"stream":"clan:1","data":1}'):
+                    st, _, body = api("/api/publish", raw)
+                    assert st == 400 and json.loads(body)["error"]["message"] == "duplicate key", \
+                        (raw, st, body)
+                st, _, body = api("/api/publish", '{"stream":"clan:1","stream":"clan:1","data":1}')
+                assert st == 400, (st, body)
+                for raw in ('{"stream":["clan:1"],"data":1}', '{"stream":"clan\\u0020:1","data":1}',
+                            '{"stream":"' + "a" * 129 + '","data":1}'):
+                    assert api("/api/publish", raw)[0] == 400, raw
+                many = "{" + "".join('"k%d":0,' % i for i in range(100)) + '"stream":"clan:1","data":1}'
+                assert api("/api/publish", many)[0] == 400
+                # An escaped key or value means what it decodes to.
+                st, _, body = api("/api/publish", '{"str\\u0065am":"clan:2","data":{"n":1}}')
+                assert st == 200, (st, body)
+                st, _, body = api("/api/publish", '{"stream":"clan\\u003a2","data":{"n":2}}')
+                assert st == 200, (st, body)
+                async def event(ws):
+                    while True:
+                        o = json.loads(await asyncio.wait_for(ws.recv(), 5 * SLOW))
+                        if o.get("event") != "presence":
+                            return o
+                for n in (1, 2):
+                    o = await event(c2)
+                    assert o["event"] == "message" and o["stream"] == "clan:2" and o["data"] == {"n": n}, o
+                st, _, body = api("/api/dm", '{"t\\u006f":"2\\u00302","data":3}')
+                assert st == 200 and json.loads(body) == {"delivered": 1}, (st, body)
+                o = await event(c2)
+                assert o == {"event": "dm", "from": "server", "data": 3}, o
+                # Nothing reached clan:1: the ping's answer is the next
+                # thing it gets.
+                await c1.send(json.dumps({"op": "ping", "id": 2}))
+                o = await event(c1)
+                assert o == {"id": 2, "ok": True}, o
+                await c1.close()
+                await c2.close()
+            arun(main())
+    finally:
+        os.unlink(kf)
+
+
+def test_auth_failures_logged_and_counted_by_reason():
+    """Each failed authentication (upgrade 401, auth op, server API key) is
+    counted by reason on /metrics and logged at info with its reason, but
+    never the token or the query string."""
+    secret = b"auth-metrics-secret-0123456789abcdef"
+    kf = key_file()
+    try:
+        with mstest.Server(args=["--listen", "127.0.0.1:0", "--tls-listen", "off", "--cores", "2",
+                                 "--secret", secret.decode(), "--api-key-file", kf]) as srv:
+            def upgrade(path, extra=""):
+                req, _ = mstest.upgrade_request(path, extra=extra)
+                return mstest.http_exchange(srv.port, req)[0]
+
+            expired = mstest.jwt(secret, 5, exp_in=-10)
+            forged = mstest.jwt(b"not-the-secret-0123456789abcdef-xyz", 5)
+            assert upgrade("/ws") == 401                                         # missing
+            assert upgrade("/ws?token=" + expired + "&x=secretquery") == 401    # expired
+            assert upgrade("/ws", "Authorization: Bearer " + expired + "\r\n") == 401
+            assert upgrade("/ws?token=" + forged) == 401                         # bad_signature
+            assert upgrade("/ws?token=abc.def.ghi") == 401                       # malformed
+            assert http(srv.admin_port, "POST", "/api/publish", body={"stream": "a", "data": 1},
+                        key=KEY + "x")[0] == 401                                 # api_key
+
+            async def main():
+                ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s"
+                                              % (srv.port, mstest.jwt(secret, 5)), open_timeout=10 * SLOW)
+                r = await request(ws, op="auth", token=mstest.jwt(secret, 6), id=1)
+                assert r["error"]["code"] == 403, r                             # wrong_user
+                r = await request(ws, op="auth", token=forged, id=2)
+                assert r["error"]["code"] == 401, r                             # bad_signature
+                await ws.close()
+            arun(main())
+            s, types = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
+            assert types.get("mezon_auth_failures_total") == "counter"
+            got = {r: total(s, "mezon_auth_failures_total", reason=r)
+                   for r in ("missing", "expired", "bad_signature", "malformed", "wrong_user",
+                             "api_key", "bad_alg", "bad_sub", "bad_claim", "other")}
+            assert got == {"missing": 1, "expired": 2, "bad_signature": 2, "malformed": 1,
+                           "wrong_user": 1, "api_key": 1, "bad_alg": 0, "bad_sub": 0,
+                           "bad_claim": 0, "other": 0}, got
+            # Every reason on every worker, zeros included.
+            assert len(s["mezon_auth_failures_total"]) == 10 * 2, s["mezon_auth_failures_total"]
+            assert total(s, "mezon_errors_total", kind="auth") == 8
+            log = srv.stderr
+        lines = [ln for ln in log.splitlines() if "authentication failed" in ln]
+        assert len(lines) == 8, lines
+        for reason, where in (("missing", "upgrade /ws"), ("expired", "upgrade /ws"),
+                              ("malformed", "upgrade /ws"), ("api_key", "server API"),
+                              ("wrong_user", "auth op of user 5"), ("bad_signature", "auth op of user 5")):
+            assert any(" info " in ln and ": %s at %s," % (reason, where) in ln
+                       for ln in lines), (reason, lines)
+        for secret_text in (expired, expired.split(".")[2], forged.split(".")[2], "secretquery",
+                            "abc.def", KEY):
+            assert secret_text not in log, secret_text
+        # With the peer's address known (read for --max-conns-per-ip), the
+        # line names it.
+        with mstest.Server(args=["--listen", "127.0.0.1:0", "--tls-listen", "off", "--cores", "1",
+                                 "--secret", secret.decode(), "--max-conns-per-ip", "100"]) as srv:
+            req, _ = mstest.upgrade_request("/ws")
+            assert mstest.http_exchange(srv.port, req)[0] == 401
+            log = srv.stderr
+        assert "authentication failed: missing at upgrade /ws from 127.0.0.1, conn" in log, log[-2000:]
+    finally:
+        os.unlink(kf)
+
+
+def test_auth_failure_log_is_budgeted():
+    """A client failing auth ops back to back is counted every time but
+    logged within the per-worker budget (100 at once, 20/s); the next line
+    says how many were not logged."""
+    secret = b"auth-budget-secret-0123456789abcdef"
+    with mstest.Server(args=["--listen", "127.0.0.1:0", "--tls-listen", "off", "--cores", "1",
+                             "--secret", secret.decode()]) as srv:
+        async def main():
+            ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s"
+                                          % (srv.port, mstest.jwt(secret, 5)), open_timeout=10 * SLOW)
+            for i in range(300):
+                await ws.send(json.dumps({"op": "auth", "token": "x.y.z", "id": i}))
+            for i in range(300):
+                assert json.loads(await asyncio.wait_for(ws.recv(), 5 * SLOW))["error"]["code"] == 401
+            await asyncio.sleep(1.0)
+            assert (await request(ws, op="auth", token="x.y.z", id=301))["error"]["code"] == 401
+            await ws.close()
+        arun(main())
+        s, _ = parse_prometheus(http(srv.admin_port, "GET", "/metrics")[2].decode())
+        assert total(s, "mezon_auth_failures_total", reason="malformed") == 301
+        log = srv.stderr
+    lines = [ln for ln in log.splitlines() if "authentication failed" in ln]
+    assert 100 <= len(lines) < 150, len(lines)
+    assert re.search(r"authentication failed: malformed at auth op of user 5, conn \d+ "
+                     r"\(and \d+ earlier not logged\)", lines[-1]), lines[-1]
+
+
 def test_api_publish_dm_disconnect():
     kf = key_file()
     try:

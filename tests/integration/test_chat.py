@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -343,8 +344,9 @@ def setup():
     fd, SECRET_FILE = tempfile.mkstemp(prefix="ms-secret-")
     os.write(fd, SECRET + b"\n")  # one trailing newline is stripped
     os.close(fd)
+    cert, key = mstest.test_cert()
     SRV_AUTH = mstest.Server(args=["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--cores", str(WORKERS),
-                                   "--secret-file", SECRET_FILE]).start()
+                                   "--secret-file", SECRET_FILE, "--cert", cert, "--key", key]).start()
 
 
 def teardown():
@@ -1205,6 +1207,47 @@ def test_auth_upgrade_rejections():
     with mstest.RawWS(SRV_AUTH.port, "/ws?token=" + mint(u)) as ws:
         ws.send(mstest.frame(1, b'{"op":"ping","id":1}'))
         assert ws.recv_message() == (1, b'{"id":1,"ok":true}')
+
+
+def test_diag_routes_need_a_token_outside_dev():
+    """--diag without --dev: /echo and /room need a valid token exactly like
+    /ws (the same three ways to give it), and the start says they are on.
+    With --dev (SRV) they stay open."""
+    with mstest.Server(args=["--listen", "127.0.0.1:0", "--tls-listen", "off", "--cores", "2",
+                             "--diag", "--secret-file", SECRET_FILE]) as srv:
+        assert re.search(r"warn.*diagnostic routes on \(--diag\).*valid token", srv.stderr), \
+            srv.stderr[-2000:]
+        u = uid()
+        tok = mint(u)
+        for path in ("/echo", "/room"):
+            for p, e in ((path, ""), (path + "?user=%d" % u, ""),
+                         (path + "?token=" + mint(u, exp_in=-10), ""),
+                         (path + "?token=" + mint(u, secret=b"another-secret-0123456789-abcdefghijklmnop"), ""),
+                         (path, "Authorization: Bearer x.y.z\r\n"),
+                         (path, "Sec-WebSocket-Protocol: mezon.v1, bearer.x.y.z\r\n")):
+                assert status_of(srv, p, e) == 401, (p, e)
+        mstest.assert_echo(srv.port, path="/echo?token=" + tok)
+
+        async def main():
+            a = await websockets.connect(uri(srv, "/echo"), extra_headers={"Authorization": "Bearer " + tok},
+                                         open_timeout=10 * SLOW)
+            await a.send("hello")
+            assert await asyncio.wait_for(a.recv(), 5 * SLOW) == "hello"
+            b = await websockets.connect(uri(srv, "/room"), subprotocols=["mezon.v1", "bearer." + tok],
+                                         open_timeout=10 * SLOW)
+            assert b.subprotocol == "mezon.v1", b.subprotocol
+            c = await websockets.connect(uri(srv, "/room", token=tok), open_timeout=10 * SLOW)
+            await asyncio.sleep(0.2)  # both in the room
+            await c.send("to the room")
+            assert await asyncio.wait_for(b.recv(), 5 * SLOW) == "to the room"
+            for ws in (a, b, c):
+                await ws.close()
+        arun(main())
+    # --dev: open, and the warning says so.
+    assert re.search(r"diagnostic routes on \(--diag\).*open to anyone", SRV.stderr), SRV.stderr[-2000:]
+    with mstest.RawWS(SRV.port, "/room"):
+        pass
+    mstest.assert_echo(SRV.port)
 
 
 def _no_exp_token(u):

@@ -2,8 +2,9 @@
 # Operating the server: exit status 2 and one stderr line for every kind of
 # bad flag, --version, --config with a real file (the server starts, the
 # flags win, /healthz answers 200), --numa-node 0 pins every worker to its
-# own CPU of node 0 and binds its memory there, --log-level applies, and the
-# shipped example config is what --print-config prints.
+# own CPU of node 0 and binds its memory there, --log-level applies, the
+# start-up refusals of short secrets and of TLS without a certificate, and
+# the shipped example config is what --tls-listen off --print-config prints.
 #
 # Usage: test_ops.sh SERVER_BINARY SOURCE_DIR VERSION
 set -u
@@ -56,15 +57,31 @@ expect_bad "--cpus 1000: no usable CPU" --dev --cpus 1000
 expect_bad "$TMP/bad.conf:2: max-conns 0: expected an integer in 1..4194304" --dev --config "$TMP/bad.conf"
 expect_bad "--config $TMP/none.conf: No such file" --dev --config "$TMP/none.conf"
 expect_bad "refusing to start without authentication" --listen 127.0.0.1:0
+# Outside --dev: a TLS listener needs a certificate, HS256 secrets >= 32
+# bytes, API keys >= 16; the API key never equals a JWT secret.
+s32=0123456789abcdef0123456789abcdef
+printf '%s\n' "$s32" >"$TMP/jwt32"
+printf '0123456789abcde\n' >"$TMP/api15"
+expect_bad "--tls-listen 127.0.0.1:8443 without a certificate: give --cert FILE --key FILE, or --tls-listen off" \
+	--listen 127.0.0.1:0 --secret-file "$TMP/jwt32"
+expect_bad "--secret: 31 bytes; an HS256 secret needs at least 32" --tls-listen off --secret "${s32:1}"
+expect_bad "--secret-file $TMP/api15: 15 bytes; an HS256 secret needs at least 32" --tls-listen off \
+	--secret-file "$TMP/api15"
+expect_bad "--api-key-file $TMP/api15: 15 bytes; the server API key needs at least 16" --tls-listen off \
+	--secret-file "$TMP/jwt32" --api-key-file "$TMP/api15"
+expect_bad "--api-key-file $TMP/jwt32 holds the same bytes as --secret-file $TMP/jwt32" --dev \
+	--secret-file "$TMP/jwt32" --api-key-file "$TMP/jwt32"
 
 out=$("$BIN" --version 2>&1)
 rc=$?
 [ "$rc" -eq 0 ] && [ "$out" = "mezon-sock $VERSION" ] && ok "--version: $out" || fail "--version: exit $rc, '$out'"
 "$BIN" --help >"$TMP/help" 2>&1 && grep -q -- "--numa-node N" "$TMP/help" && ok "--help" || fail "--help"
-if "$BIN" --print-config | diff -u "$SRC/tools/systemd/mezon-sock.conf.example" - >"$TMP/diff"; then
-	ok "tools/systemd/mezon-sock.conf.example is --print-config's output"
+# The example is the defaults but for TLS, off until a certificate is
+# configured (outside --dev a TLS listener needs one).
+if "$BIN" --tls-listen off --print-config | diff -u "$SRC/tools/systemd/mezon-sock.conf.example" - >"$TMP/diff"; then
+	ok "tools/systemd/mezon-sock.conf.example is --tls-listen off --print-config's output"
 else
-	fail "mezon-sock.conf.example is stale (regenerate: mezon-sock --print-config): $(cat "$TMP/diff")"
+	fail "mezon-sock.conf.example is stale (regenerate: mezon-sock --tls-listen off --print-config): $(cat "$TMP/diff")"
 fi
 
 # start LOG ARGS...: the server in the background; sets PID and PORT.

@@ -419,9 +419,9 @@ def test_key_formats_sec1_and_pkcs1():
         verified_echo(srv, j("ca.pem"))
 
 
-def expect_refused_start(*args, want=None):
+def expect_refused_start(*args, want=None, dev=True):
     p = subprocess.run([mstest.SERVER_BIN, "--listen", "127.0.0.1:0", "--tls-listen",
-                        "127.0.0.1:0", "--cores", "1"] + list(args),
+                        "127.0.0.1:0", "--cores", "1"] + (["--dev"] if dev else []) + list(args),
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE, timeout=10)
     err = p.stderr.decode("utf-8", "replace")
@@ -445,6 +445,22 @@ def test_bad_certificate_configuration_refuses_to_start():
         f.write(os.urandom(79))
     expect_refused_start("--ticket-key-file", bad)
     expect_refused_start("--ticket-key-file", os.path.join(TMP, "nope.ticketkey"))
+
+
+def test_no_certificate_refused_outside_dev():
+    """The self-signed certificate is for --dev: outside it a TLS listener
+    without --cert/--key does not start, and says what to give."""
+    secret = ["--secret", "0123456789abcdef0123456789abcdef"]
+    expect_refused_start(*secret, dev=False,
+                         want=r"--tls-listen 127\.0\.0\.1:0 without a certificate: give --cert "
+                              r"FILE --key FILE, or --tls-listen off")
+    cert, key = mstest.test_cert()
+    with mstest.Server(args=["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0",
+                             "--cores", "1"] + secret + ["--cert", cert, "--key", key]) as srv:
+        assert srv.tls_fingerprint == fp_colon(der_of_pem(cert)), srv.tls_fingerprint
+        st = mstest.http_exchange(srv.tls_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                                  connect=mstest.tls_tcp)[0]
+        assert st == 200, st
 
 
 def test_listen_off_is_tls_only_or_a_clear_refusal():

@@ -1,7 +1,8 @@
 /* Flag parsing: every flag's default, a good value and its bad values (each
  * one -EINVAL with one stderr line naming the flag), the --config file
  * parser (good file, each kind of error with its line number, flags win over
- * the file), --print-config round trip, --help, --version. */
+ * the file), --print-config round trip, --help, --version, and the start-up
+ * policy on certificates and secret lengths. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -427,6 +428,102 @@ static void print_config_round_trip(void **state)
 	unlink(path);
 }
 
+/* ms_config_check on c, stderr captured in err_buf. */
+static int check(const ms_config *c, const ms_config_secret *jwt, int njwt,
+		 const ms_config_secret *api)
+{
+	FILE *se = stderr, *e = tmpfile();
+	assert_non_null(e);
+	stderr = e;
+	int ret = ms_config_check(c, jwt, njwt, api);
+	fflush(e);
+	stderr = se;
+	rewind(e);
+	err_buf[fread(err_buf, 1, sizeof(err_buf) - 1, e)] = 0;
+	fclose(e);
+	if (ret)
+		assert_int_equal(lines(err_buf), 1);
+	else
+		assert_string_equal(err_buf, "");
+	return ret;
+}
+
+/* Outside --dev a TLS listener needs a real certificate: the self-signed
+ * one is for development only. */
+static void tls_needs_certificate(void **state)
+{
+	static ms_config c;
+	static const char key32[] = "0123456789abcdef0123456789abcdef";
+	ms_config_secret jwt = { key32, 32, "--secret-file /s" };
+	const char *none[] = { NULL };
+	assert_int_equal(parse(&c, none), 0);
+	assert_int_equal(check(&c, &jwt, 1, NULL), -22);
+	assert_non_null(strstr(err_buf, "--tls-listen 127.0.0.1:8443"));
+	assert_non_null(strstr(err_buf, "--cert"));
+	assert_non_null(strstr(err_buf, "--key"));
+	assert_non_null(strstr(err_buf, "--tls-listen off"));
+	const char *off[] = { "--tls-listen", "off", NULL };
+	assert_int_equal(parse(&c, off), 0);
+	assert_int_equal(check(&c, &jwt, 1, NULL), 0);
+	const char *cert[] = { "--cert", "/c.pem", "--key", "/k.pem", NULL };
+	assert_int_equal(parse(&c, cert), 0);
+	assert_int_equal(check(&c, &jwt, 1, NULL), 0);
+	const char *dev[] = { "--dev", NULL };
+	assert_int_equal(parse(&c, dev), 0);
+	assert_int_equal(check(&c, NULL, 0, NULL), 0);
+}
+
+/* HS256 secrets of at least 32 bytes and API keys of at least 16 outside
+ * --dev; never the same bytes for both. */
+static void secret_lengths(void **state)
+{
+	static ms_config c, d;
+	static const char k[] = "0123456789abcdef0123456789abcdefXYZ";
+	const char *prod[] = { "--tls-listen", "off", NULL };
+	const char *dev[] = { "--dev", NULL };
+	assert_int_equal(parse(&c, prod), 0);
+	assert_int_equal(parse(&d, dev), 0);
+
+	ms_config_secret j32 = { k, 32, "--secret-file /j32" };
+	ms_config_secret j31 = { k, 31, "--secret-file /j31" };
+	ms_config_secret txt = { k + 1, 31, "--secret" };
+	ms_config_secret a16 = { k + 3, 16, "--api-key-file /a16" };
+	ms_config_secret a15 = { k + 3, 15, "--api-key-file /a15" };
+	ms_config_secret same = { k, 32, "--api-key-file /same" };
+	ms_config_secret two[2] = { j32, same };
+	two[1].from = "--secret-file /old";
+
+	assert_int_equal(check(&c, &j32, 1, NULL), 0);
+	assert_int_equal(check(&c, &j32, 1, &a16), 0);
+	assert_int_equal(check(&c, &j31, 1, &a16), -22);
+	assert_non_null(strstr(err_buf, "--secret-file /j31"));
+	assert_non_null(strstr(err_buf, "31 bytes"));
+	assert_non_null(strstr(err_buf, "32"));
+	assert_null(strstr(err_buf, "0123")); /* the secret itself is never shown */
+	ms_config_secret pair[2] = { j32, txt };
+	assert_int_equal(check(&c, pair, 2, NULL), -22);
+	assert_non_null(strstr(err_buf, "--secret:"));
+	assert_int_equal(check(&c, &j32, 1, &a15), -22);
+	assert_non_null(strstr(err_buf, "--api-key-file /a15"));
+	assert_non_null(strstr(err_buf, "16"));
+	/* The same bytes for both: refused, also in --dev. */
+	assert_int_equal(check(&c, &j32, 1, &same), -22);
+	assert_non_null(strstr(err_buf, "--api-key-file /same"));
+	assert_non_null(strstr(err_buf, "--secret-file /j32"));
+	assert_int_equal(check(&d, &j32, 1, &same), -22);
+	assert_int_equal(check(&c, two, 2, &a16), 0);
+	two[1] = a16;
+	two[1].from = "--secret-file /old";
+	assert_int_equal(check(&c, two, 2, &a16), -22);
+	assert_non_null(strstr(err_buf, "--secret-file /old"));
+	/* --dev: short ones are fine (tests, laptops). */
+	ms_config_secret j1 = { "x", 1, "--secret" }, a1 = { "y", 1, "--api-key-file /a1" };
+	assert_int_equal(check(&d, &j1, 1, &a1), 0);
+	assert_int_equal(check(&d, NULL, 0, &a1), 0);
+	ms_config_secret a1x = { "x", 1, "--api-key-file /a1x" };
+	assert_int_equal(check(&d, &j1, 1, &a1x), -22);
+}
+
 static void cpulist(void **state)
 {
 	uint64_t m[16];
@@ -450,6 +547,8 @@ int main(void)
 		cmocka_unit_test(config_flags_win),
 		cmocka_unit_test(config_file_errors),
 		cmocka_unit_test(print_config_round_trip),
+		cmocka_unit_test(tls_needs_certificate),
+		cmocka_unit_test(secret_lengths),
 		cmocka_unit_test(cpulist),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

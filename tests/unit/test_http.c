@@ -382,7 +382,20 @@ static void test_ws_check(void **state)
 	assert_int_equal(check_with("Sec-WebSocket-Key", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", &key), 400);
 	/* 20 bytes of base64 is 28 characters: wrong size */
 	assert_int_equal(check_with("Sec-WebSocket-Key", "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n", &key), 400);
+	/* 400: a body on the upgrade. Its bytes would follow the head and be
+	 * read as frames, while a proxy in front reads them as a body
+	 * (request smuggling). */
+	assert_int_equal(check_with("Host", "Host: server.example.com\r\nTransfer-Encoding: chunked\r\n", &key), 400);
+	assert_int_equal(check_with("Host", "Host: server.example.com\r\nTransfer-Encoding: identity\r\n", &key), 400);
+	assert_int_equal(check_with("Host", "Host: server.example.com\r\ntransfer-encoding:\r\n", &key), 400);
+	assert_int_equal(check_with("Host", "Host: server.example.com\r\nContent-Length: 5\r\n", &key), 400);
+	assert_int_equal(check_with("Host", "Host: server.example.com\r\nContent-Length: 0, 0\r\n", &key), 400);
+	assert_int_equal(check_with("Host", "Host: server.example.com\r\nContent-Length:\r\n", &key), 400);
+	assert_int_equal(check_with("Host", "Host: server.example.com\r\nContent-Length: -0\r\n", &key), 400);
+	assert_int_equal(check_with("Host", "Host: server.example.com\r\nContent-Length: 0\r\nContent-Length: 1\r\n", &key), 400);
 	/* accepted variants */
+	assert_int_equal(check_with("Host", "Host: server.example.com\r\nContent-Length: 0\r\n", &key), 0);
+	assert_int_equal(check_with("Host", "Host: server.example.com\r\ncontent-length: 00\r\n", &key), 0);
 	assert_int_equal(check_with("Connection", "Connection: keep-alive, Upgrade\r\n", &key), 0);
 	assert_int_equal(check_with("Connection", "connection:UPGRADE\r\n", &key), 0);
 	assert_int_equal(check_with("Connection", "Connection: keep-alive\r\nConnection: upgrade\r\n", &key), 0);

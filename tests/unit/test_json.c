@@ -3,13 +3,15 @@
  * class rejected (literals, numbers, strings, escapes, surrogates, UTF-8,
  * structure, depth), every prefix of a container rejected, the word-at-a-
  * time string scan at every alignment, member/element iteration spans and
- * sticky end/error states, string decoding and integer reading.
+ * sticky end/error states, string decoding and integer reading, keys
+ * compared decoded for duplicates.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -355,6 +357,50 @@ static void test_string_decode(void **state)
 	assert_int_equal(ms_json_string((ms_str){ NULL, 0 }, out, sizeof(out)), -1);
 }
 
+/* Keys decoded and compared decoded: the same key spelled two ways is one
+ * key, whether the spellings differ in escapes, surrogate pairs or case of
+ * the hex digits. */
+static void test_keys(void **state)
+{
+	static const char obj[] =
+		"{\"stream\":1,\"str\\u0065am\":2,\"\\u00e9\":3,\"\xc3\xa9\":4,"
+		"\"\\uD83D\\uDE00\":5,\"\\ud83d\\ude00\":6,\"a\\\"b\":7,\"a\\u0022b\":8,"
+		"\"\":9,\"x\":10}";
+	/* each member: 1 new, 0 a repeat of an earlier one */
+	static const int want[] = { 1, 0, 1, 0, 1, 0, 1, 0, 1, 1 };
+	ms_json_iter it;
+	ms_json_keys ks;
+	ms_str key, val;
+	char out[16];
+	size_t k = 0;
+
+	(void)state;
+	ms_json_keys_init(&ks);
+	assert_true(ms_json_object_begin(&it, obj, sizeof(obj) - 1));
+	while (ms_json_object_next(&it, &key, &val) > 0) {
+		assert_true(k < sizeof(want) / sizeof(want[0]));
+		assert_int_equal(ms_json_keys_add(&ks, key), want[k]);
+		if (k == 1) {
+			assert_int_equal(ms_json_key(key, out, sizeof(out)), 6);
+			assert_memory_equal(out, "stream", 6);
+			assert_int_equal(ms_json_key(key, out, 5), -1);
+		}
+		k++;
+	}
+	assert_int_equal(k, sizeof(want) / sizeof(want[0]));
+
+	/* Full: the 65th key and any after it are not taken. */
+	char many[64 * 8 + 16], *p = many;
+	*p++ = '{';
+	for (int i = 0; i < 65; i++)
+		p += sprintf(p, "%s\"k%d\":0", i ? "," : "", i);
+	p += sprintf(p, ",\"k\\u0031\":0}");
+	ms_json_keys_init(&ks);
+	assert_true(ms_json_object_begin(&it, many, (size_t)(p - many)));
+	for (int i = 0; ms_json_object_next(&it, &key, &val) > 0; i++)
+		assert_int_equal(ms_json_keys_add(&ks, key), i < 64 ? 1 : -1);
+}
+
 static void test_int(void **state)
 {
 	int64_t v = 42;
@@ -399,6 +445,7 @@ int main(void)
 		cmocka_unit_test(test_iter_depth),
 		cmocka_unit_test(test_array_iter),
 		cmocka_unit_test(test_string_decode),
+		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_int),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -30,6 +30,7 @@ static ms_worker_snap *make(uint32_t n)
 		s[i].st.accepts = 100 * (i + 1);
 		s[i].st.deliveries = 123456789012ull + i;
 		s[i].st.ws_utf8_errors = 5 + i;
+		s[i].st.auth_fail[MS_AUTH_EXPIRED] = 7 + i;
 		s[i].mb.overflows = 2 * i;
 		for (int k = 0; k < MS_HIST_COUNT; k++)
 			ms_hist_init(&s[i].hist[k]);
@@ -129,6 +130,10 @@ static void values_land_on_their_labels(void **state)
 	assert_true(sample(t, "mezon_deliveries_total{worker=\"0\"}") == 123456789012.0);
 	assert_true(sample(t, "mezon_mailbox_overflows_total{worker=\"1\"}") == 2);
 	assert_true(sample(t, "mezon_errors_total{worker=\"1\",kind=\"ws_utf8\"}") == 6);
+	assert_true(sample(t, "mezon_auth_failures_total{worker=\"1\",reason=\"expired\"}") == 8);
+	assert_true(sample(t, "mezon_auth_failures_total{worker=\"0\",reason=\"missing\"}") == 0);
+	for (int r = 0; r < MS_AUTH_REASONS; r++)
+		assert_non_null(ms_auth_reason_names[r]);
 	assert_true(sample(t, "mezon_draining") == 0);
 	free(t);
 	s[1].draining = true;

@@ -446,6 +446,39 @@ static void test_rotation(void **state)
 	}
 }
 
+/* The lifetime hint a ticket carries is no longer than the ticket stays
+ * openable: a key seals for one rotation period and opens for one more, so
+ * a ticket sealed at the end of its key's period has one period left. */
+static void test_ticket_lifetime_hint(void **state)
+{
+	uint32_t periods[] = {43200, 100};
+	uint16_t vers[] = {TLS1_3_VERSION, TLS1_2_VERSION};
+	char err[256];
+
+	for (size_t p = 0; p < 2; p++) {
+		ms_tls_opts o = {.ticket_rotate_s = periods[p]};
+		ms_tls_ctx *ctx;
+
+		assert_int_equal(ms_tls_ctx_create(&ctx, &o, NULL, err, sizeof(err)), 0);
+		for (size_t v = 0; v < 2; v++) {
+			SSL_CTX *cc = cli_ctx(vers[v]);
+			SSL_SESSION *s = get_session(ctx, cc);
+			/* TLS 1.3's ticket_lifetime caps the client's session
+			 * timeout (BoringSSL keeps no separate hint there); TLS
+			 * 1.2's ticket_lifetime_hint is kept as the hint. */
+			uint32_t life = vers[v] == TLS1_3_VERSION
+						? (uint32_t)SSL_SESSION_get_timeout(s)
+						: SSL_SESSION_get_ticket_lifetime_hint(s);
+
+			assert_true(life > 0);
+			assert_true(life <= periods[p]);
+			SSL_SESSION_free(s);
+			SSL_CTX_free(cc);
+		}
+		ms_tls_ctx_destroy(ctx);
+	}
+}
+
 /* Encrypt a handshake record as the client would (TLS 1.2, AES-128-GCM):
  * BoringSSL has no API to start a renegotiation from the client side, so
  * the test forges the renegotiating ClientHello with the client's keys. */
@@ -1014,6 +1047,7 @@ int main(void)
 		cmocka_unit_test(test_resume),
 		cmocka_unit_test(test_resume_key_file),
 		cmocka_unit_test(test_rotation),
+		cmocka_unit_test(test_ticket_lifetime_hint),
 		cmocka_unit_test(test_renegotiation),
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_close_notify),
