@@ -321,9 +321,10 @@ def pct(xs, q):
 
 def attack(spec, fds=()):
     """Start this file with --attack: it sends spec["prefix"] then
-    spec["chunk"] over and over, never reading, on the sockets fds (or on
-    spec["conns"] connections it opens, re-opening closed ones when
-    spec["reconnect"]), for spec["secs"] seconds. A Popen; see finish()."""
+    spec["chunk"] over and over on the sockets fds (or on spec["conns"]
+    connections it opens, re-opening closed ones when spec["reconnect"]),
+    for spec["secs"] seconds, never reading (spec["drain"]: reading and
+    dropping what comes). A Popen; see finish()."""
     p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--attack"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, pass_fds=tuple(fds))
@@ -369,11 +370,19 @@ def attack_child():
         return None
 
     sel = selectors.DefaultSelector()
+    events = selectors.EVENT_WRITE | (selectors.EVENT_READ if spec.get("drain") else 0)
 
     def add(s):
         if s is not None:
             s.setblocking(False)
-            sel.register(s, selectors.EVENT_WRITE, [memoryview(prefix + chunk), 0])
+            sel.register(s, events, [memoryview(prefix + chunk), 0])
+
+    def drop(s):
+        rep["drops"] += 1
+        sel.unregister(s)
+        s.close()
+        if spec.get("reconnect"):
+            add(dial())
 
     for fd in spec["fds"]:
         add(socket.socket(fileno=fd))
@@ -381,18 +390,26 @@ def attack_child():
         for _ in range(spec.get("conns", 1)):
             add(dial())
     while time.monotonic() < deadline and sel.get_map():
-        for key, _ in sel.select(0.05):
+        for key, mask in sel.select(0.05):
             s, st = key.fileobj, key.data
+            if mask & selectors.EVENT_READ:  # "drain": replies read and dropped
+                try:
+                    if not s.recv(1 << 20):
+                        drop(s)
+                        continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    drop(s)
+                    continue
+            if not mask & selectors.EVENT_WRITE:
+                continue
             try:
                 n = s.send(st[0][st[1]:st[1] + (1 << 20)])
             except BlockingIOError:
                 continue
             except OSError:
-                rep["drops"] += 1
-                sel.unregister(s)
-                s.close()
-                if spec.get("reconnect"):
-                    add(dial())
+                drop(s)
                 continue
             rep["sent"] += n
             st[1] += n
@@ -693,10 +710,14 @@ def test_f3b_e_heavy_publishes():
 
 
 def test_f3c_pipelined_pings():
-    """Finding 3: pings pipelined without reading do not slow the worker."""
+    """Finding 3: pings pipelined back to back (without reading, and reading) do not slow the worker."""
     with Server(cores=1) as srv:
-        assert_fair(srv, {"path": "/ws?user=%d" % uid(), "conns": 2, "reconnect": True,
-                          "chunk": repeat(req_frame(op="ping"))}, "pipelined pings")
+        pings = {"path": "/ws?user=%d" % uid(), "conns": 2, "reconnect": True,
+                 "chunk": repeat(req_frame(op="ping"))}
+        assert_fair(srv, pings, "pipelined pings, replies not read")
+        # A client that reads its replies is never a slow consumer: without
+        # a work budget it keeps the worker busy for as long as it likes.
+        assert_fair(srv, dict(pings, drain=True), "pipelined pings, replies read")
 
 
 # ---- F4: state one client can create -------------------------------------------------
