@@ -104,6 +104,8 @@ struct ms_worker {
 	uint32_t *freeq, nfreeq;
 	uint32_t *overq, nover;    /* connections whose output is over --max-backpressure */
 	uint32_t *resumeq, nresume; /* paused input to parse again next iteration */
+	uint32_t *fed;             /* per slot: iteration (low 16 bits) << 16 | KiB handed
+	                            * to on_data in it (FEED_KIB per iteration) */
 	ms_outq_node *free_nodes;
 	sendctx *free_ctx;
 
@@ -772,6 +774,15 @@ static void spill_account(ms_worker *w, ms_conn *c, uint32_t cap_before)
 }
 
 static void hold_conn(ms_worker *w, ms_conn *c, uint8_t *p, size_t n);
+static void queue_resume(ms_worker *w, ms_conn *c);
+
+/* Input one connection may hand the protocol layer per loop iteration. A
+ * multishot recv posts a completion per 4 KiB buffer, and a client that
+ * floods its socket can have hundreds in one iteration: past this much,
+ * its input is kept and parsed from the next iteration on, so one
+ * connection costs its worker a bounded slice of each iteration (the
+ * protocol layer bounds frames and requests per call on top). */
+#define FEED_KIB 64
 
 static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 {
@@ -782,6 +793,13 @@ static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 		c->paused |= MS_PAUSE_OUTPUT;
 		w->st.conn_pauses++;
 	}
+	uint32_t it = (uint32_t)w->st.iterations & 0xffff, fed = w->fed[c->idx];
+	uint32_t kib = fed >> 16 == it ? fed & 0xffff : 0;
+	if (!c->paused && kib >= FEED_KIB) {
+		c->paused |= MS_PAUSE_PROTO; /* yield: resumed next iteration */
+		queue_resume(w, c);
+		w->st.conn_pauses++;
+	}
 	if (c->paused) {
 		hold_conn(w, c, p, n);
 		return;
@@ -789,6 +807,8 @@ static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 	uint32_t cap = c->spill.cap;
 	size_t len;
 	uint8_t *buf = ms_spill_join(&c->spill, p, n, &len);
+	kib += (uint32_t)((len + 1023) / 1024);
+	w->fed[c->idx] = it << 16 | (kib < 0xffff ? kib : 0xffff);
 	w->need_hint = 0;
 	size_t used = w->h->on_data(w, c, buf, len);
 	if (c->flags & MS_CONN_F_CLOSING) {
@@ -894,6 +914,19 @@ static void resume_input(ms_worker *w)
 	}
 }
 
+/* Input after a close began is read only to see the peer's EOF (so our
+ * close frame is not lost under a reset). A peer that goes on sending in
+ * bulk (a flood that got itself closed) would keep its worker reading at
+ * full speed: past FEED_KIB in one iteration it is reset instead. */
+static void discard(ms_worker *w, ms_conn *c, size_t n)
+{
+	uint32_t it = (uint32_t)w->st.iterations & 0xffff, fed = w->fed[c->idx];
+	uint32_t kib = (fed >> 16 == it ? fed & 0xffff : 0) + (uint32_t)((n + 1023) / 1024);
+	w->fed[c->idx] = it << 16 | (kib < 0xffff ? kib : 0xffff);
+	if (kib >= FEED_KIB)
+		teardown(w, c);
+}
+
 /* Connections whose pause ended: parse what they kept, read again. Only
  * the entries there at the start: one that pauses and resumes itself while
  * being parsed (its work budget is spent) waits for the next iteration. */
@@ -939,7 +972,7 @@ static void on_recv(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 		w->st.bytes_in += (uint64_t)res;
 		c->last_active = w->now_s;
 		if (c->flags & MS_CONN_F_CLOSING)
-			;
+			discard(w, c, (size_t)res);
 		else if (w->input_paused && !c->paused)
 			hold(w, c, ms_ring_buf(&w->ring, bid), (size_t)res);
 		else
@@ -952,7 +985,12 @@ static void on_recv(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 	} else if (res == -ENOBUFS) {
 		w->st.recv_nobufs++;
 		park_rearm(w, c);
-	} else if (res != -ECANCELED) {
+	} else if (res == -ECANCELED) {
+		/* A pause cancelled it; if the pause ended before this arrived
+		 * (resume_paused saw the recv still armed), read again now. */
+		if (!more && !c->paused && !(c->flags & (MS_CONN_F_HELD | MS_CONN_F_CLOSING)))
+			park_rearm(w, c);
+	} else {
 		/* EOF (0) or a socket error. */
 		if (c->flags & MS_CONN_F_CLOSING) {
 			/* A peer that half-closed right after its last request (or
@@ -1275,7 +1313,9 @@ static void check_over(ms_worker *w)
 		if (c->over_ms && !(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SHED | MS_CONN_F_FREED))) {
 			if (c->out_bytes > w->hard_cap) {
 				slow = true;
-			} else if (now - c->over_ms >= w->slow_window_ms) {
+			} else if ((int32_t)(now - c->over_ms) >= (int32_t)w->slow_window_ms) {
+				/* Signed: over_ms is now | 1 (0 means "under"), up to 1 ms
+				 * after the clock. */
 				slow = c->drained < w->slow_at;
 				c->over_ms = now | 1; /* draining: judge the next window */
 				c->drained = 0;
@@ -1429,6 +1469,7 @@ static void trim_idle(ms_worker *w)
 		ms_pool_array_trim(&w->pool, w->freeq, sizeof(uint32_t));
 		ms_pool_array_trim(&w->pool, w->overq, sizeof(uint32_t));
 		ms_pool_array_trim(&w->pool, w->resumeq, sizeof(uint32_t));
+		ms_pool_array_trim(&w->pool, w->fed, sizeof(uint32_t));
 	}
 	free_caches(w);
 	if (mi_collect)
@@ -1704,6 +1745,10 @@ static void run(ms_worker *w)
 		if (w->draining && w->hub)
 			w->drain_seen = ms_mbox_rounds_done(w->hub); /* before the drain below */
 
+		/* Input paused until this iteration (a yield, answers back, output
+		 * drained) goes first: it arrived before this iteration's. */
+		if (w->nresume)
+			resume_paused(w);
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
 		io_uring_for_each_cqe(ring, head, cqe) {
@@ -1712,8 +1757,6 @@ static void run(ms_worker *w)
 		}
 		io_uring_cq_advance(ring, n);
 		w->st.cqes += n;
-		if (w->nresume)
-			resume_paused(w);
 
 		if (w->mbox) {
 			ms_mbox_drain(w->mbox, on_mail, w);
@@ -1838,6 +1881,7 @@ static void *thread_main(void *arg)
 		w->freeq = slot_array(w, sizeof(uint32_t));
 		w->overq = slot_array(w, sizeof(uint32_t));
 		w->resumeq = slot_array(w, sizeof(uint32_t));
+		w->fed = slot_array(w, sizeof(uint32_t));
 		w->peer = slot_array(w, sizeof(w->peer[0]));
 		if (w->rsv_max)
 			w->rsv = xmalloc(2 * w->rsv_max * sizeof(w->rsv[0]));
@@ -2010,6 +2054,7 @@ void ms_worker_destroy(ms_worker *w)
 	ms_pool_array_free(&w->pool, w->freeq, sizeof(uint32_t));
 	ms_pool_array_free(&w->pool, w->overq, sizeof(uint32_t));
 	ms_pool_array_free(&w->pool, w->resumeq, sizeof(uint32_t));
+	ms_pool_array_free(&w->pool, w->fed, sizeof(uint32_t));
 	ms_pool_fini(&w->pool);
 	ms_ring_fini(&w->ring);
 	for (int l = 0; l < w->nlisten; l++)
