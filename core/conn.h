@@ -40,6 +40,8 @@ enum {
 	MS_CONN_F_SHED = 1 << 12,    /* closed at the pending-output cap or as slow (on_shed) */
 	MS_CONN_F_OVER = 1 << 13,    /* on the over-backpressure list */
 	MS_CONN_F_RESUME = 1 << 14,  /* on the resume list (paused input to parse again) */
+	MS_CONN_F_MUTE = 1 << 15,    /* closing, and no longer read: the peer went on
+	                              * sending in bulk; the linger timer ends it */
 };
 
 /* Why a connection's input is paused (ms_conn.paused bits): input is

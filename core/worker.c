@@ -717,7 +717,8 @@ static void teardown(ms_worker *w, ms_conn *c)
  * the close frame we just sent. */
 static void start_linger(ms_worker *w, ms_conn *c)
 {
-	if (!(c->flags & (MS_CONN_F_RECV | MS_CONN_F_REARM)) || (c->flags & MS_CONN_F_LINGER)) {
+	if (!(c->flags & (MS_CONN_F_RECV | MS_CONN_F_REARM | MS_CONN_F_MUTE)) ||
+	    (c->flags & MS_CONN_F_LINGER)) {
 		teardown(w, c);
 		return;
 	}
@@ -917,14 +918,20 @@ static void resume_input(ms_worker *w)
 /* Input after a close began is read only to see the peer's EOF (so our
  * close frame is not lost under a reset). A peer that goes on sending in
  * bulk (a flood that got itself closed) would keep its worker reading at
- * full speed: past FEED_KIB in one iteration it is reset instead. */
+ * full speed: past FEED_KIB in one iteration we stop reading it. Resetting
+ * it instead would destroy the close frame we owe it (an oversized message
+ * is still arriving when we answer 1009); muted, it gets our FIN after the
+ * output and the linger timer closes it. */
 static void discard(ms_worker *w, ms_conn *c, size_t n)
 {
 	uint32_t it = (uint32_t)w->st.iterations & 0xffff, fed = w->fed[c->idx];
 	uint32_t kib = (fed >> 16 == it ? fed & 0xffff : 0) + (uint32_t)((n + 1023) / 1024);
 	w->fed[c->idx] = it << 16 | (kib < 0xffff ? kib : 0xffff);
-	if (kib >= FEED_KIB)
-		teardown(w, c);
+	if (kib >= FEED_KIB && !(c->flags & MS_CONN_F_MUTE)) {
+		c->flags |= MS_CONN_F_MUTE;
+		if (c->flags & MS_CONN_F_RECV)
+			submit_cancel(w, ms_udata(MS_OP_RECV, c->idx, c->gen));
+	}
 }
 
 /* Connections whose pause ended: parse what they kept, read again. Only
@@ -1262,7 +1269,8 @@ static void rearm_stopped(ms_worker *w)
 	for (uint32_t i = 0; i < w->nrearm; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->rearm[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_REARM;
-		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV | MS_CONN_F_HELD)) && !c->paused)
+		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV | MS_CONN_F_HELD | MS_CONN_F_MUTE)) &&
+		    !c->paused)
 			arm_recv(w, c);
 	}
 	w->nrearm = 0;
