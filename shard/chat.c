@@ -27,9 +27,9 @@
 #include "shard/map.h"
 #include "shard/registry.h"
 
-#define SEQ_SLOT 20
 #define DM_FANOUT_MAX 64 /* devices of one user reached by one DM */
 #define ROOM_NAME "#room" /* not a valid client stream name: /room only */
+#define SERVER_FROM ((ms_str){ "server", 6 }) /* "from" of server API messages */
 #define STREAM_IDLE_SECONDS 300 /* an empty stream is forgotten after this */
 #define SWEEP_SECONDS 10
 
@@ -124,7 +124,7 @@ struct ms_chat_worker {
 	stream *dirty;
 	uint32_t now;        /* worker seconds, refreshed every flush */
 	uint32_t last_sweep;
-	char *scratch;    /* reply building */
+	uint64_t *scratch; /* presence listings and events: user ids */
 	size_t scratch_cap;
 };
 
@@ -247,15 +247,25 @@ static ms_conn_ref ref_of(ms_worker *w, ms_conn *c)
 	return ms_conn_ref_of(w, c);
 }
 
-/* A frame holding text[0..n): header + payload in one packet. */
-static ms_pkt *frame_pkt(uint8_t opcode, const void *text, size_t n)
+/* A packet holding one unmasked frame with an n-byte payload, the header
+ * written; the payload (at *payload) is the caller's to fill. */
+static ms_pkt *frame_new(uint8_t opcode, size_t n, char **payload)
 {
 	size_t h = ms_ws_header_len(n);
 	ms_pkt *p = ms_pkt_new((uint32_t)(h + n));
 	ms_ws_header(p->data, true, opcode, n, NULL);
-	if (n)
-		memcpy(p->data + h, text, n);
 	p->len = (uint32_t)(h + n);
+	*payload = (char *)p->data + h;
+	return p;
+}
+
+/* A frame holding text[0..n): header + payload in one packet. */
+static ms_pkt *frame_pkt(uint8_t opcode, const void *text, size_t n)
+{
+	char *b;
+	ms_pkt *p = frame_new(opcode, n, &b);
+	if (n)
+		memcpy(b, text, n);
 	return p;
 }
 
@@ -644,9 +654,7 @@ static void owner_publish(ms_worker *w, ms_chat_worker *cw, uint32_t from, ms_ms
 			return;
 		}
 		uint64_t seq = ++s->seq;
-		char digits[24];
-		int n = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)seq);
-		memcpy(pkt->data + (uint32_t)m->b, digits, (size_t)n);
+		ms_proto_seq_fill((char *)pkt->data + (uint32_t)m->b, seq);
 		ms_msg *ack = ms_worker_post(w, from);
 		ack->type = M_PUB_ACK;
 		ack->flags = m->flags | (created ? F_CREATED : 0);
@@ -660,22 +668,18 @@ static void owner_publish(ms_worker *w, ms_chat_worker *cw, uint32_t from, ms_ms
 	stream_maybe_free(cw, s);
 }
 
-static int presence_listing(ms_chat_worker *cw, jreq *j, char **out)
+/* The presence reply to j: a page of members from j's cursor (j->seq),
+ * with the cursor of the next page when there is one. */
+static ms_pkt *presence_listing(ms_chat_worker *cw, jreq *j)
 {
 	stream *s = stream_find(cw, j->name, j->name_len, ms_hash_bytes(j->name, j->name_len));
 	uint32_t page = cw->chat->cfg->presence_page;
-	size_t need = 96 + (size_t)page * 24;
-	if (cw->scratch_cap < need) {
+	if (cw->scratch_cap < page) {
 		free(cw->scratch);
-		cw->scratch = xmalloc(need);
-		cw->scratch_cap = need;
+		cw->scratch = xmalloc((size_t)page * sizeof(uint64_t));
+		cw->scratch_cap = page;
 	}
-	char *b = cw->scratch;
-	size_t n = 0;
-	if (j->flags & F_HAS_ID)
-		n += (size_t)sprintf(b + n, "{\"id\":%lld,\"ok\":true,\"users\":[", (long long)j->id);
-	else
-		n += (size_t)sprintf(b + n, "{\"ok\":true,\"users\":[");
+	uint64_t *users = cw->scratch;
 	uint32_t pos = (uint32_t)j->seq, count = 0;
 	const ms_map_slot *sl;
 	bool more = false;
@@ -685,18 +689,16 @@ static int presence_listing(ms_chat_worker *cw, jreq *j, char **out)
 				more = true;
 				break;
 			}
-			n += (size_t)sprintf(b + n, "%s\"%llu\"", count ? "," : "",
-					     (unsigned long long)sl->key);
-			count++;
+			users[count++] = sl->key;
 			pos = p;
 		}
 	}
-	if (more)
-		n += (size_t)sprintf(b + n, "],\"next\":\"%u\"}", pos);
-	else
-		n += (size_t)sprintf(b + n, "]}");
-	*out = b;
-	return (int)n;
+	bool has_id = j->flags & F_HAS_ID;
+	size_t n = ms_proto_enc_presence_list(NULL, 0, has_id, j->id, users, count, more, pos);
+	char *b;
+	ms_pkt *pkt = frame_new(MS_WS_OP_TEXT, n, &b);
+	ms_proto_enc_presence_list(b, n, has_id, j->id, users, count, more, pos);
+	return pkt;
 }
 
 /* ---- messages ----------------------------------------------------------------------- */
@@ -746,9 +748,9 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		} else if (s && !(j->flags & F_QUIET)) {
 			/* One reply per request: a join left before its ack still
 			 * succeeded (and was then left). */
-			ms_net_reply(w, c, j->flags & F_HAS_ID, j->id,
-				     "\"ok\":true,\"seq\":%llu,\"epoch\":\"%016llx\"}",
-				     (unsigned long long)j->seq, (unsigned long long)j->epoch);
+			char b[96];
+			ms_net_reply(w, c, b, ms_proto_enc_join(b, sizeof(b), j->flags & F_HAS_ID,
+								  j->id, j->seq, j->epoch));
 			op_done(w, MS_HIST_OP_JOIN, j->t_req);
 		}
 		if (!s || s->state == SUB_LEAVING || refused) {
@@ -790,15 +792,13 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 						  refusal_text(err));
 			break;
 		}
+		char b[64];
 		if (m->flags & F_API) {
-			if (c) {
-				char b[48];
-				int n = snprintf(b, sizeof(b), "{\"seq\":%llu}", (unsigned long long)m->b);
-				ms_admin_reply(w, c, 200, b, (size_t)n);
-			}
+			if (c)
+				ms_admin_reply(w, c, 200, b, ms_proto_enc_count(b, sizeof(b), "seq", m->b));
 		} else if (c && ms_net_deliverable(c)) {
-			ms_net_reply(w, c, m->flags & F_HAS_ID, (int64_t)m->a,
-				     "\"ok\":true,\"seq\":%llu}", (unsigned long long)m->b);
+			ms_net_reply(w, c, b, ms_proto_enc_publish(b, sizeof(b), m->flags & F_HAS_ID,
+								     (int64_t)m->a, m->b));
 			ms_worker_record(w, MS_HIST_OP_PUBLISH, ms_pkt_stamp_age(m->u32, ms_clock_ns()));
 		}
 		break;
@@ -832,13 +832,11 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 	}
 	case M_PRESENCE: {
 		jreq *j = m->ptr;
-		char *text;
-		int n = presence_listing(cw, j, &text);
 		ms_msg *r = ms_worker_post(w, from);
 		r->type = M_REPLY;
 		r->ref = j->ref;
 		r->a = j->t_req;
-		r->ptr = frame_pkt(MS_WS_OP_TEXT, text, (size_t)n);
+		r->ptr = presence_listing(cw, j);
 		free(j);
 		break;
 	}
@@ -866,28 +864,26 @@ void ms_chat_on_flush(ms_worker *w)
 			stream_maybe_free(cw, s);
 			continue;
 		}
-		/* {"event":"presence","stream":S,"join":[..],"leave":[..]} */
-		size_t cap = 64 + s->name_len + (size_t)s->npres * 24;
-		char *b = xmalloc(cap);
-		size_t n = (size_t)sprintf(b, "{\"event\":\"presence\",\"stream\":\"%.*s\"",
-					   (int)s->name_len, s->name);
-		for (int leave = 0; leave < 2; leave++) {
-			bool first = true;
-			for (uint32_t i = 0; i < s->npres; i++) {
-				if ((int)s->pres[i].leave != leave)
-					continue;
-				n += (size_t)sprintf(b + n, "%s\"%llu\"",
-						     first ? (leave ? ",\"leave\":[" : ",\"join\":[") : ",",
-						     (unsigned long long)s->pres[i].uid);
-				first = false;
-			}
-			if (!first)
-				b[n++] = ']';
+		/* Joins then leaves, each in the order they were noted. */
+		if (cw->scratch_cap < s->npres) {
+			free(cw->scratch);
+			cw->scratch = xmalloc((size_t)s->cpres * sizeof(uint64_t));
+			cw->scratch_cap = s->cpres;
 		}
-		b[n++] = '}';
+		uint64_t *u = cw->scratch;
+		size_t nj = 0, nl = 0;
+		for (uint32_t i = 0; i < s->npres; i++)
+			if (!s->pres[i].leave)
+				u[nj++] = s->pres[i].uid;
+		for (uint32_t i = 0; i < s->npres; i++)
+			if (s->pres[i].leave)
+				u[nj + nl++] = s->pres[i].uid;
 		s->npres = 0;
-		ms_pkt *pkt = frame_pkt(MS_WS_OP_TEXT, b, n);
-		free(b);
+		ms_str name = { s->name, s->name_len };
+		size_t n = ms_proto_enc_presence(NULL, 0, name, u, nj, u + nj, nl);
+		char *b;
+		ms_pkt *pkt = frame_new(MS_WS_OP_TEXT, n, &b);
+		ms_proto_enc_presence(b, n, name, u, nj, u + nj, nl);
 		send_to_subscribers(w, s, pkt);
 		ms_pkt_unref(pkt);
 		stream_maybe_free(cw, s);
@@ -965,38 +961,20 @@ static void do_leave(ms_worker *w, ms_conn *c, const ms_req *req)
 	op_done(w, MS_HIST_OP_LEAVE, ms_worker_now_ns(w));
 }
 
-/* {"event":"message","stream":S,"seq":<slot>,"from":F,"data":D}: the
- * packet, and the offsets of the stream name and of the blank seq slot the
- * owner fills in. from is the JSON value (a quoted user id, or "server"). */
-static ms_pkt *message_pkt(ms_str name, const char *from, size_t fl, ms_str data,
-			   uint32_t *name_off, uint32_t *seq_off)
+/* The message event (net/proto's encoder) as a frame, and the offsets
+ * in the packet of the stream name and of the blank seq slot the owner
+ * fills in. from: a user id's digits, or "server". */
+static ms_pkt *message_pkt(ms_str name, ms_str from, ms_str data, uint32_t *name_off,
+			   uint32_t *seq_off)
 {
-	static const char p1[] = "{\"event\":\"message\",\"stream\":\"";
-	static const char p2[] = "\",\"seq\":";
-	static const char p3[] = ",\"from\":";
-	static const char p4[] = ",\"data\":";
-	size_t len = (sizeof(p1) - 1) + name.n + (sizeof(p2) - 1) + SEQ_SLOT +
-		     (sizeof(p3) - 1) + fl + (sizeof(p4) - 1) + data.n + 1;
-	size_t h = ms_ws_header_len(len);
-	ms_pkt *pkt = ms_pkt_new((uint32_t)(h + len));
-	uint8_t *o = pkt->data;
-	ms_ws_header(o, true, MS_WS_OP_TEXT, len, NULL);
-	size_t k = h;
-#define PUT(ptr, n) (memcpy(o + k, (ptr), (n)), k += (n))
-	PUT(p1, sizeof(p1) - 1);
-	*name_off = (uint32_t)k;
-	PUT(name.p, name.n);
-	PUT(p2, sizeof(p2) - 1);
-	*seq_off = (uint32_t)k;
-	memset(o + k, ' ', SEQ_SLOT);
-	k += SEQ_SLOT;
-	PUT(p3, sizeof(p3) - 1);
-	PUT(from, fl);
-	PUT(p4, sizeof(p4) - 1);
-	PUT(data.p, data.n);
-	o[k++] = '}';
-#undef PUT
-	pkt->len = (uint32_t)k;
+	size_t n = ms_proto_enc_message(NULL, 0, name, from, data, NULL, NULL);
+	char *b;
+	ms_pkt *pkt = frame_new(MS_WS_OP_TEXT, n, &b);
+	size_t no, so;
+	ms_proto_enc_message(b, n, name, from, data, &no, &so);
+	size_t h = (size_t)((uint8_t *)b - pkt->data);
+	*name_off = (uint32_t)(h + no);
+	*seq_off = (uint32_t)(h + so);
 	return pkt;
 }
 
@@ -1020,10 +998,10 @@ static void do_publish(ms_worker *w, ms_conn *c, const ms_req *req)
 		ms_net_send_error(w, c, req->has_id, req->id, 403, "stream not allowed by token");
 		return;
 	}
-	char from[24];
-	int fl = snprintf(from, sizeof(from), "\"%llu\"", (unsigned long long)ms_net_uid(c));
+	char from[MS_PROTO_U64_DIGITS];
+	ms_str fr = { from, ms_proto_uid_format(from, ms_net_uid(c)) };
 	uint32_t name_off, seq_off;
-	ms_pkt *pkt = message_pkt(req->stream, from, (size_t)fl, req->data, &name_off, &seq_off);
+	ms_pkt *pkt = message_pkt(req->stream, fr, req->data, &name_off, &seq_off);
 	pkt->stamp = ms_pkt_stamp(ms_worker_now_ns(w));
 	post_publish(w, req->stream, pkt, name_off, seq_off,
 		     (req->has_id ? F_HAS_ID : 0) | (ms_net_may_create(w, c) ? 0 : F_NOCREATE),
@@ -1032,8 +1010,9 @@ static void do_publish(ms_worker *w, ms_conn *c, const ms_req *req)
 }
 
 /* {"event":"dm","from":F,"data":D} to every device of `to` that is online
- * (at most DM_FANOUT_MAX); returns how many were reached. */
-static size_t post_dm(ms_worker *w, uint64_t to, const char *from, ms_str data)
+ * (at most DM_FANOUT_MAX); returns how many were reached. from: a user
+ * id's digits, or "server". */
+static size_t post_dm(ms_worker *w, uint64_t to, ms_str from, ms_str data)
 {
 	uint64_t refs[DM_FANOUT_MAX];
 	size_t n = ms_reg_lookup(CW(w)->chat->reg, to, refs, DM_FANOUT_MAX);
@@ -1041,16 +1020,10 @@ static size_t post_dm(ms_worker *w, uint64_t to, const char *from, ms_str data)
 		return 0;
 	if (n > DM_FANOUT_MAX)
 		n = DM_FANOUT_MAX;
-	char head[64];
-	int hl = snprintf(head, sizeof(head), "{\"event\":\"dm\",\"from\":%s,\"data\":", from);
-	size_t len = (size_t)hl + data.n + 1;
-	size_t h = ms_ws_header_len(len);
-	ms_pkt *pkt = ms_pkt_new((uint32_t)(h + len));
-	ms_ws_header(pkt->data, true, MS_WS_OP_TEXT, len, NULL);
-	memcpy(pkt->data + h, head, (size_t)hl);
-	memcpy(pkt->data + h + hl, data.p, data.n);
-	pkt->data[h + len - 1] = '}';
-	pkt->len = (uint32_t)(h + len);
+	size_t len = ms_proto_enc_dm(NULL, 0, from, data);
+	char *b;
+	ms_pkt *pkt = frame_new(MS_WS_OP_TEXT, len, &b);
+	ms_proto_enc_dm(b, len, from, data);
 	for (size_t i = 0; i < n; i++) {
 		ms_pkt_ref(pkt);
 		ms_msg *m = ms_worker_post(w, ms_conn_ref_worker(refs[i]));
@@ -1073,9 +1046,9 @@ static void do_dm(ms_worker *w, ms_conn *c, const ms_req *req)
 		ms_net_send_error(w, c, req->has_id, req->id, 403, "dm not allowed by token");
 		return;
 	}
-	char from[24];
-	snprintf(from, sizeof(from), "\"%llu\"", (unsigned long long)ms_net_uid(c));
-	if (post_dm(w, to, from, req->data) == 0)
+	char from[MS_PROTO_U64_DIGITS];
+	ms_str fr = { from, ms_proto_uid_format(from, ms_net_uid(c)) };
+	if (post_dm(w, to, fr, req->data) == 0)
 		ms_net_send_error(w, c, req->has_id, req->id, 404, "user not online");
 	else
 		ms_net_send_ok(w, c, req->has_id, req->id);
@@ -1162,8 +1135,9 @@ static void h_reauth(ms_worker *w, ms_conn *c)
 			continue;
 		}
 		/* The event first: post_leave may free the topic and its name. */
-		ms_net_reply(w, c, false, 0, "\"event\":\"left\",\"stream\":\"%.*s\",\"reason\":\"token\"}",
-			     (int)t->name_len, t->name);
+		char b[192]; /* the longest stream name fits */
+		ms_net_reply(w, c, b, ms_proto_enc_left(b, sizeof(b), (ms_str){ t->name, t->name_len },
+							  "token"));
 		post_leave(w, cw, c, s);
 		del_sub(c, s); /* the next entry moves to i */
 	}
@@ -1217,21 +1191,20 @@ static void h_close(ms_worker *w, ms_conn *c)
 static void h_api_publish(ms_worker *w, ms_conn *c, ms_str name, ms_str data)
 {
 	uint32_t name_off, seq_off;
-	ms_pkt *pkt = message_pkt(name, "\"server\"", 8, data, &name_off, &seq_off);
+	ms_pkt *pkt = message_pkt(name, SERVER_FROM, data, &name_off, &seq_off);
 	pkt->stamp = ms_pkt_stamp(ms_worker_now_ns(w));
 	post_publish(w, name, pkt, name_off, seq_off, F_API, ref_of(w, c), 0);
 }
 
 static void h_api_dm(ms_worker *w, ms_conn *c, uint64_t to, ms_str data)
 {
-	size_t n = post_dm(w, to, "\"server\"", data);
+	size_t n = post_dm(w, to, SERVER_FROM, data);
 	if (n == 0) {
 		ms_admin_error(w, c, 404, "user not online");
 		return;
 	}
 	char b[48];
-	int k = snprintf(b, sizeof(b), "{\"delivered\":%zu}", n);
-	ms_admin_reply(w, c, 200, b, (size_t)k);
+	ms_admin_reply(w, c, 200, b, ms_proto_enc_count(b, sizeof(b), "delivered", n));
 }
 
 /* Every connection of uid is closed 1008 by its own worker. The registry
@@ -1253,8 +1226,7 @@ static void h_api_disconnect(ms_worker *w, ms_conn *c, uint64_t uid)
 		m->ref = refs[i];
 	}
 	char b[48];
-	int k = snprintf(b, sizeof(b), "{\"disconnected\":%zu}", n);
-	ms_admin_reply(w, c, 200, b, (size_t)k);
+	ms_admin_reply(w, c, 200, b, ms_proto_enc_count(b, sizeof(b), "disconnected", n));
 }
 
 const ms_chat_hooks ms_chat_hooks_impl = {
