@@ -87,7 +87,7 @@ typedef struct stream {
 typedef struct topic {
 	uint64_t id;
 	uint32_t n, cap;
-	uint64_t *subs;         /* gen << 32 | index */
+	ms_conn_ref *subs;      /* core's handles (ms_conn_ref_of), never rebuilt here */
 	uint16_t name_len;
 	char name[];
 } topic;
@@ -352,7 +352,7 @@ static topic *topic_get(ms_chat_worker *cw, uint64_t id)
 	return v ? (topic *)(uintptr_t)*v : NULL;
 }
 
-static uint32_t topic_add(ms_chat_worker *cw, const jreq *j, ms_conn *c)
+static uint32_t topic_add(ms_worker *w, ms_chat_worker *cw, const jreq *j, ms_conn *c)
 {
 	topic *t = topic_get(cw, j->stream_id);
 	if (!t) {
@@ -366,11 +366,11 @@ static uint32_t topic_add(ms_chat_worker *cw, const jreq *j, ms_conn *c)
 	}
 	if (t->n == t->cap) {
 		t->cap = t->cap ? t->cap * 2 : 4;
-		t->subs = realloc(t->subs, t->cap * sizeof(uint64_t));
+		t->subs = realloc(t->subs, t->cap * sizeof(*t->subs));
 		if (!t->subs)
 			abort();
 	}
-	t->subs[t->n] = (uint64_t)c->gen << 32 | c->idx;
+	t->subs[t->n] = ms_conn_ref_of(w, c);
 	return t->n++;
 }
 
@@ -381,15 +381,14 @@ static void topic_del(ms_worker *w, ms_chat_worker *cw, uint64_t id, uint32_t po
 	topic *t = topic_get(cw, id);
 	if (!t || pos >= t->n)
 		return;
-	uint64_t moved = t->subs[--t->n];
+	ms_conn_ref moved = t->subs[--t->n];
 	if (pos < t->n) {
 		t->subs[pos] = moved;
 		/* _any: the moved subscriber may be freed in this same
 		 * iteration, its on_free still to come; its position must be
 		 * right when that on_free removes it (else a stale entry stays
 		 * in the topic for good). */
-		ms_conn *mc = ms_worker_conn_any(w, (uint64_t)cw->id << 56 |
-						     (uint64_t)(uint32_t)moved << 32 | (moved >> 32));
+		ms_conn *mc = ms_worker_conn_any(w, moved);
 		csub *ms = mc ? find_sub_id(conn_state(mc), id) : NULL;
 		if (ms)
 			ms->pos = pos;
@@ -407,10 +406,8 @@ static void topic_deliver(ms_worker *w, ms_chat_worker *cw, uint64_t id, ms_pkt 
 	if (!t)
 		return;
 	ms_worker_stats *st = ms_worker_stats_of(w);
-	uint64_t base = (uint64_t)cw->id << 56;
 	for (uint32_t i = 0; i < t->n; i++) {
-		uint64_t s = t->subs[i];
-		ms_conn *c = ms_worker_conn(w, base | (uint64_t)(uint32_t)s << 32 | (s >> 32));
+		ms_conn *c = ms_worker_conn(w, t->subs[i]);
 		if (c && ms_net_deliverable(c)) {
 			ms_conn_send_pkt(w, c, pkt, 0, pkt->len);
 			st->deliveries++;
@@ -765,7 +762,7 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 			break;
 		}
 		s->stream_id = j->stream_id;
-		s->pos = topic_add(cw, j, c);
+		s->pos = topic_add(w, cw, j, c);
 		s->state = SUB_JOINED;
 		free(j);
 		break;
