@@ -226,3 +226,289 @@ int ms_proto_parse(const char *p, size_t n, ms_req *req, const char **err)
 	}
 	return 0;
 }
+
+/* ---- encoders --------------------------------------------------------------
+ *
+ * One pass: every piece is counted, and written while it still fits, so a
+ * call with NULL, 0 sizes the text and a call with a large enough buffer
+ * writes it. The request/reply texts are tens of bytes; the one on the
+ * publish path (the message event) is sized in O(1) and written with
+ * memcpy alone, as chat.c used to do by hand.
+ */
+
+typedef struct wbuf {
+	char *p;
+	size_t cap, n;
+} wbuf;
+
+static void put(wbuf *o, const void *s, size_t k)
+{
+	if (k && k <= o->cap && o->n <= o->cap - k)
+		memcpy(o->p + o->n, s, k);
+	o->n += k;
+}
+
+#define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
+
+size_t ms_proto_uid_format(char out[MS_PROTO_U64_DIGITS], uint64_t uid)
+{
+	char tmp[MS_PROTO_U64_DIGITS];
+	size_t k = sizeof(tmp);
+
+	do {
+		tmp[--k] = (char)('0' + uid % 10);
+		uid /= 10;
+	} while (uid);
+	memcpy(out, tmp + k, sizeof(tmp) - k);
+	return sizeof(tmp) - k;
+}
+
+static void put_u64(wbuf *o, uint64_t v)
+{
+	char d[MS_PROTO_U64_DIGITS];
+
+	put(o, d, ms_proto_uid_format(d, v));
+}
+
+static void put_i64(wbuf *o, int64_t v)
+{
+	if (v < 0) {
+		PUTS(o, "-");
+		put_u64(o, -(uint64_t)v); /* INT64_MIN too */
+		return;
+	}
+	put_u64(o, (uint64_t)v);
+}
+
+/* {"id":N, or { */
+static void put_head(wbuf *o, bool has_id, int64_t id)
+{
+	if (!has_id) {
+		PUTS(o, "{");
+		return;
+	}
+	PUTS(o, "{\"id\":");
+	put_i64(o, id);
+	PUTS(o, ",");
+}
+
+/* "U","U",... */
+static void put_users(wbuf *o, const uint64_t *u, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			PUTS(o, ",");
+		PUTS(o, "\"");
+		put_u64(o, u[i]);
+		PUTS(o, "\"");
+	}
+}
+
+/* A JSON string's contents: quote, backslash and control characters
+ * escaped, everything else (UTF-8 included) as is. */
+static void put_text(wbuf *o, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (const char *run = s;; s++) {
+		uint8_t c = (uint8_t)*s;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		put(o, run, (size_t)(s - run));
+		if (c == 0)
+			return;
+		run = s + 1;
+		switch (c) {
+		case '"':
+			PUTS(o, "\\\"");
+			break;
+		case '\\':
+			PUTS(o, "\\\\");
+			break;
+		case '\n':
+			PUTS(o, "\\n");
+			break;
+		case '\r':
+			PUTS(o, "\\r");
+			break;
+		case '\t':
+			PUTS(o, "\\t");
+			break;
+		default: {
+			char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+			put(o, u, sizeof(u));
+			break;
+		}
+		}
+	}
+}
+
+size_t ms_proto_enc_ok(char *buf, size_t cap, bool has_id, int64_t id)
+{
+	wbuf o = { buf, buf ? cap : 0, 0 };
+
+	put_head(&o, has_id, id);
+	PUTS(&o, "\"ok\":true}");
+	return o.n;
+}
+
+size_t ms_proto_enc_error(char *buf, size_t cap, bool has_id, int64_t id, int code,
+			  const char *msg)
+{
+	wbuf o = { buf, buf ? cap : 0, 0 };
+
+	put_head(&o, has_id, id);
+	PUTS(&o, "\"ok\":false,\"error\":{\"code\":");
+	put_i64(&o, code);
+	PUTS(&o, ",\"message\":\"");
+	put_text(&o, msg);
+	PUTS(&o, "\"}}");
+	return o.n;
+}
+
+size_t ms_proto_enc_join(char *buf, size_t cap, bool has_id, int64_t id, uint64_t seq,
+			 uint64_t epoch)
+{
+	static const char hex[] = "0123456789abcdef";
+	wbuf o = { buf, buf ? cap : 0, 0 };
+	char e[16];
+
+	for (int i = 15; i >= 0; i--, epoch >>= 4)
+		e[i] = hex[epoch & 15];
+	put_head(&o, has_id, id);
+	PUTS(&o, "\"ok\":true,\"seq\":");
+	put_u64(&o, seq);
+	PUTS(&o, ",\"epoch\":\"");
+	put(&o, e, sizeof(e));
+	PUTS(&o, "\"}");
+	return o.n;
+}
+
+size_t ms_proto_enc_publish(char *buf, size_t cap, bool has_id, int64_t id, uint64_t seq)
+{
+	wbuf o = { buf, buf ? cap : 0, 0 };
+
+	put_head(&o, has_id, id);
+	PUTS(&o, "\"ok\":true,\"seq\":");
+	put_u64(&o, seq);
+	PUTS(&o, "}");
+	return o.n;
+}
+
+size_t ms_proto_enc_presence_list(char *buf, size_t cap, bool has_id, int64_t id,
+				  const uint64_t *users, size_t n, bool more, uint64_t next)
+{
+	wbuf o = { buf, buf ? cap : 0, 0 };
+
+	put_head(&o, has_id, id);
+	PUTS(&o, "\"ok\":true,\"users\":[");
+	put_users(&o, users, n);
+	if (more) {
+		PUTS(&o, "],\"next\":\"");
+		put_u64(&o, next);
+		PUTS(&o, "\"}");
+	} else {
+		PUTS(&o, "]}");
+	}
+	return o.n;
+}
+
+static const char msg_p1[] = "{\"event\":\"message\",\"stream\":\"";
+static const char msg_p2[] = "\",\"seq\":";
+static const char msg_p3[] = ",\"from\":\"";
+static const char msg_p4[] = "\",\"data\":";
+
+size_t ms_proto_enc_message(char *buf, size_t cap, ms_str stream, ms_str from, ms_str data,
+			    size_t *stream_off, size_t *seq_off)
+{
+	size_t len = (sizeof(msg_p1) - 1) + stream.n + (sizeof(msg_p2) - 1) + MS_PROTO_SEQ_SLOT +
+		     (sizeof(msg_p3) - 1) + from.n + (sizeof(msg_p4) - 1) + data.n + 1;
+	size_t k = 0;
+
+	if (!buf || len > cap)
+		return len;
+#define PUT(ptr, n) (memcpy(buf + k, (ptr), (n)), k += (n))
+	PUT(msg_p1, sizeof(msg_p1) - 1);
+	if (stream_off)
+		*stream_off = k;
+	PUT(stream.p, stream.n);
+	PUT(msg_p2, sizeof(msg_p2) - 1);
+	if (seq_off)
+		*seq_off = k;
+	memset(buf + k, ' ', MS_PROTO_SEQ_SLOT);
+	k += MS_PROTO_SEQ_SLOT;
+	PUT(msg_p3, sizeof(msg_p3) - 1);
+	PUT(from.p, from.n);
+	PUT(msg_p4, sizeof(msg_p4) - 1);
+	PUT(data.p, data.n);
+	buf[k++] = '}';
+#undef PUT
+	return k;
+}
+
+void ms_proto_seq_fill(char *slot, uint64_t seq)
+{
+	char d[MS_PROTO_U64_DIGITS];
+
+	memcpy(slot, d, ms_proto_uid_format(d, seq));
+}
+
+size_t ms_proto_enc_dm(char *buf, size_t cap, ms_str from, ms_str data)
+{
+	wbuf o = { buf, buf ? cap : 0, 0 };
+
+	PUTS(&o, "{\"event\":\"dm\",\"from\":\"");
+	put(&o, from.p, from.n);
+	PUTS(&o, "\",\"data\":");
+	put(&o, data.p, data.n);
+	PUTS(&o, "}");
+	return o.n;
+}
+
+size_t ms_proto_enc_presence(char *buf, size_t cap, ms_str stream, const uint64_t *join,
+			     size_t njoin, const uint64_t *leave, size_t nleave)
+{
+	wbuf o = { buf, buf ? cap : 0, 0 };
+
+	PUTS(&o, "{\"event\":\"presence\",\"stream\":\"");
+	put(&o, stream.p, stream.n);
+	PUTS(&o, "\"");
+	if (njoin) {
+		PUTS(&o, ",\"join\":[");
+		put_users(&o, join, njoin);
+		PUTS(&o, "]");
+	}
+	if (nleave) {
+		PUTS(&o, ",\"leave\":[");
+		put_users(&o, leave, nleave);
+		PUTS(&o, "]");
+	}
+	PUTS(&o, "}");
+	return o.n;
+}
+
+size_t ms_proto_enc_left(char *buf, size_t cap, ms_str stream, const char *reason)
+{
+	wbuf o = { buf, buf ? cap : 0, 0 };
+
+	PUTS(&o, "{\"event\":\"left\",\"stream\":\"");
+	put(&o, stream.p, stream.n);
+	PUTS(&o, "\",\"reason\":\"");
+	put_text(&o, reason);
+	PUTS(&o, "\"}");
+	return o.n;
+}
+
+size_t ms_proto_enc_count(char *buf, size_t cap, const char *key, uint64_t n)
+{
+	wbuf o = { buf, buf ? cap : 0, 0 };
+
+	PUTS(&o, "{\"");
+	put_text(&o, key);
+	PUTS(&o, "\":");
+	put_u64(&o, n);
+	PUTS(&o, "}");
+	return o.n;
+}

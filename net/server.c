@@ -17,7 +17,6 @@
  */
 #include "net/server.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,32 +286,33 @@ void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n)
 	ws_send(w, c, MS_WS_OP_TEXT, p, n);
 }
 
-void ms_net_reply(ms_worker *w, ms_conn *c, bool has_id, int64_t id, const char *fmt, ...)
+void ms_net_reply(ms_worker *w, ms_conn *c, const void *json, size_t n)
 {
-	char buf[512];
-	int n = has_id ? snprintf(buf, sizeof(buf), "{\"id\":%lld,", (long long)id)
-		       : snprintf(buf, sizeof(buf), "{");
-	va_list ap;
-	va_start(ap, fmt);
-	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
-	va_end(ap);
-	if (n >= (int)sizeof(buf))
-		n = (int)sizeof(buf) - 1; /* callers' replies are far shorter */
-	ws_send(w, c, MS_WS_OP_TEXT, buf, (size_t)n);
+	ws_send(w, c, MS_WS_OP_TEXT, json, n);
 	ms_worker_stats_of(w)->msgs_out++;
 }
 
 void ms_net_send_ok(ms_worker *w, ms_conn *c, bool has_id, int64_t id)
 {
-	ms_net_reply(w, c, has_id, id, "\"ok\":true}");
+	char b[48]; /* {"id":-9223372036854775808,"ok":true} */
+	ms_net_reply(w, c, b, ms_proto_enc_ok(b, sizeof(b), has_id, id));
 }
 
 void ms_net_send_error(ms_worker *w, ms_conn *c, bool has_id, int64_t id,
 		       int code, const char *msg)
 {
 	ms_worker_stats_of(w)->req_errors++;
-	ms_net_reply(w, c, has_id, id, "\"ok\":false,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
-		     code, msg);
+	char b[256];
+	size_t n = ms_proto_enc_error(b, sizeof(b), has_id, id, code, msg);
+	if (n <= sizeof(b)) {
+		ms_net_reply(w, c, b, n);
+		return;
+	}
+	char *h = malloc(n); /* messages are short constants: never in practice */
+	if (!h)
+		abort();
+	ms_net_reply(w, c, h, ms_proto_enc_error(h, n, has_id, id, code, msg));
+	free(h);
 }
 
 /* Start the closing handshake: our close frame, then wait for the peer's. */

@@ -96,11 +96,9 @@ bool ms_net_may_create(ms_worker *w, ms_conn *c);
 void ms_net_created(ms_worker *w, ms_conn *c);
 /* Queue one text frame (whole message). */
 void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n);
-/* Reply with an object whose members after "id" come from fmt:
- * ms_net_reply(w, c, true, 7, "\"ok\":true,\"seq\":%d}", 3) sends
- * {"id":7,"ok":true,"seq":3} (no "id" member when has_id is false). */
-void ms_net_reply(ms_worker *w, ms_conn *c, bool has_id, int64_t id, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+/* Queue one reply or event that net/proto encoded (ms_proto_enc_*), as
+ * one text frame; counted as a message out. json is copied. */
+void ms_net_reply(ms_worker *w, ms_conn *c, const void *json, size_t n);
 /* Close an open WebSocket with 1008 and `reason` (server API disconnect). */
 void ms_net_kick(ms_worker *w, ms_conn *c, const char *reason);
 /* Reply {"id":N,"ok":true} ({"ok":true} when has_id is false). */

@@ -1,36 +1,39 @@
 /*
- * Chat operations, message handlers and the three tables they use:
- *   - stream tracker (owner side): name → stream {members uid → conns,
- *     per-worker subscriber counts, seq, epoch, pending presence};
- *   - topic table (every worker): stream id → local subscriber handles;
- *   - per-connection subscriptions (the chat slot of each /ws connection):
- *     which streams it joined or is joining, and where it sits in each
- *     topic's array (O(1) removal).
+ * Chat operations (protocol v1) on the sharded, shared-nothing state of
+ * DESIGN.md §5-6: the requests of this worker's connections, the mailbox
+ * messages between workers, and the routing between them. The state lives
+ * elsewhere in shard/:
+ *   - engine.h (engine_mem.c): the owner side of each stream (seq, epoch,
+ *     members, subscribers per worker, presence), reached only on the
+ *     stream's owner worker, its results coming back as events (on_event);
+ *   - topics.h: this worker's topic table and each connection's
+ *     subscriptions;
+ *   - registry.h: user -> connection handles, for DMs and the server API.
  *
  * Packets: a message event is built once, by the publisher's worker, as a
- * complete unmasked frame with a fixed 20-byte seq slot ("seq":42 and spaces:
- * still valid JSON) that the owner patches. Each worker with subscribers gets
- * one reference; each local subscriber's queue takes one more, released when
- * its send completes.
+ * complete unmasked frame with a blank seq slot (net/proto) that the owner's
+ * engine fills. Each worker with subscribers gets one reference; each local
+ * subscriber's queue takes one more, released when its send completes.
  */
 #include "shard/chat.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "core/log.h"
 #include "core/pkt.h"
 #include "net/admin.h"
 #include "net/ws.h"
+#include "shard/engine.h"
+#include "shard/internal.h"
 #include "shard/map.h"
 #include "shard/registry.h"
+#include "shard/topics.h"
 
-#define SEQ_SLOT 20
 #define DM_FANOUT_MAX 64 /* devices of one user reached by one DM */
-#define ROOM_NAME "#room" /* not a valid client stream name: /room only */
-#define STREAM_IDLE_SECONDS 300 /* an empty stream is forgotten after this */
+#define ROOM_NAME ((ms_str){ "#room", 5 }) /* not a valid client stream name: /room only */
+#define SERVER_FROM ((ms_str){ "server", 6 }) /* "from" of server API messages */
+#define STREAM_IDLE_SECONDS 300 /* an unused stream is forgotten after this */
 #define SWEEP_SECONDS 10
 
 enum {
@@ -69,44 +72,6 @@ typedef struct jreq {
 	char name[];
 } jreq;
 
-typedef struct stream {
-	struct stream *hnext;   /* same name hash */
-	struct stream *dnext;   /* presence-dirty list */
-	uint64_t id, hash, seq, epoch;
-	ms_map members;         /* uid → connections joined */
-	uint32_t *wcount;       /* per worker: subscriber connections */
-	uint64_t wmask;         /* workers with subscribers */
-	struct pres { uint64_t uid; bool leave; } *pres; /* pending presence changes */
-	uint32_t npres, cpres;
-	bool dirty, quiet;
-	uint16_t name_len;
-	uint32_t idle_since;    /* worker second it became idle, 0 = in use */
-	char name[];
-} stream;
-
-typedef struct topic {
-	uint64_t id;
-	uint32_t n, cap;
-	uint64_t *subs;         /* gen << 32 | index */
-	uint16_t name_len;
-	char name[];
-} topic;
-
-enum { SUB_PENDING = 1, SUB_JOINED, SUB_LEAVING };
-
-typedef struct csub {
-	uint64_t hash;
-	uint64_t stream_id;
-	uint32_t pos;
-	uint8_t state;
-	uint8_t recheck; /* the token changed while the join was in flight */
-} csub;
-
-typedef struct cconn {
-	uint32_t n, cap;
-	csub s[];
-} cconn;
-
 struct ms_chat {
 	const ms_config *cfg;
 	uint32_t nworkers;
@@ -115,28 +80,10 @@ struct ms_chat {
 
 struct ms_chat_worker {
 	ms_chat *chat;
-	uint32_t id;
-	uint64_t next_stream;
-	ms_map by_hash;   /* owner: name hash → stream chain */
-	ms_map by_id;     /* owner: stream id → stream */
-	ms_map topics;    /* local: stream id → topic */
-	uint32_t max_streams; /* owner: this worker's share of --max-streams */
-	stream *dirty;
-	uint32_t now;        /* worker seconds, refreshed every flush */
-	uint32_t last_sweep;
-	char *scratch;    /* reply building */
-	size_t scratch_cap;
+	ms_worker *w;     /* set on each entry from the loop (on_msg, on_flush) */
+	ms_engine *eng;   /* owner: the streams this worker owns */
+	ms_topics topics; /* local: this worker's subscribers */
 };
-
-static void *xmalloc(size_t n)
-{
-	void *p = malloc(n);
-	if (!p) {
-		fprintf(stderr, "mezon-sock: out of memory (chat, %zu bytes)\n", n);
-		abort();
-	}
-	return p;
-}
 
 static ms_chat_worker *CW(ms_worker *w)
 {
@@ -154,13 +101,13 @@ uint32_t ms_chat_user_owner(uint64_t uid, uint32_t nworkers)
 	return ms_reg_shard(uid) % nworkers;
 }
 
+static void on_event(void *arg, const ms_engine_ev *ev);
+
 /* ---- lifecycle -------------------------------------------------------------- */
 
 ms_chat *ms_chat_create(const ms_config *cfg, uint32_t nworkers)
 {
-	ms_chat *chat = calloc(1, sizeof(*chat));
-	if (!chat)
-		abort();
+	ms_chat *chat = ms_shard__calloc(1, sizeof(*chat));
 	chat->cfg = cfg;
 	chat->nworkers = nworkers;
 	chat->reg = ms_reg_create();
@@ -177,15 +124,19 @@ void ms_chat_destroy(ms_chat *chat)
 
 ms_chat_worker *ms_chat_worker_create(ms_chat *chat, uint32_t id)
 {
-	ms_chat_worker *cw = calloc(1, sizeof(*cw));
-	if (!cw)
-		abort();
+	ms_chat_worker *cw = ms_shard__calloc(1, sizeof(*cw));
 	cw->chat = chat;
-	cw->id = id;
-	cw->max_streams = (chat->cfg->max_streams + chat->nworkers - 1) / chat->nworkers;
-	ms_map_init(&cw->by_hash);
-	ms_map_init(&cw->by_id);
-	ms_map_init(&cw->topics);
+	ms_engine_mem_opts o = {
+		.worker = id,
+		.nworkers = chat->nworkers,
+		.max_streams = (chat->cfg->max_streams + chat->nworkers - 1) / chat->nworkers,
+		.presence_page = chat->cfg->presence_page,
+		.presence_max_members = chat->cfg->presence_max_members,
+		.idle_seconds = STREAM_IDLE_SECONDS,
+		.sweep_seconds = SWEEP_SECONDS,
+	};
+	cw->eng = ms_engine_mem_create(&o, on_event, cw);
+	ms_topics_init(&cw->topics);
 	return cw;
 }
 
@@ -193,23 +144,8 @@ void ms_chat_worker_destroy(ms_chat_worker *cw)
 {
 	if (!cw)
 		return;
-	const ms_map_slot *sl;
-	for (uint32_t p = 0; (p = ms_map_next(&cw->by_id, p, &sl)) != 0;) {
-		stream *st = (stream *)(uintptr_t)sl->val;
-		ms_map_fini(&st->members);
-		free(st->wcount);
-		free(st->pres);
-		free(st);
-	}
-	for (uint32_t p = 0; (p = ms_map_next(&cw->topics, p, &sl)) != 0;) {
-		topic *t = (topic *)(uintptr_t)sl->val;
-		free(t->subs);
-		free(t);
-	}
-	ms_map_fini(&cw->by_hash);
-	ms_map_fini(&cw->by_id);
-	ms_map_fini(&cw->topics);
-	free(cw->scratch);
+	ms_engine_destroy(cw->eng);
+	ms_topics_fini(&cw->topics);
 	free(cw);
 }
 
@@ -242,231 +178,26 @@ static void op_done(ms_worker *w, enum ms_hist_id which, uint64_t t_req)
 	ms_worker_record(w, which, now > t_req ? now - t_req : 0);
 }
 
-static ms_conn_ref ref_of(ms_worker *w, ms_conn *c)
+/* A packet holding one unmasked frame with an n-byte payload, the header
+ * written; the payload (at *payload) is the caller's to fill. */
+static ms_pkt *frame_new(uint8_t opcode, size_t n, char **payload)
 {
-	return ms_conn_ref_of(w, c);
+	size_t h = ms_ws_header_len(n);
+	ms_pkt *p = ms_pkt_new((uint32_t)(h + n));
+	ms_ws_header(p->data, true, opcode, n, NULL);
+	p->len = (uint32_t)(h + n);
+	*payload = (char *)p->data + h;
+	return p;
 }
 
 /* A frame holding text[0..n): header + payload in one packet. */
 static ms_pkt *frame_pkt(uint8_t opcode, const void *text, size_t n)
 {
-	size_t h = ms_ws_header_len(n);
-	ms_pkt *p = ms_pkt_new((uint32_t)(h + n));
-	ms_ws_header(p->data, true, opcode, n, NULL);
+	char *b;
+	ms_pkt *p = frame_new(opcode, n, &b);
 	if (n)
-		memcpy(p->data + h, text, n);
-	p->len = (uint32_t)(h + n);
+		memcpy(b, text, n);
 	return p;
-}
-
-static cconn *conn_state(ms_conn *c)
-{
-	return *ms_net_chat_slot(c);
-}
-
-/* The live subscription (joined, or join in flight) to the stream `hash`. */
-static csub *find_sub(cconn *cs, uint64_t hash)
-{
-	if (!cs)
-		return NULL;
-	for (uint32_t i = 0; i < cs->n; i++)
-		if (cs->s[i].hash == hash && cs->s[i].state != SUB_LEAVING)
-			return &cs->s[i];
-	return NULL;
-}
-
-/* The entry a JOIN_ACK answers: the oldest join in flight for `hash`
- * (entries keep request order; acks come back in the same order). */
-static csub *find_pending(cconn *cs, uint64_t hash)
-{
-	if (!cs)
-		return NULL;
-	for (uint32_t i = 0; i < cs->n; i++)
-		if (cs->s[i].hash == hash && cs->s[i].state != SUB_JOINED)
-			return &cs->s[i];
-	return NULL;
-}
-
-static uint32_t live_subs(cconn *cs)
-{
-	uint32_t n = 0;
-	for (uint32_t i = 0; cs && i < cs->n; i++)
-		n += cs->s[i].state != SUB_LEAVING;
-	return n;
-}
-
-static csub *find_sub_id(cconn *cs, uint64_t id)
-{
-	if (!cs)
-		return NULL;
-	for (uint32_t i = 0; i < cs->n; i++)
-		if (cs->s[i].stream_id == id && cs->s[i].state == SUB_JOINED)
-			return &cs->s[i];
-	return NULL;
-}
-
-static csub *add_sub(ms_conn *c, uint64_t hash)
-{
-	cconn **slot = (cconn **)ms_net_chat_slot(c);
-	cconn *cs = *slot;
-	if (!cs || cs->n == cs->cap) {
-		uint32_t cap = cs ? cs->cap * 2 : 4;
-		cconn *n = realloc(cs, sizeof(cconn) + cap * sizeof(csub));
-		if (!n)
-			abort();
-		if (!cs)
-			n->n = 0;
-		n->cap = cap;
-		*slot = cs = n;
-	}
-	csub *s = &cs->s[cs->n++];
-	memset(s, 0, sizeof(*s));
-	s->hash = hash;
-	return s;
-}
-
-/* Remove keeping the order (find_pending relies on it). */
-static void del_sub(ms_conn *c, csub *s)
-{
-	cconn *cs = conn_state(c);
-	size_t i = (size_t)(s - cs->s);
-	memmove(&cs->s[i], &cs->s[i + 1], (cs->n - i - 1) * sizeof(csub));
-	cs->n--;
-}
-
-/* ---- topic table (local subscribers) --------------------------------------------- */
-
-static topic *topic_get(ms_chat_worker *cw, uint64_t id)
-{
-	uint64_t *v = ms_map_get(&cw->topics, id);
-	return v ? (topic *)(uintptr_t)*v : NULL;
-}
-
-static uint32_t topic_add(ms_chat_worker *cw, const jreq *j, ms_conn *c)
-{
-	topic *t = topic_get(cw, j->stream_id);
-	if (!t) {
-		t = xmalloc(sizeof(*t) + j->name_len);
-		t->id = j->stream_id;
-		t->n = t->cap = 0;
-		t->subs = NULL;
-		t->name_len = j->name_len;
-		memcpy(t->name, j->name, j->name_len);
-		ms_map_put(&cw->topics, t->id, (uint64_t)(uintptr_t)t);
-	}
-	if (t->n == t->cap) {
-		t->cap = t->cap ? t->cap * 2 : 4;
-		t->subs = realloc(t->subs, t->cap * sizeof(uint64_t));
-		if (!t->subs)
-			abort();
-	}
-	t->subs[t->n] = (uint64_t)c->gen << 32 | c->idx;
-	return t->n++;
-}
-
-/* Remove the subscriber at pos: the last one moves into its place, and its
- * own subscription entry learns the new position. */
-static void topic_del(ms_worker *w, ms_chat_worker *cw, uint64_t id, uint32_t pos)
-{
-	topic *t = topic_get(cw, id);
-	if (!t || pos >= t->n)
-		return;
-	uint64_t moved = t->subs[--t->n];
-	if (pos < t->n) {
-		t->subs[pos] = moved;
-		/* _any: the moved subscriber may be freed in this same
-		 * iteration, its on_free still to come; its position must be
-		 * right when that on_free removes it (else a stale entry stays
-		 * in the topic for good). */
-		ms_conn *mc = ms_worker_conn_any(w, (uint64_t)cw->id << 56 |
-						     (uint64_t)(uint32_t)moved << 32 | (moved >> 32));
-		csub *ms = mc ? find_sub_id(conn_state(mc), id) : NULL;
-		if (ms)
-			ms->pos = pos;
-	}
-	if (t->n == 0) {
-		ms_map_del(&cw->topics, id, NULL);
-		free(t->subs);
-		free(t);
-	}
-}
-
-static void topic_deliver(ms_worker *w, ms_chat_worker *cw, uint64_t id, ms_pkt *pkt)
-{
-	topic *t = topic_get(cw, id);
-	if (!t)
-		return;
-	ms_worker_stats *st = ms_worker_stats_of(w);
-	uint64_t base = (uint64_t)cw->id << 56;
-	for (uint32_t i = 0; i < t->n; i++) {
-		uint64_t s = t->subs[i];
-		ms_conn *c = ms_worker_conn(w, base | (uint64_t)(uint32_t)s << 32 | (s >> 32));
-		if (c && ms_net_deliverable(c)) {
-			ms_conn_send_pkt(w, c, pkt, 0, pkt->len);
-			st->deliveries++;
-		}
-	}
-}
-
-/* ---- stream tracker (owner) ----------------------------------------------------------- */
-
-static stream *stream_find(ms_chat_worker *cw, const char *name, size_t len, uint64_t hash)
-{
-	uint64_t *v = ms_map_get(&cw->by_hash, hash);
-	for (stream *s = v ? (stream *)(uintptr_t)*v : NULL; s; s = s->hnext)
-		if (s->name_len == len && memcmp(s->name, name, len) == 0)
-			return s;
-	return NULL;
-}
-
-static stream *stream_get(ms_chat_worker *cw, const char *name, size_t len)
-{
-	uint64_t hash = ms_hash_bytes(name, len);
-	stream *s = stream_find(cw, name, len, hash);
-	if (s)
-		return s;
-	s = calloc(1, sizeof(*s) + len);
-	if (!s)
-		abort();
-	s->hash = hash;
-	s->id = (uint64_t)cw->id << 56 | ++cw->next_stream;
-	if (getrandom(&s->epoch, sizeof(s->epoch), 0) != sizeof(s->epoch))
-		s->epoch = ms_map_mix(s->id ^ (uint64_t)(uintptr_t)s);
-	s->wcount = calloc(cw->chat->nworkers, sizeof(uint32_t));
-	if (!s->wcount)
-		abort();
-	s->name_len = (uint16_t)len;
-	memcpy(s->name, name, len);
-	ms_map_init(&s->members);
-	uint64_t *head = ms_map_get(&cw->by_hash, hash);
-	s->hnext = head ? (stream *)(uintptr_t)*head : NULL;
-	ms_map_put(&cw->by_hash, hash, (uint64_t)(uintptr_t)s);
-	ms_map_put(&cw->by_id, s->id, (uint64_t)(uintptr_t)s);
-	return s;
-}
-
-/* The stream a client request names, created if it may be: a request
- * whose sender's --create-rate bucket is empty gets 429, one over this
- * worker's share of --max-streams 503 (*err; NULL returned). Every stream
- * costs memory until it has been idle STREAM_IDLE_SECONDS, so creating them
- * is what these bound. *created tells the sender's worker to charge it. */
-static stream *stream_open(ms_chat_worker *cw, const char *name, size_t len, uint16_t flags,
-			   uint16_t *err, bool *created)
-{
-	*created = false;
-	stream *s = stream_find(cw, name, len, ms_hash_bytes(name, len));
-	if (s)
-		return s;
-	if (flags & F_NOCREATE) {
-		*err = 429;
-		return NULL;
-	}
-	if (cw->by_id.len >= cw->max_streams) {
-		*err = 503;
-		return NULL;
-	}
-	*created = true;
-	return stream_get(cw, name, len);
 }
 
 static const char *refusal_text(uint16_t err)
@@ -474,236 +205,228 @@ static const char *refusal_text(uint16_t err)
 	return err == 429 ? "stream creation rate limited" : "too many streams";
 }
 
-/* A stream nobody has been in for STREAM_IDLE_SECONDS is forgotten (its seq
- * with it): the next join or publish recreates it under a new epoch, as
- * PROTOCOL.md allows. Until then a brief gap (everyone reconnecting) keeps
- * seq continuity. Without this, every name ever used would stay forever. */
-static bool stream_idle(const stream *s)
+static uint16_t engine_flags(uint16_t f)
 {
-	return !s->members.len && !s->wmask && !s->dirty;
+	return (f & F_NOCREATE ? MS_ENGINE_NOCREATE : 0) | (f & F_QUIET ? MS_ENGINE_QUIET : 0);
 }
 
-static void stream_free(ms_chat_worker *cw, stream *s)
-{
-	uint64_t *head = ms_map_get(&cw->by_hash, s->hash);
-	if (head) {
-		/* the map value is the chain's first stream pointer */
-		stream **pp = (stream **)head;
-		while (*pp && *pp != s)
-			pp = &(*pp)->hnext;
-		if (*pp)
-			*pp = s->hnext;
-		if (!*head)
-			ms_map_del(&cw->by_hash, s->hash, NULL);
-	}
-	ms_map_del(&cw->by_id, s->id, NULL);
-	ms_map_fini(&s->members);
-	free(s->wcount);
-	free(s->pres);
-	free(s);
-}
+/* ---- the owner: requests into the engine, its events out to the workers ---- */
 
-/* Note when a stream becomes idle; the sweep frees it later. */
-static void stream_maybe_free(ms_chat_worker *cw, stream *s)
+/* One reference of pkt for each worker with subscribers of the stream. */
+static void post_deliver(ms_worker *w, uint64_t workers, uint64_t stream, ms_pkt *pkt)
 {
-	if (stream_idle(s) && !s->idle_since)
-		s->idle_since = cw->now;
-}
-
-static void sweep_idle_streams(ms_chat_worker *cw)
-{
-	stream **victims = NULL;
-	size_t n = 0, cap = 0;
-	const ms_map_slot *sl;
-	for (uint32_t p = 0; (p = ms_map_next(&cw->by_id, p, &sl)) != 0;) {
-		stream *s = (stream *)(uintptr_t)sl->val;
-		if (!stream_idle(s)) {
-			s->idle_since = 0;
-		} else if (!s->idle_since) {
-			s->idle_since = cw->now;
-		} else if (cw->now - s->idle_since >= STREAM_IDLE_SECONDS) {
-			if (n == cap) {
-				cap = cap ? cap * 2 : 64;
-				victims = realloc(victims, cap * sizeof(*victims));
-				if (!victims)
-					abort();
-			}
-			victims[n++] = s; /* not freed while iterating the map */
-		}
-	}
-	for (size_t i = 0; i < n; i++)
-		stream_free(cw, victims[i]);
-	free(victims);
-}
-
-static void presence_note(ms_chat_worker *cw, stream *s, uint64_t uid, bool leave)
-{
-	if (s->quiet)
-		return;
-	/* A join and a leave of the same user within one flush cancel out. */
-	for (uint32_t i = 0; i < s->npres; i++)
-		if (s->pres[i].uid == uid && s->pres[i].leave != leave) {
-			s->pres[i] = s->pres[--s->npres];
-			return;
-		}
-	if (s->npres == s->cpres) {
-		s->cpres = s->cpres ? s->cpres * 2 : 8;
-		s->pres = realloc(s->pres, s->cpres * sizeof(*s->pres));
-		if (!s->pres)
-			abort();
-	}
-	s->pres[s->npres].uid = uid;
-	s->pres[s->npres++].leave = leave;
-	if (!s->dirty) {
-		s->dirty = true;
-		s->dnext = cw->dirty;
-		cw->dirty = s;
-	}
-}
-
-static void send_to_subscribers(ms_worker *w, stream *s, ms_pkt *pkt)
-{
-	for (uint64_t m = s->wmask; m; m &= m - 1) {
+	for (uint64_t m = workers; m; m &= m - 1) {
 		uint32_t to = (uint32_t)__builtin_ctzll(m);
 		ms_pkt_ref(pkt);
 		ms_msg *d = ms_worker_post(w, to);
 		d->type = M_DELIVER;
 		d->ptr = pkt;
-		d->a = s->id;
+		d->a = stream;
 	}
 }
 
-static void owner_join(ms_worker *w, ms_chat_worker *cw, uint32_t from, jreq *j)
+static void owner_join(ms_chat_worker *cw, uint32_t from, jreq *j)
 {
-	bool created;
-	stream *s = stream_open(cw, j->name, j->name_len, j->flags, &j->err, &created);
-	if (!s) {
-		j->flags |= F_REFUSED;
-		ms_msg *m = ms_worker_post(w, from);
-		m->type = M_JOIN_ACK;
-		m->ptr = j;
-		return;
-	}
-	if (created)
-		j->flags |= F_CREATED;
-	s->idle_since = 0;
-	if (j->flags & F_QUIET)
-		s->quiet = true;
-	uint64_t *cnt = ms_map_get(&s->members, j->uid);
-	if (cnt) {
-		(*cnt)++;
-	} else {
-		ms_map_put(&s->members, j->uid, 1);
-		presence_note(cw, s, j->uid, false);
-	}
-	s->wcount[from]++;
-	s->wmask |= 1ull << from;
-	j->stream_id = s->id;
-	j->seq = s->seq;
-	j->epoch = s->epoch;
-	ms_msg *m = ms_worker_post(w, from);
-	m->type = M_JOIN_ACK;
-	m->ptr = j;
+	ms_engine_tag tag = { .from = from, .ptr = j };
+	ms_engine_subscribe(cw->eng, (ms_str){ j->name, j->name_len }, from,
+			    engine_flags(j->flags), &tag);
 }
 
-static void owner_leave(ms_chat_worker *cw, uint32_t from, uint64_t id, uint64_t uid)
+static void owner_leave(ms_chat_worker *cw, uint32_t from, uint64_t stream, uint64_t uid)
 {
-	uint64_t *v = ms_map_get(&cw->by_id, id);
-	if (!v)
-		return;
-	stream *s = (stream *)(uintptr_t)*v;
-	uint64_t *cnt = ms_map_get(&s->members, uid);
-	if (cnt && --*cnt == 0) {
-		ms_map_del(&s->members, uid, NULL);
-		presence_note(cw, s, uid, true);
-	}
-	if (s->wcount[from] && --s->wcount[from] == 0)
-		s->wmask &= ~(1ull << from);
-	stream_maybe_free(cw, s);
+	ms_engine_presence_remove(cw->eng, stream, uid);
+	ms_engine_unsubscribe(cw->eng, stream, from);
 }
 
-static void owner_publish(ms_worker *w, ms_chat_worker *cw, uint32_t from, ms_msg *m)
+static void owner_publish(ms_chat_worker *cw, uint32_t from, ms_msg *m)
 {
 	ms_pkt *pkt = m->ptr;
-	stream *s;
 	if (m->flags & F_ROOM) {
-		s = stream_get(cw, ROOM_NAME, sizeof(ROOM_NAME) - 1);
-	} else {
-		uint16_t err = 0;
-		bool created;
-		s = stream_open(cw, (const char *)pkt->data + m->u32, (size_t)(m->b >> 32), m->flags,
-				&err, &created);
-		if (!s) {
-			ms_msg *ack = ms_worker_post(w, from);
-			ack->type = M_PUB_ACK;
-			ack->flags = m->flags | F_REFUSED;
-			ack->ref = m->ref;
-			ack->a = m->a;
-			ack->b = err;
-			ms_pkt_unref(pkt);
-			return;
-		}
-		uint64_t seq = ++s->seq;
-		char digits[24];
-		int n = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)seq);
-		memcpy(pkt->data + (uint32_t)m->b, digits, (size_t)n);
-		ms_msg *ack = ms_worker_post(w, from);
-		ack->type = M_PUB_ACK;
-		ack->flags = m->flags | (created ? F_CREATED : 0);
-		ack->ref = m->ref;
-		ack->a = m->a;
-		ack->b = seq;
-		ack->u32 = pkt->stamp; /* request time, for the publisher's op latency */
+		ms_engine_publish(cw->eng, ROOM_NAME, pkt, 0, MS_ENGINE_RAW, NULL);
+		return;
 	}
-	send_to_subscribers(w, s, pkt);
-	ms_pkt_unref(pkt);
-	stream_maybe_free(cw, s);
+	ms_engine_tag tag = {
+		.from = from,
+		.ref = m->ref,
+		.a = m->a,
+		.flags = m->flags,
+		.u32 = pkt->stamp, /* request time, for the publisher's op latency */
+	};
+	ms_str name = { (const char *)pkt->data + m->u32, (size_t)(m->b >> 32) };
+	ms_engine_publish(cw->eng, name, pkt, (uint32_t)m->b, engine_flags(m->flags), &tag);
 }
 
-static int presence_listing(ms_chat_worker *cw, jreq *j, char **out)
+static void owner_presence(ms_chat_worker *cw, uint32_t from, jreq *j)
 {
-	stream *s = stream_find(cw, j->name, j->name_len, ms_hash_bytes(j->name, j->name_len));
-	uint32_t page = cw->chat->cfg->presence_page;
-	size_t need = 96 + (size_t)page * 24;
-	if (cw->scratch_cap < need) {
-		free(cw->scratch);
-		cw->scratch = xmalloc(need);
-		cw->scratch_cap = need;
-	}
-	char *b = cw->scratch;
-	size_t n = 0;
-	if (j->flags & F_HAS_ID)
-		n += (size_t)sprintf(b + n, "{\"id\":%lld,\"ok\":true,\"users\":[", (long long)j->id);
-	else
-		n += (size_t)sprintf(b + n, "{\"ok\":true,\"users\":[");
-	uint32_t pos = (uint32_t)j->seq, count = 0;
-	const ms_map_slot *sl;
-	bool more = false;
-	if (s) {
-		for (uint32_t p = pos; (p = ms_map_next(&s->members, p, &sl)) != 0;) {
-			if (count == page) {
-				more = true;
-				break;
-			}
-			n += (size_t)sprintf(b + n, "%s\"%llu\"", count ? "," : "",
-					     (unsigned long long)sl->key);
-			count++;
-			pos = p;
+	ms_engine_tag tag = { .from = from, .ptr = j };
+	ms_engine_presence_list(cw->eng, (ms_str){ j->name, j->name_len }, j->seq, &tag);
+}
+
+/* The engine's answers and deliveries, on this (the owner) worker. */
+static void on_event(void *arg, const ms_engine_ev *ev)
+{
+	ms_chat_worker *cw = arg;
+	ms_worker *w = cw->w;
+	switch (ev->type) {
+	case MS_ENGINE_SUBSCRIBED: {
+		jreq *j = ev->tag->ptr;
+		if (ev->err) {
+			j->flags |= F_REFUSED;
+			j->err = ev->err;
+		} else {
+			if (ev->created)
+				j->flags |= F_CREATED;
+			j->stream_id = ev->stream;
+			j->seq = ev->seq;
+			j->epoch = ev->epoch;
+			/* Subscribed: the user is in the stream (one count per
+			 * connection; the first is a presence join). */
+			ms_engine_presence_add(cw->eng, ev->stream, j->uid);
 		}
+		ms_msg *m = ms_worker_post(w, ev->tag->from);
+		m->type = M_JOIN_ACK;
+		m->ptr = j;
+		break;
 	}
-	if (more)
-		n += (size_t)sprintf(b + n, "],\"next\":\"%u\"}", pos);
-	else
-		n += (size_t)sprintf(b + n, "]}");
-	*out = b;
-	return (int)n;
+	case MS_ENGINE_PUBLISHED: {
+		const ms_engine_tag *t = ev->tag;
+		ms_msg *ack = ms_worker_post(w, t->from);
+		ack->type = M_PUB_ACK;
+		ack->ref = t->ref;
+		ack->a = t->a;
+		if (ev->err) {
+			ack->flags = t->flags | F_REFUSED;
+			ack->b = ev->err;
+		} else {
+			ack->flags = t->flags | (ev->created ? F_CREATED : 0);
+			ack->b = ev->seq;
+			ack->u32 = t->u32;
+		}
+		break;
+	}
+	case MS_ENGINE_DELIVER:
+		post_deliver(w, ev->workers, ev->stream, ev->pkt);
+		break;
+	case MS_ENGINE_PRESENCE: {
+		const uint64_t *join = ev->users, *leave = ev->users + ev->njoin;
+		size_t n = ms_proto_enc_presence(NULL, 0, ev->name, join, ev->njoin, leave, ev->nleave);
+		char *b;
+		ms_pkt *pkt = frame_new(MS_WS_OP_TEXT, n, &b);
+		ms_proto_enc_presence(b, n, ev->name, join, ev->njoin, leave, ev->nleave);
+		post_deliver(w, ev->workers, ev->stream, pkt);
+		ms_pkt_unref(pkt);
+		break;
+	}
+	case MS_ENGINE_PRESENCE_LIST: {
+		jreq *j = ev->tag->ptr;
+		bool has_id = j->flags & F_HAS_ID;
+		size_t n = ms_proto_enc_presence_list(NULL, 0, has_id, j->id, ev->users, ev->n,
+						      ev->more, ev->next);
+		char *b;
+		ms_pkt *pkt = frame_new(MS_WS_OP_TEXT, n, &b);
+		ms_proto_enc_presence_list(b, n, has_id, j->id, ev->users, ev->n, ev->more, ev->next);
+		ms_msg *r = ms_worker_post(w, ev->tag->from);
+		r->type = M_REPLY;
+		r->ref = j->ref;
+		r->a = j->t_req;
+		r->ptr = pkt;
+		free(j);
+		break;
+	}
+	case MS_ENGINE_HISTORY:
+		break; /* not asked for yet (PROTOCOL 1.1's history and since) */
+	}
 }
 
 /* ---- messages ----------------------------------------------------------------------- */
 
+/* The owner's answer to a join, on the joiner's worker. */
+static void on_join_ack(ms_worker *w, ms_chat_worker *cw, uint32_t from, jreq *j)
+{
+	ms_conn *c = ms_worker_conn(w, j->ref);
+	if (c && !(j->flags & F_QUIET)) {
+		ms_net_request_done(w, c);
+		if (j->flags & F_CREATED)
+			ms_net_created(w, c);
+	}
+	bool live = c && ms_net_deliverable(c);
+	ms_str name = { j->name, j->name_len };
+	ms_sub *s = live ? ms_subs_pending(ms_subs_of(c), ms_hash_bytes(name.p, name.n)) : NULL;
+	if (j->flags & F_REFUSED) {
+		/* Nothing was joined: answer, and forget the pending entry. */
+		if (s) {
+			if (!(j->flags & F_QUIET))
+				ms_net_send_error(w, c, j->flags & F_HAS_ID, j->id, j->err,
+						  refusal_text(j->err));
+			ms_subs_del(c, s);
+		}
+		free(j);
+		return;
+	}
+	/* The entry keeps only the name's hash, so a join that was in flight
+	 * when an auth op replaced the token is judged here, by the token the
+	 * connection holds now. */
+	bool refused = s && s->recheck && !ms_net_stream_allowed(c, name);
+	if (refused) {
+		ms_net_send_error(w, c, j->flags & F_HAS_ID, j->id, 403, "stream not allowed by token");
+	} else if (s && !(j->flags & F_QUIET)) {
+		/* One reply per request: a join left before its ack still
+		 * succeeded (and was then left). */
+		char b[96];
+		ms_net_reply(w, c, b, ms_proto_enc_join(b, sizeof(b), j->flags & F_HAS_ID, j->id,
+							  j->seq, j->epoch));
+		op_done(w, MS_HIST_OP_JOIN, j->t_req);
+	}
+	if (!s || s->state == MS_SUB_LEAVING || refused) {
+		/* Gone, left meanwhile or refused: undo the membership. */
+		ms_msg *l = ms_worker_post(w, from);
+		l->type = M_LEAVE;
+		l->a = j->stream_id;
+		l->b = j->uid;
+		if (s)
+			ms_subs_del(c, s);
+		free(j);
+		return;
+	}
+	s->stream = j->stream_id;
+	s->pos = ms_topics_add(w, &cw->topics, j->stream_id, name, c);
+	s->state = MS_SUB_JOINED;
+	free(j);
+}
+
+/* The owner's answer to a publish, on the publisher's worker. */
+static void on_pub_ack(ms_worker *w, ms_msg *m)
+{
+	ms_conn *c = ms_worker_conn(w, m->ref);
+	if (c && !(m->flags & F_API)) {
+		ms_net_request_done(w, c);
+		if (m->flags & F_CREATED)
+			ms_net_created(w, c);
+	}
+	if (m->flags & F_REFUSED) {
+		uint16_t err = (uint16_t)m->b;
+		if (c && (m->flags & F_API))
+			ms_admin_error(w, c, err, refusal_text(err));
+		else if (c && ms_net_deliverable(c))
+			ms_net_send_error(w, c, m->flags & F_HAS_ID, (int64_t)m->a, err,
+					  refusal_text(err));
+		return;
+	}
+	char b[64];
+	if (m->flags & F_API) {
+		if (c)
+			ms_admin_reply(w, c, 200, b, ms_proto_enc_count(b, sizeof(b), "seq", m->b));
+	} else if (c && ms_net_deliverable(c)) {
+		ms_net_reply(w, c, b, ms_proto_enc_publish(b, sizeof(b), m->flags & F_HAS_ID,
+							     (int64_t)m->a, m->b));
+		ms_worker_record(w, MS_HIST_OP_PUBLISH, ms_pkt_stamp_age(m->u32, ms_clock_ns()));
+	}
+}
+
 void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 {
 	ms_chat_worker *cw = CW(w);
+	cw->w = w;
 	switch (m->type) {
 	case M_REGISTER:
 		ms_reg_add(cw->chat->reg, m->a, m->ref);
@@ -712,99 +435,22 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		ms_reg_del(cw->chat->reg, m->a, m->ref);
 		break;
 	case M_JOIN:
-		owner_join(w, cw, from, m->ptr);
+		owner_join(cw, from, m->ptr);
 		break;
-	case M_JOIN_ACK: {
-		jreq *j = m->ptr;
-		ms_conn *c = ms_worker_conn(w, j->ref);
-		if (c && !(j->flags & F_QUIET)) {
-			ms_net_request_done(w, c);
-			if (j->flags & F_CREATED)
-				ms_net_created(w, c);
-		}
-		bool live = c && ms_net_deliverable(c);
-		csub *s = live ? find_pending(conn_state(c), ms_hash_bytes(j->name, j->name_len)) : NULL;
-		if (j->flags & F_REFUSED) {
-			/* Nothing was joined: answer, and forget the pending entry. */
-			if (s) {
-				if (!(j->flags & F_QUIET))
-					ms_net_send_error(w, c, j->flags & F_HAS_ID, j->id, j->err,
-							  refusal_text(j->err));
-				del_sub(c, s);
-			}
-			free(j);
-			break;
-		}
-		/* The entry keeps only the name's hash, so a join that was in
-		 * flight when an auth op replaced the token is judged here, by
-		 * the token the connection holds now. */
-		bool refused = s && s->recheck &&
-			       !ms_net_stream_allowed(c, (ms_str){ j->name, j->name_len });
-		if (refused) {
-			ms_net_send_error(w, c, j->flags & F_HAS_ID, j->id, 403,
-					  "stream not allowed by token");
-		} else if (s && !(j->flags & F_QUIET)) {
-			/* One reply per request: a join left before its ack still
-			 * succeeded (and was then left). */
-			ms_net_reply(w, c, j->flags & F_HAS_ID, j->id,
-				     "\"ok\":true,\"seq\":%llu,\"epoch\":\"%016llx\"}",
-				     (unsigned long long)j->seq, (unsigned long long)j->epoch);
-			op_done(w, MS_HIST_OP_JOIN, j->t_req);
-		}
-		if (!s || s->state == SUB_LEAVING || refused) {
-			/* Gone, left meanwhile or refused: undo the membership. */
-			ms_msg *l = ms_worker_post(w, from);
-			l->type = M_LEAVE;
-			l->a = j->stream_id;
-			l->b = j->uid;
-			if (s)
-				del_sub(c, s);
-			free(j);
-			break;
-		}
-		s->stream_id = j->stream_id;
-		s->pos = topic_add(cw, j, c);
-		s->state = SUB_JOINED;
-		free(j);
+	case M_JOIN_ACK:
+		on_join_ack(w, cw, from, m->ptr);
 		break;
-	}
 	case M_LEAVE:
 		owner_leave(cw, from, m->a, m->b);
 		break;
 	case M_PUBLISH:
-		owner_publish(w, cw, from, m);
+		owner_publish(cw, from, m);
 		break;
-	case M_PUB_ACK: {
-		ms_conn *c = ms_worker_conn(w, m->ref);
-		if (c && !(m->flags & F_API)) {
-			ms_net_request_done(w, c);
-			if (m->flags & F_CREATED)
-				ms_net_created(w, c);
-		}
-		if (m->flags & F_REFUSED) {
-			uint16_t err = (uint16_t)m->b;
-			if (c && (m->flags & F_API))
-				ms_admin_error(w, c, err, refusal_text(err));
-			else if (c && ms_net_deliverable(c))
-				ms_net_send_error(w, c, m->flags & F_HAS_ID, (int64_t)m->a, err,
-						  refusal_text(err));
-			break;
-		}
-		if (m->flags & F_API) {
-			if (c) {
-				char b[48];
-				int n = snprintf(b, sizeof(b), "{\"seq\":%llu}", (unsigned long long)m->b);
-				ms_admin_reply(w, c, 200, b, (size_t)n);
-			}
-		} else if (c && ms_net_deliverable(c)) {
-			ms_net_reply(w, c, m->flags & F_HAS_ID, (int64_t)m->a,
-				     "\"ok\":true,\"seq\":%llu}", (unsigned long long)m->b);
-			ms_worker_record(w, MS_HIST_OP_PUBLISH, ms_pkt_stamp_age(m->u32, ms_clock_ns()));
-		}
+	case M_PUB_ACK:
+		on_pub_ack(w, m);
 		break;
-	}
 	case M_DELIVER:
-		topic_deliver(w, cw, m->a, m->ptr);
+		ms_topics_deliver(w, &cw->topics, m->a, m->ptr);
 		ms_pkt_unref(m->ptr);
 		break;
 	case M_DM:
@@ -830,18 +476,9 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 			ms_net_kick(w, c, "disconnected by the server");
 		break;
 	}
-	case M_PRESENCE: {
-		jreq *j = m->ptr;
-		char *text;
-		int n = presence_listing(cw, j, &text);
-		ms_msg *r = ms_worker_post(w, from);
-		r->type = M_REPLY;
-		r->ref = j->ref;
-		r->a = j->t_req;
-		r->ptr = frame_pkt(MS_WS_OP_TEXT, text, (size_t)n);
-		free(j);
+	case M_PRESENCE:
+		owner_presence(cw, from, m->ptr);
 		break;
-	}
 	default:
 		ms_warn("chat: unknown message type %u from worker %u", m->type, from);
 		break;
@@ -851,47 +488,8 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 void ms_chat_on_flush(ms_worker *w)
 {
 	ms_chat_worker *cw = CW(w);
-	cw->now = ms_worker_now(w);
-	if (cw->now - cw->last_sweep >= SWEEP_SECONDS) {
-		cw->last_sweep = cw->now;
-		sweep_idle_streams(cw);
-	}
-	uint32_t max = cw->chat->cfg->presence_max_members;
-	while (cw->dirty) {
-		stream *s = cw->dirty;
-		cw->dirty = s->dnext;
-		s->dirty = false;
-		if (s->npres == 0 || s->members.len > max) {
-			s->npres = 0;
-			stream_maybe_free(cw, s);
-			continue;
-		}
-		/* {"event":"presence","stream":S,"join":[..],"leave":[..]} */
-		size_t cap = 64 + s->name_len + (size_t)s->npres * 24;
-		char *b = xmalloc(cap);
-		size_t n = (size_t)sprintf(b, "{\"event\":\"presence\",\"stream\":\"%.*s\"",
-					   (int)s->name_len, s->name);
-		for (int leave = 0; leave < 2; leave++) {
-			bool first = true;
-			for (uint32_t i = 0; i < s->npres; i++) {
-				if ((int)s->pres[i].leave != leave)
-					continue;
-				n += (size_t)sprintf(b + n, "%s\"%llu\"",
-						     first ? (leave ? ",\"leave\":[" : ",\"join\":[") : ",",
-						     (unsigned long long)s->pres[i].uid);
-				first = false;
-			}
-			if (!first)
-				b[n++] = ']';
-		}
-		b[n++] = '}';
-		s->npres = 0;
-		ms_pkt *pkt = frame_pkt(MS_WS_OP_TEXT, b, n);
-		free(b);
-		send_to_subscribers(w, s, pkt);
-		ms_pkt_unref(pkt);
-		stream_maybe_free(cw, s);
-	}
+	cw->w = w;
+	ms_engine_flush(cw->eng, ms_worker_now(w));
 }
 
 /* ---- requests (the connection's worker) ------------------------------------------------ */
@@ -899,9 +497,9 @@ void ms_chat_on_flush(ms_worker *w)
 static void post_join(ms_worker *w, ms_conn *c, const char *name, size_t len,
 		      const ms_req *req, uint16_t flags)
 {
-	jreq *j = xmalloc(sizeof(*j) + len);
+	jreq *j = ms_shard__alloc(sizeof(*j) + len);
 	memset(j, 0, sizeof(*j));
-	j->ref = ref_of(w, c);
+	j->ref = ms_conn_ref_of(w, c);
 	j->uid = ms_net_uid(c);
 	j->t_req = ms_worker_now_ns(w);
 	j->id = req ? req->id : 0;
@@ -916,87 +514,70 @@ static void post_join(ms_worker *w, ms_conn *c, const char *name, size_t len,
 static void do_join(ms_worker *w, ms_conn *c, const ms_req *req)
 {
 	const ms_config *cfg = ms_worker_config(w);
-	cconn *cs = conn_state(c);
+	ms_subs *cs = ms_subs_of(c);
 	uint64_t hash = ms_hash_bytes(req->stream.p, req->stream.n);
 	if (!ms_net_stream_allowed(c, req->stream)) {
 		ms_net_send_error(w, c, req->has_id, req->id, 403, "stream not allowed by token");
 		return;
 	}
-	if (find_sub(cs, hash)) {
+	if (ms_subs_find(cs, hash)) {
 		ms_net_send_error(w, c, req->has_id, req->id, 409, "already joined");
 		return;
 	}
-	if (live_subs(cs) >= cfg->max_streams_per_conn) {
+	if (ms_subs_live(cs) >= cfg->max_streams_per_conn) {
 		ms_net_send_error(w, c, req->has_id, req->id, 403, "too many streams");
 		return;
 	}
-	add_sub(c, hash)->state = SUB_PENDING;
+	ms_subs_add(c, hash)->state = MS_SUB_PENDING;
 	post_join(w, c, req->stream.p, req->stream.n, req,
 		  ms_net_may_create(w, c) ? 0 : F_NOCREATE);
 	ms_net_request_sent(w, c);
 }
 
-static void post_leave(ms_worker *w, ms_chat_worker *cw, ms_conn *c, csub *s)
+static void post_leave(ms_worker *w, ms_chat_worker *cw, ms_conn *c, ms_sub *s)
 {
-	topic *t = topic_get(cw, s->stream_id);
-	uint32_t owner = t ? ms_chat_stream_owner(t->name, t->name_len, ms_worker_count(w))
-			   : (uint32_t)(s->stream_id >> 56);
-	topic_del(w, cw, s->stream_id, s->pos);
+	ms_str name;
+	uint32_t owner = ms_topics_name(&cw->topics, s->stream, &name)
+				 ? ms_chat_stream_owner(name.p, name.n, ms_worker_count(w))
+				 : ms_engine_stream_worker(s->stream);
+	ms_topics_del(w, &cw->topics, s->stream, s->pos);
 	ms_msg *m = ms_worker_post(w, owner);
 	m->type = M_LEAVE;
-	m->a = s->stream_id;
+	m->a = s->stream;
 	m->b = ms_net_uid(c);
 }
 
 static void do_leave(ms_worker *w, ms_conn *c, const ms_req *req)
 {
-	csub *s = find_sub(conn_state(c), ms_hash_bytes(req->stream.p, req->stream.n));
+	ms_sub *s = ms_subs_find(ms_subs_of(c), ms_hash_bytes(req->stream.p, req->stream.n));
 	if (!s) {
 		ms_net_send_error(w, c, req->has_id, req->id, 409, "not joined");
 		return;
 	}
-	if (s->state == SUB_PENDING) {
-		s->state = SUB_LEAVING; /* the JOIN_ACK undoes it */
+	if (s->state == MS_SUB_PENDING) {
+		s->state = MS_SUB_LEAVING; /* the JOIN_ACK undoes it */
 	} else {
 		post_leave(w, CW(w), c, s);
-		del_sub(c, s);
+		ms_subs_del(c, s);
 	}
 	ms_net_send_ok(w, c, req->has_id, req->id);
 	op_done(w, MS_HIST_OP_LEAVE, ms_worker_now_ns(w));
 }
 
-/* {"event":"message","stream":S,"seq":<slot>,"from":F,"data":D}: the
- * packet, and the offsets of the stream name and of the blank seq slot the
- * owner fills in. from is the JSON value (a quoted user id, or "server"). */
-static ms_pkt *message_pkt(ms_str name, const char *from, size_t fl, ms_str data,
-			   uint32_t *name_off, uint32_t *seq_off)
+/* The message event (net/proto's encoder) as a frame, and the offsets
+ * in the packet of the stream name and of the blank seq slot the owner
+ * fills in. from: a user id's digits, or "server". */
+static ms_pkt *message_pkt(ms_str name, ms_str from, ms_str data, uint32_t *name_off,
+			   uint32_t *seq_off)
 {
-	static const char p1[] = "{\"event\":\"message\",\"stream\":\"";
-	static const char p2[] = "\",\"seq\":";
-	static const char p3[] = ",\"from\":";
-	static const char p4[] = ",\"data\":";
-	size_t len = (sizeof(p1) - 1) + name.n + (sizeof(p2) - 1) + SEQ_SLOT +
-		     (sizeof(p3) - 1) + fl + (sizeof(p4) - 1) + data.n + 1;
-	size_t h = ms_ws_header_len(len);
-	ms_pkt *pkt = ms_pkt_new((uint32_t)(h + len));
-	uint8_t *o = pkt->data;
-	ms_ws_header(o, true, MS_WS_OP_TEXT, len, NULL);
-	size_t k = h;
-#define PUT(ptr, n) (memcpy(o + k, (ptr), (n)), k += (n))
-	PUT(p1, sizeof(p1) - 1);
-	*name_off = (uint32_t)k;
-	PUT(name.p, name.n);
-	PUT(p2, sizeof(p2) - 1);
-	*seq_off = (uint32_t)k;
-	memset(o + k, ' ', SEQ_SLOT);
-	k += SEQ_SLOT;
-	PUT(p3, sizeof(p3) - 1);
-	PUT(from, fl);
-	PUT(p4, sizeof(p4) - 1);
-	PUT(data.p, data.n);
-	o[k++] = '}';
-#undef PUT
-	pkt->len = (uint32_t)k;
+	size_t n = ms_proto_enc_message(NULL, 0, name, from, data, NULL, NULL);
+	char *b;
+	ms_pkt *pkt = frame_new(MS_WS_OP_TEXT, n, &b);
+	size_t no, so;
+	ms_proto_enc_message(b, n, name, from, data, &no, &so);
+	size_t h = (size_t)((uint8_t *)b - pkt->data);
+	*name_off = (uint32_t)(h + no);
+	*seq_off = (uint32_t)(h + so);
 	return pkt;
 }
 
@@ -1020,20 +601,21 @@ static void do_publish(ms_worker *w, ms_conn *c, const ms_req *req)
 		ms_net_send_error(w, c, req->has_id, req->id, 403, "stream not allowed by token");
 		return;
 	}
-	char from[24];
-	int fl = snprintf(from, sizeof(from), "\"%llu\"", (unsigned long long)ms_net_uid(c));
+	char from[MS_PROTO_U64_DIGITS];
+	ms_str fr = { from, ms_proto_uid_format(from, ms_net_uid(c)) };
 	uint32_t name_off, seq_off;
-	ms_pkt *pkt = message_pkt(req->stream, from, (size_t)fl, req->data, &name_off, &seq_off);
+	ms_pkt *pkt = message_pkt(req->stream, fr, req->data, &name_off, &seq_off);
 	pkt->stamp = ms_pkt_stamp(ms_worker_now_ns(w));
 	post_publish(w, req->stream, pkt, name_off, seq_off,
 		     (req->has_id ? F_HAS_ID : 0) | (ms_net_may_create(w, c) ? 0 : F_NOCREATE),
-		     ref_of(w, c), (uint64_t)req->id);
+		     ms_conn_ref_of(w, c), (uint64_t)req->id);
 	ms_net_request_sent(w, c);
 }
 
 /* {"event":"dm","from":F,"data":D} to every device of `to` that is online
- * (at most DM_FANOUT_MAX); returns how many were reached. */
-static size_t post_dm(ms_worker *w, uint64_t to, const char *from, ms_str data)
+ * (at most DM_FANOUT_MAX); returns how many were reached. from: a user
+ * id's digits, or "server". */
+static size_t post_dm(ms_worker *w, uint64_t to, ms_str from, ms_str data)
 {
 	uint64_t refs[DM_FANOUT_MAX];
 	size_t n = ms_reg_lookup(CW(w)->chat->reg, to, refs, DM_FANOUT_MAX);
@@ -1041,16 +623,10 @@ static size_t post_dm(ms_worker *w, uint64_t to, const char *from, ms_str data)
 		return 0;
 	if (n > DM_FANOUT_MAX)
 		n = DM_FANOUT_MAX;
-	char head[64];
-	int hl = snprintf(head, sizeof(head), "{\"event\":\"dm\",\"from\":%s,\"data\":", from);
-	size_t len = (size_t)hl + data.n + 1;
-	size_t h = ms_ws_header_len(len);
-	ms_pkt *pkt = ms_pkt_new((uint32_t)(h + len));
-	ms_ws_header(pkt->data, true, MS_WS_OP_TEXT, len, NULL);
-	memcpy(pkt->data + h, head, (size_t)hl);
-	memcpy(pkt->data + h + hl, data.p, data.n);
-	pkt->data[h + len - 1] = '}';
-	pkt->len = (uint32_t)(h + len);
+	size_t len = ms_proto_enc_dm(NULL, 0, from, data);
+	char *b;
+	ms_pkt *pkt = frame_new(MS_WS_OP_TEXT, len, &b);
+	ms_proto_enc_dm(b, len, from, data);
 	for (size_t i = 0; i < n; i++) {
 		ms_pkt_ref(pkt);
 		ms_msg *m = ms_worker_post(w, ms_conn_ref_worker(refs[i]));
@@ -1073,9 +649,9 @@ static void do_dm(ms_worker *w, ms_conn *c, const ms_req *req)
 		ms_net_send_error(w, c, req->has_id, req->id, 403, "dm not allowed by token");
 		return;
 	}
-	char from[24];
-	snprintf(from, sizeof(from), "\"%llu\"", (unsigned long long)ms_net_uid(c));
-	if (post_dm(w, to, from, req->data) == 0)
+	char from[MS_PROTO_U64_DIGITS];
+	ms_str fr = { from, ms_proto_uid_format(from, ms_net_uid(c)) };
+	if (post_dm(w, to, fr, req->data) == 0)
 		ms_net_send_error(w, c, req->has_id, req->id, 404, "user not online");
 	else
 		ms_net_send_ok(w, c, req->has_id, req->id);
@@ -1100,9 +676,9 @@ static void do_presence(ms_worker *w, ms_conn *c, const ms_req *req)
 		return;
 	}
 	size_t len = req->stream.n;
-	jreq *j = xmalloc(sizeof(*j) + len);
+	jreq *j = ms_shard__alloc(sizeof(*j) + len);
 	memset(j, 0, sizeof(*j));
-	j->ref = ref_of(w, c);
+	j->ref = ms_conn_ref_of(w, c);
 	j->t_req = ms_worker_now_ns(w);
 	j->id = req->id;
 	j->flags = req->has_id ? F_HAS_ID : 0;
@@ -1147,25 +723,26 @@ static void h_request(ms_worker *w, ms_conn *c, const ms_req *req)
 static void h_reauth(ms_worker *w, ms_conn *c)
 {
 	ms_chat_worker *cw = CW(w);
-	cconn *cs = conn_state(c);
+	ms_subs *cs = ms_subs_of(c);
 	for (uint32_t i = 0; cs && i < cs->n;) {
-		csub *s = &cs->s[i];
-		if (s->state != SUB_JOINED) {
+		ms_sub *s = &cs->s[i];
+		if (s->state != MS_SUB_JOINED) {
 			s->recheck = 1;
 			i++;
 			continue;
 		}
-		/* A joined entry always has its topic (topic_add at the ack). */
-		topic *t = topic_get(cw, s->stream_id);
-		if (!t || ms_net_stream_allowed(c, (ms_str){ t->name, t->name_len })) {
+		/* A joined entry always has its topic (ms_topics_add at the ack). */
+		ms_str name;
+		if (!ms_topics_name(&cw->topics, s->stream, &name) ||
+		    ms_net_stream_allowed(c, name)) {
 			i++;
 			continue;
 		}
 		/* The event first: post_leave may free the topic and its name. */
-		ms_net_reply(w, c, false, 0, "\"event\":\"left\",\"stream\":\"%.*s\",\"reason\":\"token\"}",
-			     (int)t->name_len, t->name);
+		char b[192]; /* the longest stream name fits */
+		ms_net_reply(w, c, b, ms_proto_enc_left(b, sizeof(b), name, "token"));
 		post_leave(w, cw, c, s);
-		del_sub(c, s); /* the next entry moves to i */
+		ms_subs_del(c, s); /* the next entry moves to i */
 	}
 }
 
@@ -1174,19 +751,19 @@ static void h_open(ms_worker *w, ms_conn *c, uint64_t uid)
 	ms_msg *m = ms_worker_post(w, ms_chat_user_owner(uid, ms_worker_count(w)));
 	m->type = M_REGISTER;
 	m->a = uid;
-	m->ref = ref_of(w, c);
+	m->ref = ms_conn_ref_of(w, c);
 }
 
 static void h_room_open(ms_worker *w, ms_conn *c)
 {
-	add_sub(c, ms_hash_bytes(ROOM_NAME, sizeof(ROOM_NAME) - 1))->state = SUB_PENDING;
-	post_join(w, c, ROOM_NAME, sizeof(ROOM_NAME) - 1, NULL, F_QUIET);
+	ms_subs_add(c, ms_hash_bytes(ROOM_NAME.p, ROOM_NAME.n))->state = MS_SUB_PENDING;
+	post_join(w, c, ROOM_NAME.p, ROOM_NAME.n, NULL, F_QUIET);
 }
 
 static void h_room_message(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t *p,
 			   size_t n)
 {
-	ms_msg *m = ms_worker_post(w, ms_chat_stream_owner(ROOM_NAME, sizeof(ROOM_NAME) - 1,
+	ms_msg *m = ms_worker_post(w, ms_chat_stream_owner(ROOM_NAME.p, ROOM_NAME.n,
 							   ms_worker_count(w)));
 	m->type = M_PUBLISH;
 	m->flags = F_ROOM;
@@ -1196,20 +773,18 @@ static void h_room_message(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8
 static void h_close(ms_worker *w, ms_conn *c)
 {
 	ms_chat_worker *cw = CW(w);
-	cconn **slot = (cconn **)ms_net_chat_slot(c);
-	cconn *cs = *slot;
+	ms_subs *cs = ms_subs_of(c);
 	for (uint32_t i = 0; cs && i < cs->n; i++)
-		if (cs->s[i].state == SUB_JOINED)
+		if (cs->s[i].state == MS_SUB_JOINED)
 			post_leave(w, cw, c, &cs->s[i]);
 	/* Pending joins are undone when their JOIN_ACK finds the connection
 	 * gone. */
-	free(cs);
-	*slot = NULL;
+	ms_subs_free(c);
 	/* /room connections never registered; for them this removes nothing. */
 	ms_msg *m = ms_worker_post(w, ms_chat_user_owner(ms_net_uid(c), ms_worker_count(w)));
 	m->type = M_UNREGISTER;
 	m->a = ms_net_uid(c);
-	m->ref = ref_of(w, c);
+	m->ref = ms_conn_ref_of(w, c);
 }
 
 /* ---- server API (admin listener) ------------------------------------------------------- */
@@ -1217,21 +792,20 @@ static void h_close(ms_worker *w, ms_conn *c)
 static void h_api_publish(ms_worker *w, ms_conn *c, ms_str name, ms_str data)
 {
 	uint32_t name_off, seq_off;
-	ms_pkt *pkt = message_pkt(name, "\"server\"", 8, data, &name_off, &seq_off);
+	ms_pkt *pkt = message_pkt(name, SERVER_FROM, data, &name_off, &seq_off);
 	pkt->stamp = ms_pkt_stamp(ms_worker_now_ns(w));
-	post_publish(w, name, pkt, name_off, seq_off, F_API, ref_of(w, c), 0);
+	post_publish(w, name, pkt, name_off, seq_off, F_API, ms_conn_ref_of(w, c), 0);
 }
 
 static void h_api_dm(ms_worker *w, ms_conn *c, uint64_t to, ms_str data)
 {
-	size_t n = post_dm(w, to, "\"server\"", data);
+	size_t n = post_dm(w, to, SERVER_FROM, data);
 	if (n == 0) {
 		ms_admin_error(w, c, 404, "user not online");
 		return;
 	}
 	char b[48];
-	int k = snprintf(b, sizeof(b), "{\"delivered\":%zu}", n);
-	ms_admin_reply(w, c, 200, b, (size_t)k);
+	ms_admin_reply(w, c, 200, b, ms_proto_enc_count(b, sizeof(b), "delivered", n));
 }
 
 /* Every connection of uid is closed 1008 by its own worker. The registry
@@ -1253,8 +827,7 @@ static void h_api_disconnect(ms_worker *w, ms_conn *c, uint64_t uid)
 		m->ref = refs[i];
 	}
 	char b[48];
-	int k = snprintf(b, sizeof(b), "{\"disconnected\":%zu}", n);
-	ms_admin_reply(w, c, 200, b, (size_t)k);
+	ms_admin_reply(w, c, 200, b, ms_proto_enc_count(b, sizeof(b), "disconnected", n));
 }
 
 const ms_chat_hooks ms_chat_hooks_impl = {

@@ -1,9 +1,10 @@
 /*
  * The chat core: protocol v1 operations over the sharded, shared-nothing
- * state of DESIGN.md §5–6.
+ * state of DESIGN.md §5–6. The owner side of each stream is the engine's
+ * (shard/engine.h), called on the owner worker O only.
  *
  *   publisher's worker A        stream owner O              subscriber worker B
- *   build frame once  ──PUBLISH──► seq = ++seq, patch slot
+ *   build frame once  ──PUBLISH──► engine: seq + 1, fill slot
  *                     ◄─PUB_ACK──┤
  *                                ├──DELIVER (1 ref)──────────► topic table: queue the
  *                                                              packet on every local

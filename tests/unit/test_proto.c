@@ -2,7 +2,10 @@
  * Unit tests for net/proto.h: every op with its fields, ids (echoed only
  * from valid JSON, only when unambiguous), data spans byte for byte, every
  * malformed class with its message, duplicate keys including escaped
- * spellings, stream names and canonical user ids.
+ * spellings, stream names and canonical user ids. Then the encoders: every
+ * reply and event byte for byte, the sizing contract (nothing written past
+ * cap), escaping of free text, and what they write read back by our own
+ * JSON reader with data unchanged.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "net/json.h"
 #include "net/proto.h"
 
 #define S(lit) ((ms_str){ lit, sizeof(lit) - 1 })
@@ -376,6 +380,153 @@ static void test_uid(void **state)
 	assert_true(v == 7);
 }
 
+/* ---- encoders ---------------------------------------------------------- */
+
+/* Encode with exactly the room it asks for, between guard bytes; check the
+ * sizing call agrees, then compare with want. */
+#define ENC_IS(want, fn, ...)                                                      \
+	do {                                                                       \
+		char b_[1024];                                                     \
+		size_t n_ = fn(NULL, 0, __VA_ARGS__);                              \
+		assert_true(n_ + 2 <= sizeof(b_));                                 \
+		memset(b_, '#', sizeof(b_));                                       \
+		assert_int_equal(fn(b_ + 1, n_, __VA_ARGS__), n_);                 \
+		assert_int_equal(b_[0], '#');                                      \
+		assert_int_equal(b_[n_ + 1], '#');                                 \
+		if (n_ != strlen(want) || memcmp(b_ + 1, want, n_) != 0)           \
+			fail_msg("got %.*s\nwant %s", (int)n_, b_ + 1, want);     \
+		assert_true(ms_json_valid(b_ + 1, n_));                            \
+	} while (0)
+
+static void test_enc_replies(void **state)
+{
+	(void)state;
+	ENC_IS("{\"id\":7,\"ok\":true}", ms_proto_enc_ok, true, 7);
+	ENC_IS("{\"ok\":true}", ms_proto_enc_ok, false, 7);
+	ENC_IS("{\"id\":-9223372036854775808,\"ok\":true}", ms_proto_enc_ok, true, INT64_MIN);
+	ENC_IS("{\"id\":9223372036854775807,\"ok\":true}", ms_proto_enc_ok, true, INT64_MAX);
+	ENC_IS("{\"id\":0,\"ok\":true}", ms_proto_enc_ok, true, 0);
+	ENC_IS("{\"id\":4,\"ok\":false,\"error\":{\"code\":404,\"message\":\"user not online\"}}",
+	       ms_proto_enc_error, true, 4, 404, "user not online");
+	ENC_IS("{\"ok\":false,\"error\":{\"code\":400,\"message\":\"invalid json\"}}",
+	       ms_proto_enc_error, false, 3, 400, "invalid json");
+	/* free text is escaped; UTF-8 passes as is */
+	ENC_IS("{\"ok\":false,\"error\":{\"code\":400,\"message\":\"a\\\"b\\\\c\\n\\r\\t\\u0001\\u001f\x7f\xc3\xa9\"}}",
+	       ms_proto_enc_error, false, 0, 400, "a\"b\\c\n\r\t\x01\x1f\x7f\xc3\xa9");
+	ENC_IS("{\"ok\":false,\"error\":{\"code\":400,\"message\":\"\"}}",
+	       ms_proto_enc_error, false, 0, 400, "");
+	ENC_IS("{\"id\":1,\"ok\":true,\"seq\":41,\"epoch\":\"0000000000009f3c\"}",
+	       ms_proto_enc_join, true, 1, 41, 0x9f3c);
+	ENC_IS("{\"ok\":true,\"seq\":0,\"epoch\":\"ffffffffffffffff\"}",
+	       ms_proto_enc_join, false, 1, 0, UINT64_MAX);
+	ENC_IS("{\"id\":3,\"ok\":true,\"seq\":42}", ms_proto_enc_publish, true, 3, 42);
+	ENC_IS("{\"ok\":true,\"seq\":18446744073709551615}", ms_proto_enc_publish, false, 3,
+	       UINT64_MAX);
+
+	uint64_t users[] = { 42, 43, 0, UINT64_MAX };
+	ENC_IS("{\"id\":5,\"ok\":true,\"users\":[\"42\",\"43\"]}", ms_proto_enc_presence_list, true,
+	       5, users, 2, false, 99);
+	ENC_IS("{\"ok\":true,\"users\":[\"42\",\"43\",\"0\",\"18446744073709551615\"],\"next\":\"7\"}",
+	       ms_proto_enc_presence_list, false, 0, users, 4, true, 7);
+	ENC_IS("{\"id\":5,\"ok\":true,\"users\":[]}", ms_proto_enc_presence_list, true, 5, users, 0,
+	       false, 0);
+	ENC_IS("{\"seq\":12}", ms_proto_enc_count, "seq", 12);
+	ENC_IS("{\"delivered\":0}", ms_proto_enc_count, "delivered", 0);
+}
+
+static void test_enc_events(void **state)
+{
+	(void)state;
+	ENC_IS("{\"event\":\"dm\",\"from\":\"42\",\"data\":{\"t\":\"hi\"}}", ms_proto_enc_dm, S("42"),
+	       S("{\"t\":\"hi\"}"));
+	ENC_IS("{\"event\":\"dm\",\"from\":\"server\",\"data\":null}", ms_proto_enc_dm, S("server"),
+	       S("null"));
+
+	uint64_t j[] = { 43, 44 }, l[] = { 45 };
+	ENC_IS("{\"event\":\"presence\",\"stream\":\"clan:123\",\"join\":[\"43\"]}",
+	       ms_proto_enc_presence, S("clan:123"), j, 1, l, 0);
+	ENC_IS("{\"event\":\"presence\",\"stream\":\"clan:123\",\"leave\":[\"45\"]}",
+	       ms_proto_enc_presence, S("clan:123"), j, 0, l, 1);
+	ENC_IS("{\"event\":\"presence\",\"stream\":\"s\",\"join\":[\"43\",\"44\"],\"leave\":[\"45\"]}",
+	       ms_proto_enc_presence, S("s"), j, 2, l, 1);
+	ENC_IS("{\"event\":\"left\",\"stream\":\"clan:123\",\"reason\":\"token\"}", ms_proto_enc_left,
+	       S("clan:123"), "token");
+}
+
+static void test_enc_message(void **state)
+{
+	static const char want[] = "{\"event\":\"message\",\"stream\":\"clan:123\",\"seq\":"
+				   "                    ,\"from\":\"42\",\"data\":{\"a\":[1,2]}}";
+	char b[256];
+	size_t so = 0, qo = 0;
+	size_t n = ms_proto_enc_message(NULL, 0, S("clan:123"), S("42"), S("{\"a\":[1,2]}"), &so, &qo);
+
+	(void)state;
+	assert_int_equal(n, sizeof(want) - 1);
+	/* too small: nothing written, the length still returned */
+	memset(b, '#', sizeof(b));
+	assert_int_equal(ms_proto_enc_message(b, n - 1, S("clan:123"), S("42"),
+					      S("{\"a\":[1,2]}"), &so, &qo), n);
+	assert_int_equal(b[0], '#');
+	assert_int_equal(ms_proto_enc_message(b, sizeof(b), S("clan:123"), S("42"),
+					      S("{\"a\":[1,2]}"), &so, &qo), n);
+	assert_memory_equal(b, want, n);
+	assert_false(ms_json_valid(b, n)); /* no value until the owner fills the slot */
+	assert_memory_equal(b + so, "clan:123", 8);
+	assert_int_equal(qo, so + 8 + strlen("\",\"seq\":"));
+	ms_proto_seq_fill(b + qo, 42);
+	assert_memory_equal(b + qo, "42                  ,", MS_PROTO_SEQ_SLOT + 1);
+	assert_true(ms_json_valid(b, n));
+	memset(b + qo, ' ', MS_PROTO_SEQ_SLOT);
+	ms_proto_seq_fill(b + qo, UINT64_MAX); /* 20 digits: the whole slot */
+	assert_memory_equal(b + qo, "18446744073709551615,", MS_PROTO_SEQ_SLOT + 1);
+
+	/* read back: seq a number, from the user, data byte for byte */
+	ms_json_iter it;
+	ms_str k, v;
+	int r, seen = 0;
+	assert_true(ms_json_object_begin(&it, b, n));
+	while ((r = ms_json_object_next(&it, &k, &v)) > 0) {
+		if (span_is(k, "seq")) {
+			assert_true(span_is(v, "18446744073709551615"));
+			seen |= 1;
+		} else if (span_is(k, "from")) {
+			assert_true(span_is(v, "\"42\""));
+			seen |= 2;
+		} else if (span_is(k, "data")) {
+			assert_true(span_is(v, "{\"a\":[1,2]}"));
+			seen |= 4;
+		}
+	}
+	assert_int_equal(r, 0);
+	assert_int_equal(seen, 7);
+}
+
+static void test_enc_sizing(void **state)
+{
+	char b[128];
+	size_t n = ms_proto_enc_error(NULL, 0, true, 12, 503, "too many streams");
+
+	(void)state;
+	assert_true(n < sizeof(b));
+	/* every shorter buffer gets a prefix at most, never a byte past cap */
+	for (size_t cap = 0; cap < n; cap++) {
+		memset(b, '#', sizeof(b));
+		assert_int_equal(ms_proto_enc_error(b, cap, true, 12, 503, "too many streams"), n);
+		for (size_t i = cap; i < sizeof(b); i++)
+			assert_int_equal(b[i], '#');
+	}
+	char d[MS_PROTO_U64_DIGITS];
+	assert_int_equal(ms_proto_uid_format(d, 0), 1);
+	assert_memory_equal(d, "0", 1);
+	assert_int_equal(ms_proto_uid_format(d, UINT64_MAX), 20);
+	assert_memory_equal(d, "18446744073709551615", 20);
+	/* what the formatter writes the parser reads back */
+	uint64_t back = 1;
+	assert_true(ms_proto_uid((ms_str){ d, ms_proto_uid_format(d, 1000) }, &back));
+	assert_true(back == 1000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -387,6 +538,10 @@ int main(void)
 		cmocka_unit_test(test_extra_keys_ignored),
 		cmocka_unit_test(test_stream_valid),
 		cmocka_unit_test(test_uid),
+		cmocka_unit_test(test_enc_replies),
+		cmocka_unit_test(test_enc_events),
+		cmocka_unit_test(test_enc_message),
+		cmocka_unit_test(test_enc_sizing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
