@@ -40,9 +40,9 @@ p50/p99/max during the attack and its baseline p50/p99 (ms); the victim's
 and the subscriber's close code if closed, and the messages the subscriber
 got; whether the server was alive at the end (else its last words); what the
 attacker saw (connections, MB sent, replies by code, close frames by code);
-and a verdict against the acceptance bounds (ok: alive, victim and
-subscriber not closed, p99 <= max(2 ms, 3 x baseline p99), peak RSS growth
-<= --rss-bound MB).
+and a verdict against the acceptance bounds (ok: alive, victim, subscriber
+and members not closed, p99 <= max(2 ms, 3 x baseline p99), peak RSS growth
+<= --rss-bound MB, and for short-frames <= 1.25 x 64 KiB per connection).
 
 usage: tools/bench/hostile.py SERVER_BINARY [--duration S] [--attacks LIST]
          [--conns N] [--short-conns N] [--members N] [--baseline S] [--settle S]
@@ -651,9 +651,14 @@ def verdict(r, a):
     bound = max(2.0, 3 * v["base_p99"])
     if not v["p99"] <= bound:
         why.append("p99 > %.1f ms" % bound)
-    rs = r["rss_mb"]
+    rs, conns = r["rss_mb"], r["attacker"].get("conns")
     if rs.get("start") is not None and rs["peak"] - rs["start"] > a.rss_bound:
         why.append("RSS +%.0f MB" % (rs["peak"] - rs["start"]))
+    elif r["attack"] == "short-frames" and rs.get("start") is not None and conns:
+        # The input one connection may hold is its frame: ~64 KiB, + 25 %.
+        per = (rs["peak"] - rs["start"]) * MiB / conns
+        if per > 1.25 * 65544:
+            why.append("%.0f KB per held 64 KiB frame" % (per / 1024))
     return "ok" if not why else "FAIL: " + ", ".join(why)
 
 
