@@ -8,18 +8,18 @@ seconds of attack against a server of its own.
 - F2 slow-consumer rule: a reading user is not kicked by a burst of DMs or
   publishes, a 1 MiB echo comes back (python3-websockets), a client that
   never reads is still closed 1008 "slow consumer" (--slow-window, hard cap).
-- F3 fairness: a victim's ping p99 on the attacker's worker during empty
-  continuation frames (close 1009 after 1024 fragments), 64 KiB
-  \\u00e9-heavy publishes and pipelined pings.
+- F3 fairness: close 1009 after 1024 fragments; a victim's ping p99 on the
+  attacker's worker during empty continuation frames, 64 KiB
+  \\u00e9-heavy publishes and pipelined pings (replies unread, and read).
 - F4 state: stream creation rate (429) and --max-streams (503), input held
-  by a frame left one byte short (~its size per connection), join/leave
-  toggling rate limited (429).
+  by a frame left one byte short (~its size per connection in RSS, and
+  counted in --max-pending-total), join/leave toggling rate limited (429).
 - F5 slots: idle sockets from one address do not lock out another one;
   idle admin connections do not stop /healthz (kept minimal: test_limits.py
   covers these cases in depth).
-- F7/F8 quick checks: /echo needs a token outside --dev; an upgrade with a
-  body is 400. (The rest of 6-8 lives in test_chat.py, test_admin.py and
-  test_ops.sh.)
+- F7/F8 quick checks: /echo and /room need a token outside --dev; an
+  upgrade with a body is 400. (The rest of findings 6-8 is tested with the
+  features: chat, admin API and start-up checks.)
 
 Safety: every server runs under an address-space limit (RLIMIT_AS 3 GiB, or
 the sanitizers' hard_rss_limit_mb), so a server without the bounds aborts
@@ -44,7 +44,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mstest  # noqa: E402
 from mstest import RawWS, frame, close_info  # noqa: E402
-from test_limits import Chat, try_upgrade, wait_until  # noqa: E402
+from test_limits import Chat, src_tcp, try_upgrade, wait_until  # noqa: E402
 
 SLOW = os.environ.get("MS_SLOW") == "1"  # sanitizer builds
 CAP_AS = 3 << 30   # address space of every server started here
@@ -433,6 +433,8 @@ def req_frame(**fields):
 def test_f1_presence_flood():
     """Finding 1: a presence flood on a 300-member stream neither crashes the server nor grows it."""
     members_n = 120 if SLOW else 300
+    # ASan keeps up to 256 MB of freed memory in quarantine, plus shadow.
+    bound = 600 if sanitized() else 200
     stream = "f1.big"
     with Server() as srv:
         members = []
@@ -467,7 +469,7 @@ def test_f1_presence_flood():
                 break
             r = srv.rss_mb()
             peak = max(peak, r)
-            if r - rss0 < 200:
+            if r - rss0 < bound:
                 settled = settled or time.monotonic()
                 if time.monotonic() - settled >= 2:
                     break
@@ -477,7 +479,7 @@ def test_f1_presence_flood():
         rtts = [p.finish() for p in pingers]
         srv.assert_alive()
         end = srv.rss_mb()
-        assert end - rss0 < 200, ("RSS %.0f MB -> %.0f MB (peak %.0f MB) %.0f s after a %.0f MB "
+        assert end - rss0 < bound, ("RSS %.0f MB -> %.0f MB (peak %.0f MB) %.0f s after a %.0f MB "
                                   "presence flood" % (rss0, end, peak, time.monotonic() - t_flood,
                                                       rep["sent"] / MiB))
         for i, p in enumerate(pingers):
@@ -511,6 +513,8 @@ def test_f2a_dm_burst_does_not_kick_reader():
         sender = Chat(srv.port, uid())
         codes = burst(sender, 32, op="dm", to=str(target), data=DATA_64K)
         assert set(codes) <= {200, 429}, codes
+        if not SLOW:  # --rate-bytes default burst 1 MiB: 2 MB at once cannot all pass
+            assert 429 in codes, "2 MB of DMs at once, none refused: %r" % codes
         wait_until(lambda: len(r.events) >= codes.count(200) or r.close or r.error, 10,
                    "the DMs to arrive")
         r.finish()
@@ -760,7 +764,9 @@ def test_f4a_stream_creation_rate_and_cap():
 
 def test_f4b_short_frame_input_bounded():
     """Finding 4: a 64 KiB frame left one byte short holds about its size of input per connection, not ~2x."""
-    n = 100 if SLOW else 200
+    if sanitized():
+        raise mstest.Skip("RSS per connection under a sanitizer measures its allocator")
+    n = 200
     size = 65536  # --max-message: the largest frame a client may start
     with Server(cores=1) as srv:
         conns = [RawWS(srv.port, "/echo") for _ in range(n)]
@@ -875,6 +881,13 @@ def test_f5_idle_sockets_from_one_address():
         with RawWS(srv.port, "/echo", timeout=2) as ws:  # 101, or it raises
             ws.send(frame(1, b"in"))
             assert ws.recv_message(2) == (1, b"in")
+        # --max-handshakes-per-ip (auto: 64 here) refuses the next one from .2.
+        s = src_tcp("127.0.0.2")(srv.port, 2)
+        s.sendall(mstest.upgrade_request("/echo")[0])
+        status, headers, body = mstest.parse_http_response(mstest.recv_until_close(s, 2))
+        s.close()
+        assert status == 503 and "retry-after" in headers, (status, headers)
+        assert body.strip() == b"too many handshakes from this address", body
         for s in idle:
             s.close()
 
