@@ -638,14 +638,15 @@ def test_f2c_non_reader_still_closed():
 # The spec bound is p99 <= max(2 ms, 3 x baseline). On this shared 2-core
 # machine the victim (this process), the attacker process and the server's
 # worker compete for the CPUs, and another engineer's build can add a few ms
-# of scheduling delay to any single sample, so the floor here is 5 ms and the
-# attacker runs niced: still far below what main showed (27-35 ms p99).
+# of scheduling delay to any single sample, so the floor here is 5 ms (2 ms
+# for the median) and the attacker runs niced: still far below what main
+# showed (20-100 ms p99, 7-35 ms p50).
 FLOOR_MS = 15.0 if SLOW else 5.0
 
 
 def victim_under(srv, spec, secs=2.0, what="attack"):
-    """(baseline p99, p99 under attack, max under attack, attacker report)
-    in ms for a victim pinging on the (single) worker."""
+    """({p50, p99, max, base50, base99} in ms, attacker report) for a victim
+    pinging on the (single) worker, before and during the attack."""
     v = Chat(srv.port, uid())
     for _ in range(20):  # warm up
         v.ok(op="ping")
@@ -663,21 +664,29 @@ def victim_under(srv, spec, secs=2.0, what="attack"):
     srv.assert_alive()
     v.ok(op="ping")
     v.close_socket()
-    return 1e3 * pct(base, 0.99), 1e3 * pct(under, 0.99), 1e3 * max(under), rep
+    ms = {"base50": pct(base, 0.5), "base99": pct(base, 0.99), "p50": pct(under, 0.5),
+          "p99": pct(under, 0.99), "max": max(under)}
+    return {k: 1e3 * x for k, x in ms.items()}, rep
 
 
 def assert_fair(srv, spec, what):
     for attempt in (1, 2):
-        base, p99, mx, rep = victim_under(srv, spec, what=what)
-        bound = max(FLOOR_MS, 3 * base)
-        if p99 <= bound:
+        ms, rep = victim_under(srv, spec, what=what)
+        # The spec's p99 bound (with the floor above), and the median: noise
+        # on the machine hardly moves it, so a noisy baseline p99 cannot
+        # hide a worker that is busy all the time (main: p50 7-35 ms).
+        b99 = max(FLOOR_MS, 3 * ms["base99"])
+        b50 = max(FLOOR_MS / 2.5, 3 * ms["base50"])
+        if ms["p99"] <= b99 and ms["p50"] <= b50:
             return rep
         # A second try: a build on the shared machine can spoil one
         # measurement; main fails both by 5-10x.
-        print("  %s, try %d: p99 %.2f ms > %.1f ms" % (what, attempt, p99, bound), flush=True)
-    raise AssertionError("victim ping p99 %.2f ms (max %.1f, baseline p99 %.2f ms) during %s "
-                         "(attacker sent %.0f MB); bound %.1f ms"
-                         % (p99, mx, base, what, rep["sent"] / MiB, bound))
+        print("  %s, try %d: p50 %.2f ms (bound %.1f), p99 %.2f ms (bound %.1f)"
+              % (what, attempt, ms["p50"], b50, ms["p99"], b99), flush=True)
+    raise AssertionError("victim ping p50 %.2f / p99 %.2f ms (max %.1f; baseline p50 %.2f / p99 %.2f "
+                         "ms) during %s (attacker sent %.0f MB); bounds p50 %.1f, p99 %.1f ms"
+                         % (ms["p50"], ms["p99"], ms["max"], ms["base50"], ms["base99"], what,
+                            rep["sent"] / MiB, b50, b99))
 
 
 def test_f3a_fragments_per_message():
