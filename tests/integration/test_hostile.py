@@ -8,18 +8,18 @@ seconds of attack against a server of its own.
 - F2 slow-consumer rule: a reading user is not kicked by a burst of DMs or
   publishes, a 1 MiB echo comes back (python3-websockets), a client that
   never reads is still closed 1008 "slow consumer" (--slow-window, hard cap).
-- F3 fairness: a victim's ping p99 on the attacker's worker during empty
-  continuation frames (close 1009 after 1024 fragments), 64 KiB
-  \\u00e9-heavy publishes and pipelined pings.
+- F3 fairness: close 1009 after 1024 fragments; a victim's ping p99 on the
+  attacker's worker during empty continuation frames, 64 KiB
+  \\u00e9-heavy publishes and pipelined pings (replies unread, and read).
 - F4 state: stream creation rate (429) and --max-streams (503), input held
-  by a frame left one byte short (~its size per connection), join/leave
-  toggling rate limited (429).
+  by a frame left one byte short (~its size per connection in RSS, and
+  counted in --max-pending-total), join/leave toggling rate limited (429).
 - F5 slots: idle sockets from one address do not lock out another one;
   idle admin connections do not stop /healthz (kept minimal: test_limits.py
   covers these cases in depth).
-- F7/F8 quick checks: /echo needs a token outside --dev; an upgrade with a
-  body is 400. (The rest of 6-8 lives in test_chat.py, test_admin.py and
-  test_ops.sh.)
+- F7/F8 quick checks: /echo and /room need a token outside --dev; an
+  upgrade with a body is 400. (The rest of findings 6-8 is tested with the
+  features: chat, admin API and start-up checks.)
 
 Safety: every server runs under an address-space limit (RLIMIT_AS 3 GiB, or
 the sanitizers' hard_rss_limit_mb), so a server without the bounds aborts
@@ -44,7 +44,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mstest  # noqa: E402
 from mstest import RawWS, frame, close_info  # noqa: E402
-from test_limits import Chat, try_upgrade, wait_until  # noqa: E402
+from test_limits import Chat, src_tcp, try_upgrade, wait_until  # noqa: E402
 
 SLOW = os.environ.get("MS_SLOW") == "1"  # sanitizer builds
 CAP_AS = 3 << 30   # address space of every server started here
@@ -433,6 +433,8 @@ def req_frame(**fields):
 def test_f1_presence_flood():
     """Finding 1: a presence flood on a 300-member stream neither crashes the server nor grows it."""
     members_n = 120 if SLOW else 300
+    # ASan keeps up to 256 MB of freed memory in quarantine, plus shadow.
+    bound = 600 if sanitized() else 200
     stream = "f1.big"
     with Server() as srv:
         members = []
@@ -467,7 +469,7 @@ def test_f1_presence_flood():
                 break
             r = srv.rss_mb()
             peak = max(peak, r)
-            if r - rss0 < 200:
+            if r - rss0 < bound:
                 settled = settled or time.monotonic()
                 if time.monotonic() - settled >= 2:
                     break
@@ -477,7 +479,7 @@ def test_f1_presence_flood():
         rtts = [p.finish() for p in pingers]
         srv.assert_alive()
         end = srv.rss_mb()
-        assert end - rss0 < 200, ("RSS %.0f MB -> %.0f MB (peak %.0f MB) %.0f s after a %.0f MB "
+        assert end - rss0 < bound, ("RSS %.0f MB -> %.0f MB (peak %.0f MB) %.0f s after a %.0f MB "
                                   "presence flood" % (rss0, end, peak, time.monotonic() - t_flood,
                                                       rep["sent"] / MiB))
         for i, p in enumerate(pingers):
@@ -516,6 +518,8 @@ def test_f2a_dm_burst_does_not_kick_reader():
         r.finish()
         assert r.close is None and r.error is None, "reader closed %r / %r" % (r.close, r.error)
         assert len(r.events) == codes.count(200), (len(r.events), codes)
+        if not SLOW:  # --rate-bytes default burst 1 MiB: 2 MB at once cannot all pass
+            assert 429 in codes, "2 MB of DMs at once, none refused: %r" % codes
         sender.close_socket()
         r.c.close_socket()
 
@@ -634,14 +638,15 @@ def test_f2c_non_reader_still_closed():
 # The spec bound is p99 <= max(2 ms, 3 x baseline). On this shared 2-core
 # machine the victim (this process), the attacker process and the server's
 # worker compete for the CPUs, and another engineer's build can add a few ms
-# of scheduling delay to any single sample, so the floor here is 5 ms and the
-# attacker runs niced: still far below what main showed (27-35 ms p99).
+# of scheduling delay to any single sample, so the floor here is 5 ms (2 ms
+# for the median) and the attacker runs niced: still far below what main
+# showed (20-100 ms p99, 7-35 ms p50).
 FLOOR_MS = 15.0 if SLOW else 5.0
 
 
 def victim_under(srv, spec, secs=2.0, what="attack"):
-    """(baseline p99, p99 under attack, max under attack, attacker report)
-    in ms for a victim pinging on the (single) worker."""
+    """({p50, p99, max, base50, base99} in ms, attacker report) for a victim
+    pinging on the (single) worker, before and during the attack."""
     v = Chat(srv.port, uid())
     for _ in range(20):  # warm up
         v.ok(op="ping")
@@ -659,21 +664,29 @@ def victim_under(srv, spec, secs=2.0, what="attack"):
     srv.assert_alive()
     v.ok(op="ping")
     v.close_socket()
-    return 1e3 * pct(base, 0.99), 1e3 * pct(under, 0.99), 1e3 * max(under), rep
+    ms = {"base50": pct(base, 0.5), "base99": pct(base, 0.99), "p50": pct(under, 0.5),
+          "p99": pct(under, 0.99), "max": max(under)}
+    return {k: 1e3 * x for k, x in ms.items()}, rep
 
 
 def assert_fair(srv, spec, what):
     for attempt in (1, 2):
-        base, p99, mx, rep = victim_under(srv, spec, what=what)
-        bound = max(FLOOR_MS, 3 * base)
-        if p99 <= bound:
+        ms, rep = victim_under(srv, spec, what=what)
+        # The spec's p99 bound (with the floor above), and the median: noise
+        # on the machine hardly moves it, so a noisy baseline p99 cannot
+        # hide a worker that is busy all the time (main: p50 7-35 ms).
+        b99 = max(FLOOR_MS, 3 * ms["base99"])
+        b50 = max(FLOOR_MS / 2.5, 3 * ms["base50"])
+        if ms["p99"] <= b99 and ms["p50"] <= b50:
             return rep
         # A second try: a build on the shared machine can spoil one
         # measurement; main fails both by 5-10x.
-        print("  %s, try %d: p99 %.2f ms > %.1f ms" % (what, attempt, p99, bound), flush=True)
-    raise AssertionError("victim ping p99 %.2f ms (max %.1f, baseline p99 %.2f ms) during %s "
-                         "(attacker sent %.0f MB); bound %.1f ms"
-                         % (p99, mx, base, what, rep["sent"] / MiB, bound))
+        print("  %s, try %d: p50 %.2f ms (bound %.1f), p99 %.2f ms (bound %.1f)"
+              % (what, attempt, ms["p50"], b50, ms["p99"], b99), flush=True)
+    raise AssertionError("victim ping p50 %.2f / p99 %.2f ms (max %.1f; baseline p50 %.2f / p99 %.2f "
+                         "ms) during %s (attacker sent %.0f MB); bounds p50 %.1f, p99 %.1f ms"
+                         % (ms["p50"], ms["p99"], ms["max"], ms["base50"], ms["base99"], what,
+                            rep["sent"] / MiB, b50, b99))
 
 
 def test_f3a_fragments_per_message():
@@ -760,38 +773,40 @@ def test_f4a_stream_creation_rate_and_cap():
 
 def test_f4b_short_frame_input_bounded():
     """Finding 4: a 64 KiB frame left one byte short holds about its size of input per connection, not ~2x."""
-    n = 100 if SLOW else 200
+    if sanitized():
+        raise mstest.Skip("RSS per connection under a sanitizer measures its allocator")
+    n = 200
     size = 65536  # --max-message: the largest frame a client may start
     with Server(cores=1) as srv:
         conns = [RawWS(srv.port, "/echo") for _ in range(n)]
-        # Warm up: every connection sends and gets back a few small messages,
-        # and one connection echoes 10 MB, so the receive-buffer ring (2048
-        # x 4 KiB per worker, a fixed cost that fills as traffic cycles
-        # through it) and the allocator's first arenas are resident before
-        # the measurement.
-        small = frame(1, b"w" * 1000) * 12
-        for c in conns:
-            c.send(small)
-        for c in conns:
-            for _ in range(12):
+        # Warm up: 13 rounds of one small echo per connection, each its own
+        # receive, so that every buffer of the worker's receive ring (2,048
+        # x 4 KiB) is resident before the measurement (the partial frames
+        # take 16 each: otherwise the ring's first use, ~29 KB per
+        # connection here, would count as held input).
+        small = frame(1, b"w" * 1000)
+        for _ in range(13):
+            for c in conns:
+                c.send(small)
+            for c in conns:
                 c.recv_message(10)
-        # Small frames: they warm the ring without leaving 64 KiB blocks
-        # in the allocator for the measurement to reuse.
-        warm = frame(2, b"\x01" * 1000) * 16
-        for _ in range(640):
-            conns[0].send(warm)
-            for _ in range(16):
-                assert conns[0].recv_message(10)[0] == 2
         time.sleep(0.3)
         rss0 = srv.rss_mb()
+        # The frame, one byte short, in 4 KiB pieces sent to every
+        # connection in turn: the input grows on all of them together, as
+        # it does when many clients trickle in (a buffer grown by doubling
+        # leaves each connection's outgrown 64 KiB behind in the heap: main
+        # held ~100 KB per connection so, ~71 KB when each frame came at once).
         f = frame(2, b"\x00" * size)
-        for c in conns:
-            c.send(f[:-1])  # one byte short: the server must hold the rest
+        for off in range(0, len(f) - 1, 4096):
+            for c in conns:
+                c.send(f[off:min(off + 4096, len(f) - 1)])
+            time.sleep(0.01)
         time.sleep(1.0)
         grew = srv.rss_mb() - rss0
         per_conn = grew * MiB / n
         # About the frame per connection (+ 25 % for headers and allocator
-        # slack), not the 1.4-2x (90-127 KB) of a buffer grown by doubling.
+        # slack), not the 1.5-2x of a buffer grown by doubling.
         assert per_conn <= 1.25 * size, ("RSS grew %.1f MB for %d connections: %.0f B each for a "
                                         "%d B frame" % (grew, n, per_conn, size))
         # What the server says it keeps (buffer capacity, not only the touched
@@ -888,6 +903,13 @@ def test_f5_idle_sockets_from_one_address():
         with RawWS(srv.port, "/echo", timeout=2) as ws:  # 101, or it raises
             ws.send(frame(1, b"in"))
             assert ws.recv_message(2) == (1, b"in")
+        # --max-handshakes-per-ip (auto: 64 here) refuses the next one from .2.
+        s = src_tcp("127.0.0.2")(srv.port, 2)
+        s.sendall(mstest.upgrade_request("/echo")[0])
+        status, headers, body = mstest.parse_http_response(mstest.recv_until_close(s, 2))
+        s.close()
+        assert status == 503 and "retry-after" in headers, (status, headers)
+        assert body.strip() == b"too many handshakes from this address", body
         for s in idle:
             s.close()
 

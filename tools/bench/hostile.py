@@ -31,7 +31,9 @@ Attacks (--attacks, comma-separated; default all):
   pings          {"op":"ping"} back to back
   fresh-streams  publishes to a new stream name each
   short-frames   --short-conns connections each holding a 64 KiB frame one
-                 byte short on /echo (the attack is memory, not traffic)
+                 byte short on /echo, sent in 4 KiB rounds over all of them
+                 (the attack is memory, not traffic: reported per held frame,
+                 RSS after the frames less RSS before, rings made resident)
   toggle         join/leave of hostile.s (300 members) back to back
 
 Reported per attack, as a markdown table row: server RSS at the attack's
@@ -40,9 +42,9 @@ p50/p99/max during the attack and its baseline p50/p99 (ms); the victim's
 and the subscriber's close code if closed, and the messages the subscriber
 got; whether the server was alive at the end (else its last words); what the
 attacker saw (connections, MB sent, replies by code, close frames by code);
-and a verdict against the acceptance bounds (ok: alive, victim and
-subscriber not closed, p99 <= max(2 ms, 3 x baseline p99), peak RSS growth
-<= --rss-bound MB).
+and a verdict against the acceptance bounds (ok: alive, victim, subscriber
+and members not closed, p99 <= max(2 ms, 3 x baseline p99), peak RSS growth
+<= --rss-bound MB, and for short-frames <= 1.25 x 64 KiB per connection).
 
 usage: tools/bench/hostile.py SERVER_BINARY [--duration S] [--attacks LIST]
          [--conns N] [--short-conns N] [--members N] [--baseline S] [--settle S]
@@ -226,11 +228,7 @@ class Server:
         return self.proc.poll() is None
 
     def rss_mb(self):
-        try:
-            with open("/proc/%d/status" % self.proc.pid) as f:
-                return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024.0
-        except (OSError, AttributeError):
-            return None
+        return rss_of(self.proc.pid)
 
     def last_words(self):
         """How it ended: the exit status and its last line (not info/debug)."""
@@ -383,11 +381,46 @@ def attacker():
         a.sock.close()
 
     sel = selectors.DefaultSelector()
-    for _ in range(spec["conns"]):
-        a = open_one()
-        if a:
-            sel.register(a.sock, selectors.EVENT_WRITE, a)
     held = []
+    if kind == "short-frames":
+        # Open them all; warm up with rounds of one small echo each (every
+        # one its own receive) so that the workers' receive rings are
+        # resident (a worker with connections keeps its ring); then
+        # trickle the frames in 4 KiB rounds over all of them (input growing
+        # on many connections together) and hold them. The server's RSS
+        # before and after the trickle gives what one held frame costs.
+        held = [a for a in (open_one() for _ in range(spec["conns"])) if a]
+        echo = frame(1, b"w" * 1000)
+        for _ in range(spec["rounds"]):
+            for a in held:
+                a.sock.setblocking(True)
+                a.sock.sendall(echo)
+            for a in held:
+                got = 0
+                while got < 1004:
+                    d = a.sock.recv(1004 - got)
+                    if not d:
+                        break
+                    got += len(d)
+        time.sleep(0.3)
+        rss0 = rss_of(spec["pid"])
+        for off in range(0, len(prefix), 4096):
+            for a in held:
+                try:
+                    a.sock.setblocking(True)
+                    a.sock.sendall(prefix[off:off + 4096])
+                    rep["sent"] += len(prefix[off:off + 4096])
+                except OSError:
+                    rep["drops"] += 1
+            time.sleep(0.01)
+        time.sleep(1.0)
+        if held and rss0 is not None:
+            rep["held_bytes_per_frame"] = (rss_of(spec["pid"]) - rss0) * MiB / len(held)
+    else:
+        for _ in range(spec["conns"]):
+            a = open_one()
+            if a:
+                sel.register(a.sock, selectors.EVENT_WRITE, a)
     while time.monotonic() < deadline and (sel.get_map() or held):
         if not sel.get_map():  # short-frames: everything sent, hold until the end
             time.sleep(max(0.0, min(0.2, deadline - time.monotonic())))
@@ -562,6 +595,14 @@ def collect(p, timeout):
         return {"error": err.decode("utf-8", "replace")[-300:]}
 
 
+def rss_of(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024.0
+    except (OSError, AttributeError):
+        return None
+
+
 def run_attack(kind, a):
     srv = Server(a.server, a.server_flags, a.cap_gb)
     res = {"attack": kind, "loadavg": os.getloadavg()}
@@ -606,7 +647,8 @@ def run_attack(kind, a):
                                    "admin": srv.admin, "worker": worker,
                                    "place": srv.workers > 1 and kind != "short-frames",
                                    "conns": a.short_conns if kind == "short-frames" else a.conns,
-                                   "nice": 0 if a.no_nice else 10})
+                                   "nice": 0 if a.no_nice else 10, "pid": srv.proc.pid,
+                                   "rounds": 13 * srv.workers})
         res["attacker"] = collect(atk, a.duration + 60)
         t1 = time.monotonic()
         time.sleep(max(0.0, t1 + a.settle - time.monotonic()))
@@ -654,15 +696,19 @@ def verdict(r, a):
     rs = r["rss_mb"]
     if rs.get("start") is not None and rs["peak"] - rs["start"] > a.rss_bound:
         why.append("RSS +%.0f MB" % (rs["peak"] - rs["start"]))
+    per = r["attacker"].get("held_bytes_per_frame")
+    if per is not None and per > 1.25 * 65544:
+        # The input one connection may hold is its frame: ~64 KiB, + 25 %.
+        why.append("%.0f KB per held 64 KiB frame" % (per / 1024))
     return "ok" if not why else "FAIL: " + ", ".join(why)
 
 
-def attacker_text(at, kind, rss):
+def attacker_text(at):
     if "error" in at:
         return "attacker failed: " + at["error"].replace("\n", " ")[-120:]
     parts = ["%d conns" % at["conns"], "%.0f MB sent" % (at["sent"] / MiB)]
-    if kind == "short-frames" and rss.get("start") is not None and at["conns"]:
-        parts.append("RSS +%.0f KB per held frame" % ((rss["peak"] - rss["start"]) * 1024 / at["conns"]))
+    if at.get("held_bytes_per_frame") is not None:
+        parts.append("RSS +%.0f KB per held frame" % (at["held_bytes_per_frame"] / 1024))
     if at.get("unplaced"):
         parts.append("%d not on the victim's worker" % at["unplaced"])
     if at["drops"]:
@@ -690,7 +736,7 @@ def row(r, a):
                v["p50"], v["p99"], v["max"], v["base_p50"], v["base_p99"], v["closed"] or "no",
                r["subscriber"]["msgs"], (r["subscriber"]["closed"] or "no")
                + (" (%d members closed)" % r["members_closed"] if r["members_closed"] else ""), alive,
-               attacker_text(r["attacker"], r["attack"], rs).replace("|", "/"), verdict(r, a)))
+               attacker_text(r["attacker"]).replace("|", "/"), verdict(r, a)))
 
 
 def main():
