@@ -128,7 +128,7 @@ static const struct opt opts[] = {
 	{ "rate-limit", K_STR, O(rate_limit), 1, sizeof(((ms_config *)0)->rate_limit), "5000,10000",
 	  "MSGS,BURST: publish+dm requests per second per connection, burst banked (over: error 429; more than BURST rejected in 10 s: close 1008), or off", NULL, 0 },
 	{ "rate-bytes", K_STR, O(rate_bytes), 1, sizeof(((ms_config *)0)->rate_bytes), "16777216,1048576",
-	  "BYTES,BURST: publish+dm payload bytes per second per connection (burst at least --max-message; over: error 429, counted like --rate-limit), or off", NULL, 0 },
+	  "BYTES,BURST: publish+dm payload bytes per second per user, all its connections together (per connection with --max-conns-per-user 0; burst at least --max-message; over: error 429, counted like --rate-limit), or off", NULL, 0 },
 	{ "join-rate", K_STR, O(join_rate), 1, sizeof(((ms_config *)0)->join_rate), "50,512",
 	  "RATE,BURST: join+leave+presence requests per second per connection (over: error 429), or off", NULL, 0 },
 	{ "create-rate", K_STR, O(create_rate), 1, sizeof(((ms_config *)0)->create_rate), "10,256",

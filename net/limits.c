@@ -27,6 +27,8 @@ typedef struct entry {
 	struct entry *next;
 	ms_lkey key;
 	uint32_t count;
+	bool has_bucket;
+	ms_bucket b;    /* ms_climit_take: shared by the key's holders */
 } entry;
 
 typedef struct shard {
@@ -186,6 +188,25 @@ void ms_climit_release(ms_climit *t, const ms_lkey *k)
 	pthread_mutex_unlock(&s->lock);
 }
 
+bool ms_climit_take(ms_climit *t, const ms_lkey *k, const ms_rate *r, uint32_t n,
+		    uint32_t now_ms)
+{
+	uint64_t h = hash(k);
+	shard *s = shard_of(t, h);
+	bool ok = true;
+	pthread_mutex_lock(&s->lock);
+	entry *e = *find(s, k, h);
+	if (e) {
+		if (!e->has_bucket) {
+			ms_bucket_init(&e->b, r, now_ms);
+			e->has_bucket = true;
+		}
+		ok = ms_bucket_take(&e->b, r, n, now_ms);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ok;
+}
+
 uint32_t ms_climit_count(ms_climit *t, const ms_lkey *k)
 {
 	uint64_t h = hash(k);
@@ -238,7 +259,12 @@ void ms_bucket_init(ms_bucket *b, const ms_rate *r, uint32_t now_ms)
 
 static uint64_t refill(ms_bucket *b, const ms_rate *r, uint32_t now_ms)
 {
-	uint32_t dt = now_ms - b->at_ms; /* wraps correctly */
+	/* Signed: a bucket shared by workers sees their clocks, each read once
+	 * per iteration, slightly out of order; an earlier one refills nothing
+	 * rather than wrapping into a full bucket. */
+	int32_t dt = (int32_t)(now_ms - b->at_ms);
+	if (dt <= 0)
+		return b->level;
 	uint64_t level = b->level + (uint64_t)dt * r->per_ms;
 	b->at_ms = now_ms;
 	if (level > r->cap)

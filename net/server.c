@@ -514,14 +514,22 @@ static bool rate_ok(ms_worker *w, ms_conn *c, const ms_req *req)
 		ms_rate rm = ms_rate_msgs(cfg->rate_msgs, cfg->rate_burst);
 		ms_rate rb = ms_rate_bytes(cfg->rate_bytes_s, cfg->rate_bytes_burst);
 		uint32_t n = req->data.n > UINT32_MAX ? UINT32_MAX : (uint32_t)req->data.n;
-		ok = (!cfg->rate_msgs || ms_bucket_has(&x->rl_msgs, &rm, 1, now)) &&
-		     (!cfg->rate_bytes_s || ms_bucket_has(&x->rl_bytes, &rb, n, now));
-		if (ok) {
-			if (cfg->rate_msgs)
-				ms_bucket_take(&x->rl_msgs, &rm, 1, now);
-			if (cfg->rate_bytes_s)
-				ms_bucket_take(&x->rl_bytes, &rb, n, now);
+		ok = !cfg->rate_msgs || ms_bucket_has(&x->rl_msgs, &rm, 1, now);
+		if (ok && cfg->rate_bytes_s) {
+			/* Bytes are what fill a recipient's queue, so they are
+			 * counted per user: one user's connections together cannot
+			 * push a reader past its hard cap in a burst. Without the
+			 * per-user table (--max-conns-per-user 0), per connection. */
+			if (x->lim & L_USER_HELD) {
+				ms_lkey k = ms_lkey_uid(x->uid);
+				ok = ms_climit_take(opts.per_user, &k, &rb, n,
+						    (uint32_t)(ms_worker_now_ns(w) / 1000000));
+			} else {
+				ok = ms_bucket_take(&x->rl_bytes, &rb, n, now);
+			}
 		}
+		if (ok && cfg->rate_msgs)
+			ms_bucket_take(&x->rl_msgs, &rm, 1, now);
 	} else if (req->op == MS_REQ_JOIN || req->op == MS_REQ_LEAVE ||
 		   req->op == MS_REQ_PRESENCE) {
 		ms_rate rj = ms_rate_msgs(cfg->join_rate_s, cfg->join_burst);

@@ -524,6 +524,36 @@ def test_f2a_dm_burst_does_not_kick_reader():
         r.c.close_socket()
 
 
+def test_f2a_dm_burst_from_several_connections():
+    """Finding 2: one user's 4 connections (on both workers) each send 16 DMs of 64 KiB at once:
+    the byte budget is the user's, so the reader is not pushed past its hard cap and not closed."""
+    with Server() as srv:
+        target, attacker = uid(), uid()
+        r = Reader(Chat(srv.port, target))
+        senders = [Chat(srv.port, attacker) for _ in range(4)]
+        ids = []
+        for c in senders:  # all four bursts are in the server's sockets before any reply
+            ids.append([c.rid + 1 + i for i in range(16)])
+            c.send(b"".join(req_frame(id=i, op="dm", to=str(target), data=DATA_64K)
+                            for i in ids[-1]))
+            c.rid = ids[-1][-1]
+        codes = []
+        for c, i in zip(senders, ids):
+            codes += [code_of(x) for x in replies_to(c, i)]
+        assert set(codes) <= {200, 429}, codes
+        ok = codes.count(200)
+        # 4 MB asked, the user's burst is 1 MiB (16 x 64 KiB) plus what
+        # 16 MiB/s refills while the bursts are read: far from all of it.
+        assert 8 <= ok <= 32, codes
+        wait_until(lambda: len(r.events) >= ok or r.close or r.error, 10, "the DMs to arrive")
+        r.finish()
+        assert r.close is None and r.error is None, "reader closed %r / %r" % (r.close, r.error)
+        assert len(r.events) == ok, (len(r.events), ok)
+        for c in senders:
+            c.close_socket()
+        r.c.close_socket()
+
+
 def test_f2a_publish_burst_does_not_kick_subscribers():
     """Finding 2: 32 publishes of 64 KiB at once do not close reading subscribers 1008."""
     with Server() as srv:

@@ -216,6 +216,31 @@ static void test_bucket_bytes(void **st)
 	assert_true(ms_bucket_take(&b, &r, 1u << 30, 10000));
 }
 
+/* A bucket shared by a key's holders: every holder drains the same one,
+ * it exists only while the key is held, and a clock read slightly out of
+ * order by another thread refills nothing instead of everything. */
+static void test_climit_take(void **st)
+{
+	ms_climit *t = ms_climit_create(8);
+	ms_lkey k = ms_lkey_uid(7), other = ms_lkey_uid(8);
+	ms_rate r = ms_rate_bytes(1000000, 100000);
+	assert_true(ms_climit_take(t, &k, &r, 1u << 30, 0)); /* not held: not limited */
+	assert_int_equal(ms_climit_acquire(t, &k), 0);
+	assert_int_equal(ms_climit_acquire(t, &k), 0); /* two connections of one user */
+	assert_true(ms_climit_take(t, &k, &r, 60000, 1000));
+	assert_false(ms_climit_take(t, &k, &r, 60000, 1000)); /* the other holder: same bucket */
+	assert_true(ms_climit_take(t, &k, &r, 40000, 1000));
+	assert_false(ms_climit_take(t, &k, &r, 1, 999)); /* an earlier clock refills nothing */
+	assert_true(ms_climit_take(t, &k, &r, 10000, 1010)); /* 10 ms: 10,000 bytes */
+	assert_int_equal(ms_climit_acquire(t, &other), 0);
+	assert_true(ms_climit_take(t, &other, &r, 100000, 1010)); /* its own bucket */
+	ms_climit_release(t, &k);
+	ms_climit_release(t, &k);
+	assert_true(ms_climit_take(t, &k, &r, 1u << 30, 2000)); /* gone with its holders */
+	ms_climit_release(t, &other);
+	ms_climit_destroy(t);
+}
+
 static void test_strikes(void **st)
 {
 	ms_strikes s = { 0, 0 };
@@ -256,6 +281,7 @@ int main(void)
 		cmocka_unit_test(test_handshake_limit),
 		cmocka_unit_test(test_bucket),
 		cmocka_unit_test(test_bucket_bytes),
+		cmocka_unit_test(test_climit_take),
 		cmocka_unit_test(test_strikes),
 		cmocka_unit_test(test_origins),
 	};
