@@ -118,7 +118,7 @@ static const struct opt opts[] = {
 	  "file holding the HS256 JWT secret, at least 32 bytes outside --dev (give twice during key rotation)", NULL, 0 },
 	{ "secret", K_STR, O(secret), 1, sizeof(((ms_config *)0)->secret), NULL,
 	  "HS256 JWT secret as text, at least 32 bytes outside --dev (tests only: visible in the process list)", NULL, F_HIDE },
-	/* limits (issue 7) */
+	/* admission and rate limits (net/limits.h) */
 	{ "max-conns-per-ip", K_U32, O(max_conns_per_ip), 0, 1u << 22, "0",
 	  "connections per source address, all workers together (more: 503); 0 = off, since users behind one NAT share an address", NULL, 0 },
 	{ "max-conns-per-user", K_U32, O(max_conns_per_user), 0, 1u << 22, "64",
@@ -152,7 +152,7 @@ static const struct opt opts[] = {
 	  "mailbox ring slots (message batches in flight) per ordered worker pair; a full ring overflows into a list and, past a high-water mark, pauses the sender's input", NULL, F_POW2 },
 	{ "mailbox-high-water", K_U32, O(mailbox_high_water), 1, 1u << 30, "65536",
 	  "mailbox messages waiting behind a full ring at which a worker pauses reading client input (and answers new connections 503) until they drain to an eighth of it", NULL, 0 },
-	/* operating (issue 6) */
+	/* operating: the private admin listener, the server API, histogram dumps */
 	{ "admin-listen", K_ADDR, O(admin_listen), 0, 0, "127.0.0.1:9090",
 	  "admin listener HOST:PORT (/metrics, /healthz, server API), or off; keep it private", NULL, 0 },
 	{ "api-key-file", K_STR, O(api_key_file), 1, sizeof(((ms_config *)0)->api_key_file), NULL,

@@ -54,7 +54,7 @@ typedef struct ms_config {
 	uint32_t max_streams_per_conn;
 	uint32_t presence_max_members;
 	uint32_t presence_page;
-	/* limits (issue 7) */
+	/* admission and rate limits (net/limits.h) */
 	uint32_t max_conns_per_ip;   /* 0 = off */
 	uint32_t max_conns_per_user; /* 0 = off */
 	bool proxy_protocol;         /* a PROXY v1/v2 header opens each connection */
@@ -81,7 +81,7 @@ typedef struct ms_config {
 	uint32_t log_level;
 	uint32_t mailbox_slots;  /* ring slots per ordered worker pair (power of 2) */
 	uint32_t mailbox_high_water; /* messages waiting on overflow that pause input */
-	/* operating (issue 6) */
+	/* operating: the private admin listener, the server API, histogram dumps */
 	ms_addr admin_listen;    /* len 0: no admin listener ("off") */
 	char api_key_file[256];
 	char hist_dir[256];      /* "" = summaries in the log only */
