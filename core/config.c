@@ -10,9 +10,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 
@@ -116,7 +118,7 @@ static const struct opt opts[] = {
 	  "file holding the HS256 JWT secret, at least 32 bytes outside --dev (give twice during key rotation)", NULL, 0 },
 	{ "secret", K_STR, O(secret), 1, sizeof(((ms_config *)0)->secret), NULL,
 	  "HS256 JWT secret as text, at least 32 bytes outside --dev (tests only: visible in the process list)", NULL, F_HIDE },
-	/* limits (issue 7) */
+	/* admission and rate limits (net/limits.h) */
 	{ "max-conns-per-ip", K_U32, O(max_conns_per_ip), 0, 1u << 22, "0",
 	  "connections per source address, all workers together (more: 503); 0 = off, since users behind one NAT share an address", NULL, 0 },
 	{ "max-conns-per-user", K_U32, O(max_conns_per_user), 0, 1u << 22, "64",
@@ -150,7 +152,7 @@ static const struct opt opts[] = {
 	  "mailbox ring slots (message batches in flight) per ordered worker pair; a full ring overflows into a list and, past a high-water mark, pauses the sender's input", NULL, F_POW2 },
 	{ "mailbox-high-water", K_U32, O(mailbox_high_water), 1, 1u << 30, "65536",
 	  "mailbox messages waiting behind a full ring at which a worker pauses reading client input (and answers new connections 503) until they drain to an eighth of it", NULL, 0 },
-	/* operating (issue 6) */
+	/* operating: the private admin listener, the server API, histogram dumps */
 	{ "admin-listen", K_ADDR, O(admin_listen), 0, 0, "127.0.0.1:9090",
 	  "admin listener HOST:PORT (/metrics, /healthz, server API), or off; keep it private", NULL, 0 },
 	{ "api-key-file", K_STR, O(api_key_file), 1, sizeof(((ms_config *)0)->api_key_file), NULL,
@@ -216,6 +218,29 @@ int ms_addr_parse(ms_addr *a, const char *text)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+static uint16_t addr_port(const ms_addr *a)
+{
+	return ntohs(a->ss.ss_family == AF_INET ? ((const struct sockaddr_in *)&a->ss)->sin_port
+						: ((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+}
+
+const char *ms_addr_format(const ms_addr *a, char out[MS_ADDR_TEXT])
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	if (!a->len) {
+		snprintf(out, MS_ADDR_TEXT, "off");
+		return out;
+	}
+	if (a->ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, host, sizeof(host));
+	else
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, host,
+			  sizeof(host));
+	bool v6 = a->ss.ss_family == AF_INET6;
+	snprintf(out, MS_ADDR_TEXT, "%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", addr_port(a));
+	return out;
 }
 
 int ms_cpulist_parse(const char *text, uint64_t mask[16])
@@ -640,6 +665,54 @@ int ms_config_parse(ms_config *cfg, int argc, char **argv)
 	if (print) {
 		ms_config_print(stdout, cfg);
 		return 1;
+	}
+	return 0;
+}
+
+/* Whether two listeners would share a port (SO_REUSEPORT lets them, and
+ * connections would be split between them): same port, and the same or a
+ * wildcard address. Port 0 never collides. */
+static bool same_port(const ms_addr *a, const ms_addr *b)
+{
+	if (!a->len || !b->len || addr_port(a) == 0 || addr_port(a) != addr_port(b))
+		return false;
+	if (a->ss.ss_family != b->ss.ss_family)
+		return true; /* a v6 wildcard may cover v4; be strict */
+	if (a->ss.ss_family == AF_INET) {
+		uint32_t x = ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr;
+		uint32_t y = ((const struct sockaddr_in *)&b->ss)->sin_addr.s_addr;
+		return x == y || x == INADDR_ANY || y == INADDR_ANY;
+	}
+	const struct in6_addr *x = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+	const struct in6_addr *y = &((const struct sockaddr_in6 *)&b->ss)->sin6_addr;
+	return !memcmp(x, y, sizeof(*x)) || IN6_IS_ADDR_UNSPECIFIED(x) || IN6_IS_ADDR_UNSPECIFIED(y);
+}
+
+int ms_config_check_flags(const ms_config *cfg)
+{
+	if (!cfg->dev && !cfg->secret[0] && !cfg->secret_file[0][0]) {
+		fprintf(stderr, "mezon-sock: refusing to start without authentication: give "
+				"--secret-file FILE (HS256 JWT key), or --dev for open "
+				"development mode\n");
+		return -EINVAL;
+	}
+	/* Checked now rather than at the first dump, which may come hours
+	 * later (SIGUSR1, --hist-interval) and could only be logged. */
+	if (cfg->hist_dir[0] && access(cfg->hist_dir, W_OK | X_OK) != 0) {
+		fprintf(stderr, "mezon-sock: --hist-dir %s: %s (create it first)\n", cfg->hist_dir,
+			strerror(errno));
+		return -EINVAL;
+	}
+	if (same_port(&cfg->admin_listen, &cfg->listen) ||
+	    same_port(&cfg->admin_listen, &cfg->tls_listen)) {
+		fprintf(stderr, "mezon-sock: --admin-listen %s: the same port as a public listener "
+				"(the admin listener must stay separate and private)\n",
+			cfg->admin_listen.text);
+		return -EINVAL;
+	}
+	if (!cfg->listen.len && !cfg->tls_listen.len) {
+		fprintf(stderr, "mezon-sock: --listen and --tls-listen are both off: nothing to serve\n");
+		return -EINVAL;
 	}
 	return 0;
 }

@@ -54,7 +54,7 @@ typedef struct ms_config {
 	uint32_t max_streams_per_conn;
 	uint32_t presence_max_members;
 	uint32_t presence_page;
-	/* limits (issue 7) */
+	/* admission and rate limits (net/limits.h) */
 	uint32_t max_conns_per_ip;   /* 0 = off */
 	uint32_t max_conns_per_user; /* 0 = off */
 	bool proxy_protocol;         /* a PROXY v1/v2 header opens each connection */
@@ -81,7 +81,7 @@ typedef struct ms_config {
 	uint32_t log_level;
 	uint32_t mailbox_slots;  /* ring slots per ordered worker pair (power of 2) */
 	uint32_t mailbox_high_water; /* messages waiting on overflow that pause input */
-	/* operating (issue 6) */
+	/* operating: the private admin listener, the server API, histogram dumps */
 	ms_addr admin_listen;    /* len 0: no admin listener ("off") */
 	char api_key_file[256];
 	char hist_dir[256];      /* "" = summaries in the log only */
@@ -98,6 +98,14 @@ typedef struct ms_config {
  * -EINVAL; on --help / --version / --print-config prints to stdout and
  * returns 1. Returns 0 otherwise. Sets ms_log_level. Main thread, once. */
 int ms_config_parse(ms_config *cfg, int argc, char **argv);
+
+/* What the server refuses to start with, judged from the flags alone
+ * (before any secret file is read): no authentication outside --dev (no
+ * --secret nor --secret-file), a --hist-dir it cannot write into, an admin
+ * listener on a public listener's port (SO_REUSEPORT would let them share
+ * it), and both public listeners off. Returns 0, or -EINVAL after one line
+ * on stderr. Main thread, after ms_config_parse and before ms_config_check. */
+int ms_config_check_flags(const ms_config *cfg);
 
 /* Bytes that act as a credential, as main read them (a file's contents
  * without its trailing newline, or --secret's text), and where they came
@@ -127,6 +135,12 @@ void ms_config_print(FILE *f, const ms_config *cfg);
 
 /* Parse "HOST:PORT" / "[V6]:PORT" into *a. Returns 0 or -EINVAL. */
 int ms_addr_parse(ms_addr *a, const char *text);
+
+/* The address a holds now (a port 0 listener learns its port once bound)
+ * as "HOST:PORT" or "[V6]:PORT", numeric, into out; "off" when a is unset.
+ * Returns out. */
+#define MS_ADDR_TEXT 64
+const char *ms_addr_format(const ms_addr *a, char out[MS_ADDR_TEXT]);
 
 /* Parse a CPU list ("0-3,6") into a bitmask of up to 1024 CPUs; returns the
  * number of CPUs set, or -EINVAL. */

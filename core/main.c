@@ -2,9 +2,9 @@
  * mezon-sock entry point: parse flags, refuse insecure configurations, bind
  * one SO_REUSEPORT listener per worker, start the pinned workers, and turn
  * SIGTERM/SIGINT into a graceful drain (a second signal exits at once).
- * This file is the one place that wires core/ to net/.
+ * This file is the one place in core/ that includes net/, shard/ and tls/:
+ * it wires them to the workers. main() only names the steps, in order.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -119,12 +119,6 @@ static int load_secrets(const ms_config *cfg, ms_net_opts *o)
 	return ms_config_check(cfg, jwt, o->nsecrets, cfg->api_key_file[0] ? &api : NULL);
 }
 
-static uint16_t addr_port(const ms_addr *a)
-{
-	return ntohs(a->ss.ss_family == AF_INET ? ((const struct sockaddr_in *)&a->ss)->sin_port
-						: ((const struct sockaddr_in6 *)&a->ss)->sin6_port);
-}
-
 /* Each worker's CPU and node (core/numa.h): --numa-node, --cpus and the
  * process's allowed set, read here, chosen by a pure function. Sets
  * cfg->cores if it was 0 (one worker per usable CPU). Returns 0, or
@@ -222,25 +216,6 @@ static void print_stats(ms_worker **w, uint32_t n)
 	}
 }
 
-/* Whether two listeners would share a port (SO_REUSEPORT lets them, and
- * connections would be split between them): same port, and the same or a
- * wildcard address. Port 0 never collides. */
-static bool same_port(const ms_addr *a, const ms_addr *b)
-{
-	if (!a->len || !b->len || addr_port(a) == 0 || addr_port(a) != addr_port(b))
-		return false;
-	if (a->ss.ss_family != b->ss.ss_family)
-		return true; /* a v6 wildcard may cover v4; be strict */
-	if (a->ss.ss_family == AF_INET) {
-		uint32_t x = ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr;
-		uint32_t y = ((const struct sockaddr_in *)&b->ss)->sin_addr.s_addr;
-		return x == y || x == INADDR_ANY || y == INADDR_ANY;
-	}
-	const struct in6_addr *x = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
-	const struct in6_addr *y = &((const struct sockaddr_in6 *)&b->ss)->sin6_addr;
-	return !memcmp(x, y, sizeof(*x)) || IN6_IS_ADDR_UNSPECIFIED(x) || IN6_IS_ADDR_UNSPECIFIED(y);
-}
-
 /* The workers have ended: their histograms are read directly. */
 static void dump_at_exit(const ms_config *cfg, ms_worker **w, uint32_t n)
 {
@@ -255,41 +230,24 @@ static void dump_at_exit(const ms_config *cfg, ms_worker **w, uint32_t n)
 	free(snaps);
 }
 
-int main(int argc, char **argv)
+/* The process: one of each, built by main's steps in the order they run
+ * and released in reverse. Only the main thread writes them, before the
+ * workers start and after they end; meanwhile the workers read cfg. */
+static ms_config cfg;
+static ms_net_opts nopts;    /* net/'s options: secrets, listener kinds, limits */
+static ms_numa_plan plan;    /* each worker's CPU */
+static ms_tls_ctx *tls;      /* with --tls-listen */
+static ms_mbox_hub *hub;
+static ms_chat *chat;
+static ms_handlers handlers;
+static ms_chat_worker *cws[MS_MAX_WORKERS];
+static ms_worker *workers[MS_MAX_WORKERS];
+static uint32_t started;     /* workers[0..started) are running */
+static sigset_t sigs;        /* handled by the main thread, blocked in the workers */
+
+/* What the configuration implies that the operator should read once. */
+static void announce_config(void)
 {
-	static ms_config cfg;
-	int ret = ms_config_parse(&cfg, argc, argv);
-	if (ret)
-		return ret > 0 ? 0 : 2;
-	if (!cfg.dev && !cfg.secret[0] && !cfg.secret_file[0][0]) {
-		fprintf(stderr, "mezon-sock: refusing to start without authentication: give "
-				"--secret-file FILE (HS256 JWT key), or --dev for open "
-				"development mode\n");
-		return 2;
-	}
-	if (cfg.hist_dir[0] && access(cfg.hist_dir, W_OK | X_OK) != 0) {
-		fprintf(stderr, "mezon-sock: --hist-dir %s: %s (create it first)\n", cfg.hist_dir,
-			strerror(errno));
-		return 2;
-	}
-	if (same_port(&cfg.admin_listen, &cfg.listen) || same_port(&cfg.admin_listen, &cfg.tls_listen)) {
-		fprintf(stderr, "mezon-sock: --admin-listen %s: the same port as a public listener "
-				"(the admin listener must stay separate and private)\n",
-			cfg.admin_listen.text);
-		return 2;
-	}
-	if (!cfg.listen.len && !cfg.tls_listen.len) {
-		fprintf(stderr, "mezon-sock: --listen and --tls-listen are both off: nothing to serve\n");
-		return 2;
-	}
-	/* Secrets are read and judged before anything is logged, so a refusal
-	 * is the one line on stderr. */
-	static ms_net_opts nopts;
-	if (load_secrets(&cfg, &nopts) != 0)
-		return 2;
-	static ms_numa_plan plan;
-	if (cpu_plan(&cfg, &plan) != 0)
-		return 2;
 	if (cfg.dev)
 		ms_warn("DEVELOPMENT MODE (--dev): /ws?user=ID is accepted WITHOUT a token "
 			"and every stream is open. Never run this in production.");
@@ -300,51 +258,57 @@ int main(int argc, char **argv)
 			cfg.dev ? "open to anyone (--dev)" : "each needs a valid token, like /ws");
 	if (cfg.secret[0])
 		ms_warn("--secret is visible in the process list; use --secret-file outside tests");
-
-	/* With --numa-node the main thread's allocations (hub, chat tables,
-	 * TLS) go to that node too; the workers inherit the policy and set
-	 * it again after pinning. */
-	if (cfg.numa_node >= 0)
-		ms_numa_thread_policy(cfg.numa_node, -1);
 	uint32_t share = (cfg.max_conns + cfg.cores - 1) / cfg.cores;
 	if (share > 19872)
 		ms_warn("--max-conns %u over %u workers is %u per worker, above what one ring's "
 			"descriptor table holds here (RLIMIT_NOFILE); each worker serves at most "
 			"19872: use --cores %u or more", cfg.max_conns, cfg.cores, share,
 			(cfg.max_conns + 19871) / 19872);
-
-	nopts.chat = &ms_chat_hooks_impl;
 	if (!cfg.api_key_file[0] && cfg.admin_listen.len)
 		ms_info("server API disabled (no --api-key-file); /metrics and /healthz on the admin listener");
-	ms_tls_ctx *tls = NULL;
-	if (cfg.tls_listen.len) {
-		ms_tls_opts to = {
-			.cert_file = cfg.cert[0] ? cfg.cert : NULL,
-			.key_file = cfg.key[0] ? cfg.key : NULL,
-			.ticket_key_file = cfg.ticket_key_file[0] ? cfg.ticket_key_file : NULL,
-			.ticket_rotate_s = cfg.ticket_rotate,
-		};
-		char fp[128] = "", err[256] = "";
-		if ((ret = ms_tls_ctx_create(&tls, &to, fp, err, sizeof(err))) != 0) {
-			const char *e = err[0] ? err : strerror(-ret);
-			if (strncmp(e, "tls: ", 5) == 0)
-				e += 5;
-			fprintf(stderr, "mezon-sock: TLS setup (--cert, --key, --ticket-key-file): %s\n", e);
-			return 2;
-		}
-		ms_info("TLS: %s certificate, SHA-256 fingerprint %s",
-			cfg.cert[0] ? cfg.cert : "self-signed localhost", fp);
-		nopts.tls = tls;
-		nopts.tls_kind = cfg.listen.len ? 1 : 0; /* listener order: plain, TLS, admin */
-	} else {
-		nopts.tls_kind = -1;
+}
+
+/* The shared TLS context, when there is a TLS listener. Returns 0, or -1
+ * after one line on stderr. */
+static int make_tls(void)
+{
+	if (!cfg.tls_listen.len)
+		return 0;
+	ms_tls_opts to = {
+		.cert_file = cfg.cert[0] ? cfg.cert : NULL,
+		.key_file = cfg.key[0] ? cfg.key : NULL,
+		.ticket_key_file = cfg.ticket_key_file[0] ? cfg.ticket_key_file : NULL,
+		.ticket_rotate_s = cfg.ticket_rotate,
+	};
+	char fp[128] = "", err[256] = "";
+	int ret = ms_tls_ctx_create(&tls, &to, fp, err, sizeof(err));
+	if (ret != 0) {
+		const char *e = err[0] ? err : strerror(-ret);
+		if (strncmp(e, "tls: ", 5) == 0)
+			e += 5;
+		fprintf(stderr, "mezon-sock: TLS setup (--cert, --key, --ticket-key-file): %s\n", e);
+		return -1;
 	}
+	ms_info("TLS: %s certificate, SHA-256 fingerprint %s",
+		cfg.cert[0] ? cfg.cert : "self-signed localhost", fp);
+	return 0;
+}
+
+/* net/'s options (the secrets are in already): the chat hooks, which
+ * listener is which, and the process-wide admission tables. */
+static void configure_net(void)
+{
+	nopts.chat = &ms_chat_hooks_impl;
+	nopts.tls = tls;
+	/* listener order: plain, TLS, admin */
+	nopts.tls_kind = cfg.tls_listen.len ? (cfg.listen.len ? 1 : 0) : -1;
 	int npublic = (cfg.listen.len ? 1 : 0) + (cfg.tls_listen.len ? 1 : 0);
 	nopts.admin_kind = cfg.admin_listen.len ? npublic : -1;
 	for (int k = 0; k < MS_MAX_LISTENERS; k++)
 		nopts.kinds[k] = k == nopts.tls_kind ? "tls" : k == nopts.admin_kind ? "admin" :
 				 k < npublic ? "plain" : NULL;
-	/* limits (issue 7): process-wide, so exact across workers */
+	/* Process-wide tables, not per worker, so a limit is exact however
+	 * the kernel spreads one address's connections over the workers. */
 	if (cfg.max_conns_per_ip)
 		nopts.per_ip = ms_climit_create(cfg.max_conns_per_ip);
 	if (cfg.max_conns_per_user)
@@ -354,25 +318,43 @@ int main(int argc, char **argv)
 	ms_info("at most %u connections per source address may be handshaking at once "
 		"(--max-handshakes-per-ip)", handshakes);
 	ms_net_configure(&nopts);
+}
 
-	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, cfg.mailbox_slots);
-	ms_chat *chat = ms_chat_create(&cfg, cfg.cores);
-	static ms_handlers handlers;
+/* Everything the workers share: TLS, net/'s options, the mailboxes, the
+ * chat state and the handler table. Returns 0, or -1 after one line on
+ * stderr. */
+static int build_contexts(void)
+{
+	/* With --numa-node the main thread's allocations (hub, chat tables,
+	 * TLS) go to that node too; the workers inherit the policy and set
+	 * it again after pinning. */
+	if (cfg.numa_node >= 0)
+		ms_numa_thread_policy(cfg.numa_node, -1);
+	if (make_tls() != 0)
+		return -1;
+	configure_net();
+	hub = ms_mbox_hub_create(cfg.cores, cfg.mailbox_slots);
+	chat = ms_chat_create(&cfg, cfg.cores);
 	handlers = ms_net_handlers;
 	handlers.on_msg = ms_chat_on_msg;
 	handlers.on_flush = ms_chat_on_flush;
-	ms_chat_worker *cws[MS_MAX_WORKERS];
+	return 0;
+}
 
-	sigset_t sigs;
+/* Bind each worker's listeners and start it, one after the other. The
+ * signals main waits for are blocked first: the workers inherit the mask.
+ * Returns 0 when every worker runs, -1 after logging the one that did not
+ * (workers[0..started) run). */
+static int start_workers(void)
+{
+	int ret;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGUSR1);
 	sigaddset(&sigs, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* workers inherit the mask */
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-	ms_worker *workers[MS_MAX_WORKERS];
-	uint32_t started = 0;
 	for (uint32_t i = 0; i < cfg.cores; i++) {
 		int fds[3], nfd = 0;
 		ms_addr *addrs[3];
@@ -389,7 +371,7 @@ int main(int argc, char **argv)
 				ms_err("listen %s: %s", addrs[k]->text, strerror(-fd));
 				while (nfd)
 					close(fds[--nfd]);
-				goto stop;
+				return -1;
 			}
 			fds[nfd++] = fd;
 		}
@@ -405,37 +387,33 @@ int main(int argc, char **argv)
 			ms_err("worker %u failed to start: %s", i, strerror(workers[i] ? -ret : ENOMEM));
 			if (workers[i])
 				ms_worker_destroy(workers[i]);
-			goto stop;
+			return -1;
 		}
 		started++;
 	}
-	for (int k = 0; k < 2; k++) {
-		ms_addr *a = k ? &cfg.tls_listen : &cfg.listen;
-		if (!a->len)
-			continue;
-		char host[INET6_ADDRSTRLEN] = "?";
-		if (a->ss.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&a->ss)->sin_addr, host, sizeof(host));
-		else
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->ss)->sin6_addr, host, sizeof(host));
-		ms_info("listening on %s://%s%s%s:%u/ws with %u workers%s", k ? "wss" : "ws",
-			a->ss.ss_family == AF_INET6 ? "[" : "", host,
-			a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a), cfg.cores,
-			cfg.diag ? " (diagnostics on: /echo /room)" : "");
-	}
-	if (cfg.admin_listen.len && started) {
-		char host[INET6_ADDRSTRLEN] = "?";
-		ms_addr *a = &cfg.admin_listen;
-		if (a->ss.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&a->ss)->sin_addr, host, sizeof(host));
-		else
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->ss)->sin6_addr, host, sizeof(host));
-		ms_info("admin on http://%s%s%s:%u/metrics (server API %s)",
-			a->ss.ss_family == AF_INET6 ? "[" : "", host,
-			a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a),
-			nopts.api_key.n ? "on" : "off");
-	}
+	return 0;
+}
 
+/* Where the server answers, with the ports the kernel picked for port 0. */
+static void announce_listeners(void)
+{
+	char at[MS_ADDR_TEXT];
+	for (int k = 0; k < 2; k++) {
+		const ms_addr *a = k ? &cfg.tls_listen : &cfg.listen;
+		if (a->len)
+			ms_info("listening on %s://%s/ws with %u workers%s", k ? "wss" : "ws",
+				ms_addr_format(a, at), cfg.cores,
+				cfg.diag ? " (diagnostics on: /echo /room)" : "");
+	}
+	if (cfg.admin_listen.len)
+		ms_info("admin on http://%s/metrics (server API %s)",
+			ms_addr_format(&cfg.admin_listen, at), nopts.api_key.n ? "on" : "off");
+}
+
+/* Until SIGTERM or SIGINT: SIGUSR1 dumps the histograms, and once a
+ * second the ticket keys rotate when due. */
+static void serve_until_signal(void)
+{
 	for (;;) {
 		struct timespec tick = { 1, 0 };
 		int sig = sigtimedwait(&sigs, NULL, &tick);
@@ -448,14 +426,17 @@ int main(int argc, char **argv)
 	}
 	ms_info("shutting down: draining connections (up to %u s; signal again to exit now)",
 		cfg.drain_timeout);
-stop:
+}
+
+/* Drain the running workers and join them; a second signal exits at once. */
+static void stop_workers(void)
+{
 	/* Workers that never started are not waited for (the drain barrier,
 	 * the exit). */
 	for (uint32_t i = started; i < cfg.cores; i++)
 		ms_mbox_hub_absent(hub);
 	for (uint32_t i = 0; i < started; i++)
 		ms_worker_stop(workers[i]);
-	/* A second signal exits at once; otherwise wait for the workers. */
 	for (uint32_t i = 0; i < started; i++) {
 		for (;;) {
 			struct timespec ts = { 0, 50 * 1000000 };
@@ -473,6 +454,11 @@ stop:
 				break;
 		}
 	}
+}
+
+/* The ended workers' figures, then everything built above, in reverse. */
+static void report_and_release(void)
+{
 	print_stats(workers, started);
 	dump_at_exit(&cfg, workers, started);
 	for (uint32_t i = 0; i < started; i++)
@@ -489,5 +475,26 @@ stop:
 		if (nopts.secrets[k].p != cfg.secret)
 			free((void *)nopts.secrets[k].p);
 	free((void *)nopts.api_key.p);
+}
+
+int main(int argc, char **argv)
+{
+	int ret = ms_config_parse(&cfg, argc, argv);
+	if (ret)
+		return ret > 0 ? 0 : 2;
+	/* Flags, secrets and CPUs are judged before anything is logged, so
+	 * a refusal is the one line on stderr. */
+	if (ms_config_check_flags(&cfg) != 0 || load_secrets(&cfg, &nopts) != 0 ||
+	    cpu_plan(&cfg, &plan) != 0)
+		return 2;
+	announce_config();
+	if (build_contexts() != 0)
+		return 2;
+	if (start_workers() == 0) {
+		announce_listeners();
+		serve_until_signal();
+	}
+	stop_workers();
+	report_and_release();
 	return started == cfg.cores ? 0 : 1;
 }

@@ -50,7 +50,8 @@
 #define LINGER_SECONDS 2
 #define FLUSH_SECONDS 10      /* a closing peer that will not read */
 #define ACCEPT_SLACK 128      /* slots above the cap: to answer 503, and closing ones */
-/* Overload (issue 7). Outbound mailbox backlog, in overflowed batches (one
+/* Overload: a worker that cannot keep up refuses new work rather than
+ * grow without bound. Outbound mailbox backlog, in overflowed batches (one
  * per target per iteration that found the ring full): at
  * --mailbox-high-water the worker stops parsing client input, at an eighth
  * of it it resumes. Queued output: at 7/8 of
@@ -135,7 +136,7 @@ struct ms_worker {
 	uint32_t now_s;
 
 	ms_hist hist[MS_HIST_COUNT]; /* latency histograms, this worker's samples */
-	/* limits (issue 7) */
+	/* admission limits and overload */
 	struct sockaddr_in6 *peer; /* per slot; sin6_family 0 = unknown */
 	bool need_peer;            /* read each new connection's address */
 	bool listen_v4[MS_MAX_LISTENERS];
@@ -1954,7 +1955,7 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 	w->cap = share;
 	w->table_max = table_max;
 	w->rsv_kind = -1;
-	/* limits (issue 7). Both per-address limits key on the peer address,
+	/* Both per-address limits key on the peer address,
 	 * and --max-handshakes-per-ip is always on; with --proxy-protocol the
 	 * header's source counts instead. */
 	w->need_peer = !cfg->proxy_protocol;

@@ -72,7 +72,8 @@ typedef struct ms_worker_stats {
 	uint64_t ws_protocol_errors, ws_utf8_errors, ws_too_big; /* closes 1002/1007/1009 */
 	uint64_t req_errors;    /* error replies to chat requests */
 	uint64_t max_conns;     /* high-water mark */
-	/* limits (issue 7) */
+	/* limits and overload: one counter per limit, so the one that
+	 * bites can be told from the others */
 	uint64_t ip_rejects;    /* over --max-conns-per-ip (503 / TLS: closed) */
 	uint64_t user_rejects;  /* over --max-conns-per-user (503 at the upgrade) */
 	uint64_t origin_rejects; /* Origin not in --allowed-origins (403) */

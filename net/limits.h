@@ -1,5 +1,6 @@
 /*
- * Admission and rate limits of the public listeners (issue 7):
+ * Admission and rate limits of the public listeners, so that no one source
+ * address, user or connection can take more than its share of a worker:
  *   - ms_climit: a process-wide table of live connections per key (source
  *     address for --max-conns-per-ip and --max-handshakes-per-ip, user id
  *     for --max-conns-per-user), exact across workers: a check and its

@@ -48,7 +48,8 @@ typedef struct ms_net_opts {
 	int admin_kind;             /* listener index of the admin listener, -1: none */
 	ms_str api_key;             /* server API bearer key; n == 0: API disabled */
 	const char *kinds[MS_MAX_LISTENERS]; /* transport name per listener (metrics) */
-	/* limits (issue 7): process-wide tables, NULL = no limit */
+	/* Admission limits, NULL = no limit: process-wide tables, since one
+	 * address's or user's connections may land on any worker. */
 	struct ms_climit *per_ip;   /* --max-conns-per-ip */
 	struct ms_climit *per_user; /* --max-conns-per-user */
 	struct ms_climit *per_handshake; /* --max-handshakes-per-ip (always on) */

@@ -26,16 +26,18 @@ int ms_tls__cert_load(SSL_CTX *sc, const char *cert_file, const char *key_file,
  * hex with colons, into fp (>= 96 bytes). */
 void ms_tls__cert_fingerprint(SSL_CTX *sc, char *fp);
 
-/* Session ticket keys, shared by all connections of one SSL_CTX. */
+/* Session ticket keys, shared by all connections of one SSL_CTX (tickets.c,
+ * a component of its own: it calls nothing in tls.c). */
 typedef struct ms_tls__tickets ms_tls__tickets;
 
-/* Load keys from file (or generate one when file is NULL) and install the
- * ticket key callback on sc. The callback finds the key set through
- * ms_tls__tickets_of(), which tls.c provides. Returns 0 or -errno. */
+/* Load keys from file (or generate one when file is NULL), attach them to
+ * sc (an ex_data slot of sc, where the ticket key callback finds them) and
+ * install that callback. The caller owns the key set: destroy it after
+ * SSL_CTX_free(sc). Returns 0 or -errno with a message in err. */
 int ms_tls__tickets_create(ms_tls__tickets **out, SSL_CTX *sc, const char *file,
 			   uint32_t rotate_s, uint64_t now_s, char *err, size_t errlen);
 void ms_tls__tickets_destroy(ms_tls__tickets *tk);
+/* Rotate if due (see tls.h's ms_tls_ctx_tick); any thread. */
 void ms_tls__tickets_tick(ms_tls__tickets *tk, uint64_t now_s);
-ms_tls__tickets *ms_tls__tickets_of(SSL *ssl);
 
 #endif

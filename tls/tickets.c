@@ -15,6 +15,11 @@
  * re-read every rotate_s so that an external rotator can publish new keys to
  * every process sharing the file; the previous sealing key is kept for
  * opening when the new file dropped it.
+ *
+ * The key set belongs to whoever created it (tls.c, one per SSL_CTX). The
+ * callback finds it in an ex_data slot of the SSL_CTX that this file
+ * registers, since BoringSSL's ticket key callback has no argument of its
+ * own; so nothing here needs to know the context's owner.
  */
 #include "tls/internal.h"
 
@@ -43,6 +48,16 @@ typedef struct tkey {
 } tkey;
 
 _Static_assert(sizeof(tkey) == KEY_LEN, "ticket key layout");
+
+/* The SSL_CTX ex_data slot holding a context's ms_tls__tickets: one per
+ * process, registered by the first ms_tls__tickets_create (any thread). */
+static int ctx_slot = -1;
+static pthread_once_t ctx_slot_once = PTHREAD_ONCE_INIT;
+
+static void ctx_slot_init(void)
+{
+	ctx_slot = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
 
 struct ms_tls__tickets {
 	pthread_rwlock_t lock; /* guards keys, n */
@@ -99,7 +114,7 @@ out:
 static int key_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
 		  HMAC_CTX *hctx, int enc)
 {
-	ms_tls__tickets *tk = ms_tls__tickets_of(ssl);
+	ms_tls__tickets *tk = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_slot);
 	tkey k;
 	size_t i = 0;
 	bool found;
@@ -165,6 +180,12 @@ int ms_tls__tickets_create(ms_tls__tickets **out, SSL_CTX *sc, const char *file,
 	} else {
 		RAND_bytes((uint8_t *)&tk->keys[0], KEY_LEN);
 		tk->n = 1;
+	}
+	pthread_once(&ctx_slot_once, ctx_slot_init);
+	if (ctx_slot < 0 || !SSL_CTX_set_ex_data(sc, ctx_slot, tk)) {
+		ms_tls__err(err, errlen, "tls: out of memory");
+		rc = -ENOMEM;
+		goto fail;
 	}
 	SSL_CTX_set_tlsext_ticket_key_cb(sc, key_cb);
 	/* A key seals for one period and opens for one more, so a ticket

@@ -100,13 +100,6 @@ static int bio_create(BIO *b)
 
 /* ---- context -------------------------------------------------------------- */
 
-ms_tls__tickets *ms_tls__tickets_of(SSL *ssl)
-{
-	ms_tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
-
-	return ctx ? ctx->tk : NULL;
-}
-
 /* Pick http/1.1 when offered. A client offering only other protocols gets
  * no ALPN rather than a fatal alert; one offering none is fine too. */
 static int alpn_cb(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uint8_t *in,
@@ -147,8 +140,7 @@ int ms_tls_ctx_create(ms_tls_ctx **out, const ms_tls_opts *o, char *fingerprint,
 	if (!SSL_CTX_set_min_proto_version(ctx->sc, TLS1_2_VERSION) ||
 	    !SSL_CTX_set_max_proto_version(ctx->sc, TLS1_3_VERSION) ||
 	    !SSL_CTX_set1_curves_list(ctx->sc, "X25519:P-256") ||
-	    !SSL_CTX_set_strict_cipher_list(ctx->sc, ciphers) ||
-	    !SSL_CTX_set_app_data(ctx->sc, ctx)) {
+	    !SSL_CTX_set_strict_cipher_list(ctx->sc, ciphers)) {
 		ms_tls__err(err, errlen, "tls: configuring the context failed");
 		goto fail;
 	}

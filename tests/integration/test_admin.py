@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Operating the server (issue 6): the admin listener's /healthz and
+"""Operating the server: the admin listener's /healthz and
 /metrics (Prometheus text, parsed), the server API (auth, publish with seq
 order and "from":"server", DM, disconnect), graceful shutdown under load
 (every message acknowledged before SIGTERM reaches every subscriber, then

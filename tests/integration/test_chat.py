@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The chat core end to end (protocol v1, PROTOCOL.md; issue 5's Tests):
+"""The chat core end to end (protocol v1, PROTOCOL.md):
 4 workers on the machine's CPUs, clients landing on different workers.
 
 - dev mode (--dev): join/publish/receive in seq order, byte-for-byte data,

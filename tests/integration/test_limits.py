@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Limits and overload (issue 7) against the real server: --max-conns-per-ip
+"""Limits and overload against the real server: --max-conns-per-ip
 (several 127.0.0.x source addresses), --proxy-protocol (v2 and v1 headers,
 split, LOCAL, missing, malformed) counted per the header's address,
 --max-conns-per-user with a burst of parallel connects, --allowed-origins,

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""The real server under valgrind memcheck (issue 7: "Valgrind memcheck on a
-short integration run: no leaks"), one worker, release build (valgrind and
+"""The real server under valgrind memcheck: a short integration run must
+leave no leak and no invalid access. One worker, release build (valgrind and
 ASan exclude each other, so only the release suite registers this test).
 
 One server runs a short mixed session: /echo of 64 KiB messages over ws and

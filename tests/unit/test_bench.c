@@ -1,6 +1,6 @@
 /*
  * Unit tests of msock-bench's pure parts: the fan-out sequence checker
- * (issue 3 acceptance: it must catch an injected gap, a duplicate and a
+ * (every fan-out figure rests on it, so it must catch an injected gap, a duplicate and a
  * reorder, and accept a new epoch that restarts at 1), the HDR-style
  * histogram, and the small JSON finder and JWT minting.
  */

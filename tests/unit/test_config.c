@@ -1,8 +1,9 @@
 /* Flag parsing: every flag's default, a good value and its bad values (each
  * one -EINVAL with one stderr line naming the flag), the --config file
  * parser (good file, each kind of error with its line number, flags win over
- * the file), --print-config round trip, --help, --version, and the start-up
- * policy on certificates and secret lengths. */
+ * the file), --print-config round trip, --help, --version, the start-up
+ * refusals judged from the flags alone, the start-up policy on certificates
+ * and secret lengths, and addresses printed back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -524,6 +525,92 @@ static void secret_lengths(void **state)
 	assert_int_equal(check(&d, &j1, 1, &a1x), -22);
 }
 
+/* ms_config_check_flags on the config ARGS... parse to; stderr in err_buf. */
+static int check_flags(const char *const *args)
+{
+	static ms_config c;
+	assert_int_equal(parse(&c, args), 0);
+	FILE *se = stderr, *e = tmpfile();
+	assert_non_null(e);
+	stderr = e;
+	int ret = ms_config_check_flags(&c);
+	fflush(e);
+	stderr = se;
+	rewind(e);
+	err_buf[fread(err_buf, 1, sizeof(err_buf) - 1, e)] = 0;
+	fclose(e);
+	if (ret)
+		assert_int_equal(lines(err_buf), 1);
+	else
+		assert_string_equal(err_buf, "");
+	return ret;
+}
+
+/* What the flags alone refuse: no authentication outside --dev, an
+ * unwritable --hist-dir, an admin port shared with a public listener, no
+ * public listener at all. Secret files are not read here. */
+static void flags_refused(void **state)
+{
+	const char *bare[] = { NULL };
+	assert_int_equal(check_flags(bare), -22);
+	assert_non_null(strstr(err_buf, "refusing to start without authentication"));
+	const char *file[] = { "--secret-file", "/nonexistent/s", NULL };
+	assert_int_equal(check_flags(file), 0);
+	const char *text[] = { "--secret", "short", NULL };
+	assert_int_equal(check_flags(text), 0);
+	const char *dev[] = { "--dev", NULL };
+	assert_int_equal(check_flags(dev), 0);
+
+	const char *hist[] = { "--dev", "--hist-dir", "/nonexistent/h", NULL };
+	assert_int_equal(check_flags(hist), -22);
+	assert_non_null(strstr(err_buf, "--hist-dir /nonexistent/h: No such file or directory "
+					"(create it first)"));
+	const char *tmp[] = { "--dev", "--hist-dir", "/tmp", NULL };
+	assert_int_equal(check_flags(tmp), 0);
+
+	const char *plain[] = { "--dev", "--admin-listen", "127.0.0.1:8080", NULL };
+	assert_int_equal(check_flags(plain), -22);
+	assert_non_null(strstr(err_buf, "--admin-listen 127.0.0.1:8080: the same port as a public "
+					"listener"));
+	const char *wild[] = { "--dev", "--admin-listen", "0.0.0.0:8443", NULL };
+	assert_int_equal(check_flags(wild), -22);
+	const char *v6[] = { "--dev", "--admin-listen", "[::1]:8080", NULL };
+	assert_int_equal(check_flags(v6), -22); /* a v6 wildcard may cover v4: strict */
+	const char *other[] = { "--dev", "--admin-listen", "127.0.0.2:8080", NULL };
+	assert_int_equal(check_flags(other), 0);
+	const char *zero[] = { "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+			       NULL };
+	assert_int_equal(check_flags(zero), 0); /* port 0 never collides */
+	const char *tls_off[] = { "--dev", "--tls-listen", "off", "--admin-listen", "0.0.0.0:8443",
+				  NULL };
+	assert_int_equal(check_flags(tls_off), 0);
+
+	const char *none[] = { "--dev", "--listen", "off", "--tls-listen", "off", NULL };
+	assert_int_equal(check_flags(none), -22);
+	assert_non_null(strstr(err_buf, "--listen and --tls-listen are both off: nothing to serve"));
+	const char *tls_only[] = { "--dev", "--listen", "off", NULL };
+	assert_int_equal(check_flags(tls_only), 0);
+}
+
+static void addr_format(void **state)
+{
+	ms_addr a;
+	char out[MS_ADDR_TEXT];
+	assert_int_equal(ms_addr_parse(&a, "127.0.0.1:8080"), 0);
+	assert_string_equal(ms_addr_format(&a, out), "127.0.0.1:8080");
+	assert_int_equal(ms_addr_parse(&a, "localhost:0"), 0);
+	assert_string_equal(ms_addr_format(&a, out), "127.0.0.1:0");
+	((struct sockaddr_in *)&a.ss)->sin_port = htons(40123); /* as bound */
+	assert_string_equal(ms_addr_format(&a, out), "127.0.0.1:40123");
+	assert_int_equal(ms_addr_parse(&a, "[::1]:9"), 0);
+	assert_string_equal(ms_addr_format(&a, out), "[::1]:9");
+	assert_int_equal(ms_addr_parse(&a, "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535"), 0);
+	assert_string_equal(ms_addr_format(&a, out),
+			    "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535");
+	memset(&a, 0, sizeof(a));
+	assert_string_equal(ms_addr_format(&a, out), "off");
+}
+
 static void cpulist(void **state)
 {
 	uint64_t m[16];
@@ -549,6 +636,8 @@ int main(void)
 		cmocka_unit_test(print_config_round_trip),
 		cmocka_unit_test(tls_needs_certificate),
 		cmocka_unit_test(secret_lengths),
+		cmocka_unit_test(flags_refused),
+		cmocka_unit_test(addr_format),
 		cmocka_unit_test(cpulist),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

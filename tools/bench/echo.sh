@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# echo.sh [ROUNDS] — echo side by side (issue 2 acceptance, DESIGN.md §9).
+# echo.sh [ROUNDS] — echo side by side (DESIGN.md §9).
 #
 # For 100 and 1,000 connections, each keeping one 20-byte text message in
 # flight (the closed loop of µWebSockets' benchmarks/load_test.c), runs

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fanout.sh NAME ROUNDS -- MSOCK_BENCH_FANOUT_ARGS...
 #
-# Chat fan-out side by side (issue 5): msock-bench --scenario fanout against
+# Chat fan-out side by side: msock-bench --scenario fanout against
 # mezon-sock's /ws (dev mode, $CORES workers, default 1, on CPU 0) and, if
 # UWS_FANOUT=BINARY is set (a µWebSockets pub/sub app speaking the same
 # protocol subset, built outside this repo, port as argv[1]), against it,

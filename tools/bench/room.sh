@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# room.sh [ROUNDS] — fan-out with µWebSockets' own client (issue 5).
+# room.sh [ROUNDS] — fan-out with µWebSockets' own client.
 #
 # µWebSockets' benchmarks/broadcast_test (BROADCAST_TEST=binary, built
 # outside this repo): N clients each send one 20-byte message per iteration

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Slow consumer (issue 7 acceptance): a client that stops reading while
+"""Slow consumer: a client that stops reading while
 --rate msg/s are published to its stream.
 
 Three phases against one server (2 workers, plain ws, dev mode), each a

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # storm.sh — TLS handshake rate of mezon-sock, full and resumed, beside the
-# machine's crypto bound (issue 4 acceptance; DESIGN.md §9 for the method).
+# machine's crypto bound (DESIGN.md §9 for the method).
 #
 # What it does, in a bounded time (about (RUNS * 2 + 1) * (WARMUP + DURATION
 # + 2) seconds plus ~20 s of crypto speed tests; ~100 s with the defaults):

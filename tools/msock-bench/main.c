@@ -1,6 +1,6 @@
 /*
  * msock-bench: the load generator behind every performance figure of
- * mezon-sock (issue 3). This file is the coordinator: it parses options,
+ * mezon-sock. This file is the coordinator: it parses options,
  * forks --procs worker processes over one shared statistics block, drives
  * the phases (connect -> [settle] -> run: warmup + measured window -> stop),
  * samples the server's RSS, CPU and the kernel's slab, then merges the
