@@ -55,6 +55,9 @@ void ms_net_configure(const ms_net_opts *o)
  * (a 62 KB publish of \u escapes costs ~200 us to validate and parse). */
 #define WORK_FRAMES 64
 #define WORK_BYTES 16384
+/* Rate-limit refusals within MS_BUCKET_STRIKE_WINDOW_MS after which the
+ * connection is closed 1008 "rate limit". */
+#define STRIKES_MAX 256
 /* Fragments of one message: a stream of empty continuation frames costs
  * a parse each and is never a real message. */
 #define MAX_FRAGMENTS 1024
@@ -541,7 +544,11 @@ static bool rate_ok(ms_worker *w, ms_conn *c, const ms_req *req)
 		return true;
 	ms_worker_stats *st = ms_worker_stats_of(w);
 	st->rate_limited++;
+	/* A client that goes on after this many refusals ignores 429 (each
+	 * still costs a parse): the --rate-limit burst, at most STRIKES_MAX. */
 	uint32_t allowed = cfg->rate_burst ? cfg->rate_burst : cfg->join_burst;
+	if (allowed > STRIKES_MAX)
+		allowed = STRIKES_MAX;
 	if (ms_strike(&x->strikes, now) > allowed) {
 		st->rate_closes++;
 		ws_close(w, c, MS_WS_CLOSE_POLICY, "rate limit");

@@ -126,7 +126,7 @@ static const struct flag_case cases[] = {
 	{ "proxy-protocol", "false", NULL, "true", { 0 }, { 0 } },
 	{ "allowed-origins", "", "https://a.example,https://b.example", NULL, { 0 }, { 0 } },
 	{ "rate-limit", "5000,10000", "off", NULL, { 0 }, { "100", "0,5", "5,0", "1,2,3" } },
-	{ "rate-bytes", "16777216,1048576", "1000,70000", NULL, { 0 }, { "1", "0,5", "1073741825,1" } },
+	{ "rate-bytes", "1048576,1048576", "1000,70000", NULL, { 0 }, { "1", "0,5", "1073741825,1" } },
 	{ "join-rate", "50,512", "off", NULL, { 0 }, { "5", "5,0", "x,y" } },
 	{ "create-rate", "10,256", "1,1", NULL, { 0 }, { "1,0", "1000001,1" } },
 	{ "max-streams", "1000000", "1", NULL, { 0 }, { "0", "1073741825" } },
