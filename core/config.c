@@ -132,7 +132,7 @@ static const struct opt opts[] = {
 	{ "rate-bytes", K_STR, O(rate_bytes), 1, sizeof(((ms_config *)0)->rate_bytes), "1048576,1048576",
 	  "BYTES,BURST: publish+dm payload bytes per second per user, all its connections together (per connection with --max-conns-per-user 0; burst at least --max-message; over: error 429, counted like --rate-limit), or off", NULL, 0 },
 	{ "join-rate", K_STR, O(join_rate), 1, sizeof(((ms_config *)0)->join_rate), "50,512",
-	  "RATE,BURST: join+leave+presence requests per second per connection (over: error 429), or off", NULL, 0 },
+	  "RATE,BURST: join+leave+presence requests per second per user, all its connections together (per connection with --max-conns-per-user 0; over: error 429), or off", NULL, 0 },
 	{ "create-rate", K_STR, O(create_rate), 1, sizeof(((ms_config *)0)->create_rate), "10,256",
 	  "RATE,BURST: new streams per second one connection's joins and publishes may create (over: error 429), or off", NULL, 0 },
 	{ "max-streams", K_U32, O(max_streams), 1, 1u << 30, "1000000",

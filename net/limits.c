@@ -27,8 +27,8 @@ typedef struct entry {
 	struct entry *next;
 	ms_lkey key;
 	uint32_t count;
-	bool has_bucket;
-	ms_bucket b;    /* ms_climit_take: shared by the key's holders */
+	uint8_t has_bucket;             /* bit i: b[i] initialised */
+	ms_bucket b[MS_CLIMIT_BUCKETS]; /* ms_climit_take: shared by the key's holders */
 } entry;
 
 typedef struct shard {
@@ -188,20 +188,20 @@ void ms_climit_release(ms_climit *t, const ms_lkey *k)
 	pthread_mutex_unlock(&s->lock);
 }
 
-bool ms_climit_take(ms_climit *t, const ms_lkey *k, const ms_rate *r, uint32_t n,
-		    uint32_t now_ms)
+bool ms_climit_take(ms_climit *t, const ms_lkey *k, unsigned which, const ms_rate *r,
+		    uint32_t n, uint32_t now_ms)
 {
 	uint64_t h = hash(k);
 	shard *s = shard_of(t, h);
 	bool ok = true;
 	pthread_mutex_lock(&s->lock);
 	entry *e = *find(s, k, h);
-	if (e) {
-		if (!e->has_bucket) {
-			ms_bucket_init(&e->b, r, now_ms);
-			e->has_bucket = true;
+	if (e && which < MS_CLIMIT_BUCKETS) {
+		if (!(e->has_bucket & (1u << which))) {
+			ms_bucket_init(&e->b[which], r, now_ms);
+			e->has_bucket |= (uint8_t)(1u << which);
 		}
-		ok = ms_bucket_take(&e->b, r, n, now_ms);
+		ok = ms_bucket_take(&e->b[which], r, n, now_ms);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return ok;

@@ -91,12 +91,14 @@ bool ms_bucket_take(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms)
 /* Whether n x r->cost units are there, taking none. */
 bool ms_bucket_has(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms);
 
-/* A token bucket shared by k's holders (e.g. every connection of one user,
- * on every worker): take n x r->cost units from it, made full at the first
- * take. True if there were enough, or if k has no holder. now_ms: a clock
- * common to all threads (CLOCK_MONOTONIC ms). One lock, like acquire. */
-bool ms_climit_take(ms_climit *t, const ms_lkey *k, const ms_rate *r, uint32_t n,
-		    uint32_t now_ms);
+/* Token buckets shared by k's holders (e.g. every connection of one user,
+ * on every worker), `which` of MS_CLIMIT_BUCKETS: take n x r->cost units
+ * from it, made full at the first take. True if there were enough, or if k
+ * has no holder. now_ms: a clock common to all threads (CLOCK_MONOTONIC
+ * ms). One lock, like acquire. */
+#define MS_CLIMIT_BUCKETS 2
+bool ms_climit_take(ms_climit *t, const ms_lkey *k, unsigned which, const ms_rate *r,
+		    uint32_t n, uint32_t now_ms);
 
 /* Rejected requests of one connection within a window: persistent abuse
  * is closed rather than answered forever. */

@@ -58,6 +58,8 @@ void ms_net_configure(const ms_net_opts *o)
 /* Rate-limit refusals within MS_BUCKET_STRIKE_WINDOW_MS after which the
  * connection is closed 1008 "rate limit". */
 #define STRIKES_MAX 256
+/* The per-user buckets in the --max-conns-per-user table. */
+enum { USER_BYTES = 0, USER_JOINS = 1 };
 /* Fragments of one message: a stream of empty continuation frames costs
  * a parse each and is never a real message. */
 #define MAX_FRAGMENTS 1024
@@ -525,7 +527,7 @@ static bool rate_ok(ms_worker *w, ms_conn *c, const ms_req *req)
 			 * per-user table (--max-conns-per-user 0), per connection. */
 			if (x->lim & L_USER_HELD) {
 				ms_lkey k = ms_lkey_uid(x->uid);
-				ok = ms_climit_take(opts.per_user, &k, &rb, n,
+				ok = ms_climit_take(opts.per_user, &k, USER_BYTES, &rb, n,
 						    (uint32_t)(ms_worker_now_ns(w) / 1000000));
 			} else {
 				ok = ms_bucket_take(&x->rl_bytes, &rb, n, now);
@@ -536,7 +538,17 @@ static bool rate_ok(ms_worker *w, ms_conn *c, const ms_req *req)
 	} else if (req->op == MS_REQ_JOIN || req->op == MS_REQ_LEAVE ||
 		   req->op == MS_REQ_PRESENCE) {
 		ms_rate rj = ms_rate_msgs(cfg->join_rate_s, cfg->join_burst);
-		ok = !cfg->join_rate_s || ms_bucket_take(&x->rl_join, &rj, 1, now);
+		if (!cfg->join_rate_s) {
+			ok = true;
+		} else if (x->lim & L_USER_HELD) {
+			/* Per user too: a join or leave is a presence event to every
+			 * member, and reconnecting must not buy a fresh burst. */
+			ms_lkey k = ms_lkey_uid(x->uid);
+			ok = ms_climit_take(opts.per_user, &k, USER_JOINS, &rj, 1,
+					    (uint32_t)(ms_worker_now_ns(w) / 1000000));
+		} else {
+			ok = ms_bucket_take(&x->rl_join, &rj, 1, now);
+		}
 	} else {
 		return true;
 	}

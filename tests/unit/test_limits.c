@@ -224,19 +224,23 @@ static void test_climit_take(void **st)
 	ms_climit *t = ms_climit_create(8);
 	ms_lkey k = ms_lkey_uid(7), other = ms_lkey_uid(8);
 	ms_rate r = ms_rate_bytes(1000000, 100000);
-	assert_true(ms_climit_take(t, &k, &r, 1u << 30, 0)); /* not held: not limited */
+	assert_true(ms_climit_take(t, &k, 0, &r, 1u << 30, 0)); /* not held: not limited */
 	assert_int_equal(ms_climit_acquire(t, &k), 0);
 	assert_int_equal(ms_climit_acquire(t, &k), 0); /* two connections of one user */
-	assert_true(ms_climit_take(t, &k, &r, 60000, 1000));
-	assert_false(ms_climit_take(t, &k, &r, 60000, 1000)); /* the other holder: same bucket */
-	assert_true(ms_climit_take(t, &k, &r, 40000, 1000));
-	assert_false(ms_climit_take(t, &k, &r, 1, 999)); /* an earlier clock refills nothing */
-	assert_true(ms_climit_take(t, &k, &r, 10000, 1010)); /* 10 ms: 10,000 bytes */
+	assert_true(ms_climit_take(t, &k, 0, &r, 60000, 1000));
+	assert_false(ms_climit_take(t, &k, 0, &r, 60000, 1000)); /* the other holder: same bucket */
+	assert_true(ms_climit_take(t, &k, 0, &r, 40000, 1000));
+	assert_false(ms_climit_take(t, &k, 0, &r, 1, 999)); /* an earlier clock refills nothing */
+	assert_true(ms_climit_take(t, &k, 0, &r, 10000, 1010)); /* 10 ms: 10,000 bytes */
 	assert_int_equal(ms_climit_acquire(t, &other), 0);
-	assert_true(ms_climit_take(t, &other, &r, 100000, 1010)); /* its own bucket */
+	assert_true(ms_climit_take(t, &other, 0, &r, 100000, 1010)); /* its own bucket */
+	ms_rate one = ms_rate_msgs(1, 1);
+	assert_true(ms_climit_take(t, &k, 1, &one, 1, 1010)); /* the key's second bucket */
+	assert_false(ms_climit_take(t, &k, 1, &one, 1, 1010));
+	assert_true(ms_climit_take(t, &k, 0, &r, 1000, 1011)); /* apart from the first */
 	ms_climit_release(t, &k);
 	ms_climit_release(t, &k);
-	assert_true(ms_climit_take(t, &k, &r, 1u << 30, 2000)); /* gone with its holders */
+	assert_true(ms_climit_take(t, &k, 0, &r, 1u << 30, 2000)); /* gone with its holders */
 	ms_climit_release(t, &other);
 	ms_climit_destroy(t);
 }
