@@ -1169,9 +1169,12 @@ static void check_over(ms_worker *w)
 		ms_conn *c = ms_pool_at(&w->pool, w->overq[i]);
 		bool slow = false;
 		if (c->over_ms && !(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SHED | MS_CONN_F_FREED))) {
+			/* over_ms is the ms it went over | 1 (0 = under): in the
+			 * iteration that set it, it may be one ahead of now. */
+			uint32_t since = now - (c->over_ms & ~1u);
 			if (c->out_bytes > w->hard_cap) {
 				slow = true;
-			} else if (now - c->over_ms >= w->slow_window_ms) {
+			} else if (since >= w->slow_window_ms) {
 				slow = c->drained < w->slow_at;
 				c->over_ms = now | 1; /* draining: judge the next window */
 				c->drained = 0;

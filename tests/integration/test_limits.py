@@ -5,7 +5,8 @@ split, LOCAL, missing, malformed) counted per the header's address,
 --max-conns-per-user with a burst of parallel connects, --allowed-origins,
 --rate-limit (429, then close 1008), the handshake deadline against
 slowloris (408, dribbled bytes), --max-pending-total (largest stalled reader
-closed first, others unharmed) and the overload 503. Each case checks that
+closed first, others unharmed), a reading client not closed when one
+message takes it over --max-backpressure, and the overload 503. Each case checks that
 an innocent client on the same server keeps working, and the stats line the
 server prints at exit.
 
@@ -496,6 +497,26 @@ def test_pending_total_cap_sheds_largest():
         p.ok(op="ping")
         t = totals(srv, a, b, healthy, p)
         assert t["pending_cap_closes"] == 1 and t["slow_closes"] == 0, t
+
+
+def test_reader_not_closed_when_it_first_goes_over():
+    """A reading client whose queue one message takes over
+    --max-backpressure is judged after --slow-window on what it drained. The
+    check may run in the loop iteration that listed it (the first listing
+    after a second with nothing listed): that iteration must not see the
+    window as already over (it did for even milliseconds: close 1008 at
+    once, about every other time)."""
+    with mstest.Server("--max-backpressure", "4096") as srv:
+        v = Chat(srv.port, 41)
+        p = Chat(srv.port, 42)
+        for i in range(8):
+            time.sleep(2.1)  # a second boundary passes with nothing listed
+            p.ok(op="dm", to="41", data="y" * 16000)
+            o = v.next_json(5)
+            assert o.get("event") == "dm" and len(o["data"]) == 16000, (i, str(o)[:80])
+        v.ok(op="ping")
+        t = totals(srv, v, p)
+        assert t["slow_closes"] == 0, t
 
 
 def test_overload_503():
