@@ -53,7 +53,7 @@ enum {
 	F_ROOM = 2,
 	F_QUIET = 4, /* join without reply or presence */
 	F_API = 8,   /* publish from the server API: ref is the admin connection */
-	F_NOCREATE = 16, /* the sender's --create-rate bucket is empty */
+	F_NOCREATE = 16, /* the sender's --create-rate bucket was empty: took no token */
 	F_CREATED = 32,  /* ack: this request created the stream */
 	F_REFUSED = 64,  /* ack: refused, the error code in the ack (see refusal_text) */
 };
@@ -449,7 +449,8 @@ static stream *stream_get(ms_chat_worker *cw, const char *name, size_t len)
  * whose sender's --create-rate bucket is empty gets 429, one over this
  * worker's share of --max-streams 503 (*err; NULL returned). Every stream
  * costs memory until it has been idle STREAM_IDLE_SECONDS, so creating them
- * is what these bound. *created tells the sender's worker to charge it. */
+ * is what these bound. *created: the sender's worker keeps the token its
+ * request took (else gives it back). */
 static stream *stream_open(ms_chat_worker *cw, const char *name, size_t len, uint16_t flags,
 			   uint16_t *err, bool *created)
 {
@@ -719,8 +720,8 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		ms_conn *c = ms_worker_conn(w, j->ref);
 		if (c && !(j->flags & F_QUIET)) {
 			ms_net_request_done(w, c);
-			if (j->flags & F_CREATED)
-				ms_net_created(w, c);
+			if (!(j->flags & (F_NOCREATE | F_CREATED)))
+				ms_net_not_created(w, c); /* its token back */
 		}
 		bool live = c && ms_net_deliverable(c);
 		csub *s = live ? find_pending(conn_state(c), ms_hash_bytes(j->name, j->name_len)) : NULL;
@@ -778,8 +779,8 @@ void ms_chat_on_msg(ms_worker *w, uint32_t from, ms_msg *m)
 		ms_conn *c = ms_worker_conn(w, m->ref);
 		if (c && !(m->flags & F_API)) {
 			ms_net_request_done(w, c);
-			if (m->flags & F_CREATED)
-				ms_net_created(w, c);
+			if (!(m->flags & (F_NOCREATE | F_CREATED)))
+				ms_net_not_created(w, c); /* its token back */
 		}
 		if (m->flags & F_REFUSED) {
 			uint16_t err = (uint16_t)m->b;
