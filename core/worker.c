@@ -1320,6 +1320,8 @@ static void check_over(ms_worker *w)
 		ms_conn *c = ms_pool_at(&w->pool, w->overq[i]);
 		bool slow = false;
 		if (c->over_ms && !(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SHED | MS_CONN_F_FREED))) {
+			/* over_ms is the ms it went over | 1 (0 = under): in the
+			 * iteration that set it, it may be one ahead of now. */
 			if (c->out_bytes > w->hard_cap) {
 				slow = true;
 			} else if ((int32_t)(now - c->over_ms) >= (int32_t)w->slow_window_ms) {

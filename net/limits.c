@@ -288,6 +288,12 @@ bool ms_bucket_has(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms)
 	return refill(b, r, now_ms) >= (uint64_t)n * r->cost;
 }
 
+void ms_bucket_give(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms)
+{
+	uint64_t level = refill(b, r, now_ms) + (uint64_t)n * r->cost;
+	b->level = (uint32_t)(level > r->cap ? r->cap : level);
+}
+
 uint32_t ms_strike(ms_strikes *s, uint32_t now_ms)
 {
 	if (now_ms - s->at_ms >= MS_BUCKET_STRIKE_WINDOW_MS || s->n == 0) {

@@ -90,6 +90,9 @@ void ms_bucket_init(ms_bucket *b, const ms_rate *r, uint32_t now_ms);
 bool ms_bucket_take(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms);
 /* Whether n x r->cost units are there, taking none. */
 bool ms_bucket_has(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms);
+/* Give back n x r->cost units taken for something that did not happen
+ * (never above the cap). */
+void ms_bucket_give(ms_bucket *b, const ms_rate *r, uint32_t n, uint32_t now_ms);
 
 /* Token buckets shared by k's holders (e.g. every connection of one user,
  * on every worker), `which` of MS_CLIMIT_BUCKETS: take n x r->cost units

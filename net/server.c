@@ -239,16 +239,16 @@ bool ms_net_may_create(ms_worker *w, ms_conn *c)
 	if (!cfg->create_rate_s || X(c)->route != ROUTE_CHAT)
 		return true;
 	ms_rate r = create_rate(cfg);
-	return ms_bucket_has(&X(c)->rl_create, &r, 1, ms_worker_now_ms(w));
+	return ms_bucket_take(&X(c)->rl_create, &r, 1, ms_worker_now_ms(w));
 }
 
-void ms_net_created(ms_worker *w, ms_conn *c)
+void ms_net_not_created(ms_worker *w, ms_conn *c)
 {
 	const ms_config *cfg = ms_worker_config(w);
 	if (!cfg->create_rate_s || X(c)->route != ROUTE_CHAT)
 		return;
 	ms_rate r = create_rate(cfg);
-	ms_bucket_take(&X(c)->rl_create, &r, 1, ms_worker_now_ms(w));
+	ms_bucket_give(&X(c)->rl_create, &r, 1, ms_worker_now_ms(w));
 }
 
 uint64_t ms_net_uid(ms_conn *c)

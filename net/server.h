@@ -91,10 +91,14 @@ bool ms_net_deliverable(ms_conn *c);
  * memory. Call _done only for the connection that sent it (by handle). */
 void ms_net_request_sent(ms_worker *w, ms_conn *c);
 void ms_net_request_done(ms_worker *w, ms_conn *c);
-/* --create-rate: whether c's requests may create a stream now, and the
- * owner's report that one did (takes one from c's bucket). */
+/* --create-rate: whether a join or publish c sends now may create a
+ * stream; true takes one from c's bucket, and the owner's answer that it
+ * created none gives it back (ms_net_not_created). Taken when sent, not
+ * when the answer comes: a check without taking let every request sent
+ * before the answers create on the same token (up to --max-inflight per
+ * token refilled). */
 bool ms_net_may_create(ms_worker *w, ms_conn *c);
-void ms_net_created(ms_worker *w, ms_conn *c);
+void ms_net_not_created(ms_worker *w, ms_conn *c);
 /* Queue one text frame (whole message). */
 void ms_net_send_text(ms_worker *w, ms_conn *c, const void *p, size_t n);
 /* Queue one reply or event that net/proto encoded (ms_proto_enc_*), as

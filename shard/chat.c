@@ -56,7 +56,7 @@ enum {
 	F_ROOM = 2,
 	F_QUIET = 4, /* join without reply or presence */
 	F_API = 8,   /* publish from the server API: ref is the admin connection */
-	F_NOCREATE = 16, /* the sender's --create-rate bucket is empty */
+	F_NOCREATE = 16, /* the sender's --create-rate bucket was empty: took no token */
 	F_CREATED = 32,  /* ack: this request created the stream */
 	F_REFUSED = 64,  /* ack: refused, the error code in the ack (see refusal_text) */
 };
@@ -346,8 +346,8 @@ static void on_join_ack(ms_worker *w, ms_chat_worker *cw, uint32_t from, jreq *j
 	ms_conn *c = ms_worker_conn(w, j->ref);
 	if (c && !(j->flags & F_QUIET)) {
 		ms_net_request_done(w, c);
-		if (j->flags & F_CREATED)
-			ms_net_created(w, c);
+		if (!(j->flags & (F_NOCREATE | F_CREATED)))
+			ms_net_not_created(w, c); /* its creation token back */
 	}
 	bool live = c && ms_net_deliverable(c);
 	ms_str name = { j->name, j->name_len };
@@ -400,8 +400,8 @@ static void on_pub_ack(ms_worker *w, ms_msg *m)
 	ms_conn *c = ms_worker_conn(w, m->ref);
 	if (c && !(m->flags & F_API)) {
 		ms_net_request_done(w, c);
-		if (m->flags & F_CREATED)
-			ms_net_created(w, c);
+		if (!(m->flags & (F_NOCREATE | F_CREATED)))
+			ms_net_not_created(w, c); /* its creation token back */
 	}
 	if (m->flags & F_REFUSED) {
 		uint16_t err = (uint16_t)m->b;

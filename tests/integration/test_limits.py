@@ -3,13 +3,15 @@
 (several 127.0.0.x source addresses), --proxy-protocol (v2 and v1 headers,
 split, LOCAL, missing, malformed) counted per the header's address,
 --max-conns-per-user with a burst of parallel connects, --allowed-origins,
---rate-limit (429, then close 1008), the handshake deadline against
+--rate-limit (429, then close 1008), --create-rate (a burst of joins, then
+429; requests in flight do not create more), the handshake deadline against
 slowloris (408, dribbled bytes), --max-pending-total (largest stalled reader
-closed first, others unharmed), the overload 503, handshakes per source
-address (idle sockets from 127.0.0.2 do not lock out 127.0.0.1) and the
-admin listener's own budget (idle admin connections evicted oldest first,
-/healthz answered). Each case checks that an innocent client on the same
-server keeps working, and the stats line the server prints at exit.
+closed first, others unharmed), a reading client not closed when one
+message takes it over --max-backpressure, the overload 503, handshakes per
+source address (idle sockets from 127.0.0.2 do not lock out 127.0.0.1) and
+the admin listener's own budget (idle admin connections evicted oldest
+first, /healthz answered). Each case checks that an innocent client on the
+same server keeps working, and the stats line the server prints at exit.
 
 Usage: test_limits.py SERVER_BINARY [SOURCE_DIR] [-k SUBSTRING]
 """
@@ -498,6 +500,47 @@ def test_rate_limit():
         assert t["rate_limited"] == 4 and t["rate_closes"] == 1, t
 
 
+def test_create_rate():
+    # 10/s, burst 256 (the defaults). Publish and byte rates off: only the
+    # creation bucket refuses here.
+    with mstest.Server("--rate-limit", "off", "--rate-bytes", "off") as srv:
+        # 256 joins of new streams at once (--max-streams-per-conn) all
+        # pass; the bucket is empty then: a publish that would create a
+        # stream is refused, one to a stream that exists is not.
+        a = Chat(srv.port, 51)
+        rids = {a.send_req(op="join", stream="cr.a%d" % i) for i in range(256)}
+        while rids:  # answers of different owners come in any order
+            o = a.next_json(10)
+            if o.get("id") in rids:
+                assert o.get("ok") is True, o
+                rids.remove(o["id"])
+        o = a.refused(429, op="publish", stream="cr.new", data=1)
+        assert o["error"]["message"] == "stream creation rate limited", o
+        a.ok(op="publish", stream="cr.a0", data=1)
+        # 64 requests in flight for 3 s, each to a fresh name, refusals
+        # ignored: no more streams than the bucket holds (256 + 10/s). A
+        # check at send with the charge at the answer let every request in
+        # flight create on one refilled token (~500 here).
+        b = Chat(srv.port, 52)
+        t0 = time.monotonic()
+        inflight = [b.send_req(op="publish", stream="cr.b%d" % i, data=1) for i in range(64)]
+        n, created = 64, 0
+        while inflight:
+            o = b.next_json(10)
+            if o.get("id") not in inflight:
+                continue
+            inflight.remove(o["id"])
+            created += o.get("ok") is True
+            if time.monotonic() - t0 < 3:
+                inflight.append(b.send_req(op="publish", stream="cr.b%d" % n, data=1))
+                n += 1
+        elapsed = time.monotonic() - t0
+        assert n > 1000, n  # the client did keep 64 in flight
+        assert created <= 256 + 10 * elapsed + 1, (created, elapsed, n)
+        t = totals(srv, a, b)
+        assert t["rate_closes"] == 0, t
+
+
 # ---- slowloris ---------------------------------------------------------------------------------
 
 def test_slowloris_408():
@@ -625,6 +668,26 @@ def test_pending_total_cap_sheds_largest():
         p.ok(op="ping")
         t = totals(srv, a, b, healthy, p)
         assert t["pending_cap_closes"] == 1 and t["slow_closes"] == 0, t
+
+
+def test_reader_not_closed_when_it_first_goes_over():
+    """A reading client whose queue one message takes over
+    --max-backpressure is judged after --slow-window on what it drained. The
+    check may run in the loop iteration that listed it (the first listing
+    after a second with nothing listed): that iteration must not see the
+    window as already over (it did for even milliseconds: close 1008 at
+    once, about every other time)."""
+    with mstest.Server("--max-backpressure", "4096") as srv:
+        v = Chat(srv.port, 41)
+        p = Chat(srv.port, 42)
+        for i in range(8):
+            time.sleep(2.1)  # a second boundary passes with nothing listed
+            p.ok(op="dm", to="41", data="y" * 16000)
+            o = v.next_json(5)
+            assert o.get("event") == "dm" and len(o["data"]) == 16000, (i, str(o)[:80])
+        v.ok(op="ping")
+        t = totals(srv, v, p)
+        assert t["slow_closes"] == 0, t
 
 
 def test_overload_503():

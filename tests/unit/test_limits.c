@@ -3,7 +3,8 @@
  * form are one key), the connection-limit table (limit, release, empty
  * keys removed, growth, and exactness under a multi-threaded burst: run in
  * the TSan build too), the automatic --max-handshakes-per-ip, the token
- * bucket (burst, refill, cap, clock wrap, abuse window) and the origin list.
+ * bucket (burst, refill, cap, clock wrap, giving back, abuse window), the
+ * buckets shared by a key's holders and the origin list.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -192,6 +193,17 @@ static void test_bucket(void **st)
 	for (uint32_t t = 0; t <= 10000; t += 10)
 		n += ms_bucket_take(&b, &r, 1, t);
 	assert_int_equal(n, 105);
+	/* What is given back can be taken again, but never above the cap. */
+	r = ms_rate_msgs(1, 2);
+	ms_bucket_init(&b, &r, 0);
+	assert_true(ms_bucket_take(&b, &r, 1, 0));
+	assert_true(ms_bucket_take(&b, &r, 1, 0));
+	ms_bucket_give(&b, &r, 1, 0);
+	assert_true(ms_bucket_take(&b, &r, 1, 0));
+	assert_false(ms_bucket_has(&b, &r, 1, 0));
+	ms_bucket_give(&b, &r, 5, 0);
+	assert_true(ms_bucket_take(&b, &r, 2, 0));
+	assert_false(ms_bucket_has(&b, &r, 1, 0));
 }
 
 /* Bytes: a request takes its size; one larger than what is banked is
