@@ -144,6 +144,7 @@ struct ms_worker {
 	uint64_t out_total;        /* queued output bytes, all connections */
 	uint64_t in_total;         /* kept unparsed input bytes (core's and the protocol's) */
 	size_t need_hint;          /* ms_conn_input_need() during the current on_data */
+	ms_conn *delivering;       /* the connection whose on_data runs (its input is in use) */
 	uint32_t slow_at, hard_cap; /* --max-backpressure and the immediate cap */
 	uint32_t slow_window_ms;
 	uint32_t over_checked_s;   /* worker second of the last slow-consumer check */
@@ -741,6 +742,14 @@ void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
 	if (c->flags & MS_CONN_F_DEAD)
 		return;
 	mark_closing(w, c);
+	/* No input is parsed after a close: what was kept goes now, not when
+	 * the slot is freed after the flush and linger (a paused flooder can
+	 * hold megabytes). Not while on_data runs on it: deliver frees it
+	 * once the handler returns. */
+	if (c->spill.cap && w->delivering != c) {
+		w->in_total -= c->spill.cap;
+		ms_spill_free(&c->spill);
+	}
 	if (mode == MS_CLOSE_ABORT) {
 		teardown(w, c);
 		return;
@@ -812,7 +821,9 @@ static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 	kib += (uint32_t)((len + 1023) / 1024);
 	w->fed[c->idx] = it << 16 | (kib < 0xffff ? kib : 0xffff);
 	w->need_hint = 0;
+	w->delivering = c;
 	size_t used = w->h->on_data(w, c, buf, len);
+	w->delivering = NULL;
 	if (c->flags & MS_CONN_F_CLOSING) {
 		ms_spill_free(&c->spill); /* no more input is parsed */
 	} else {

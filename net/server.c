@@ -563,7 +563,10 @@ static bool rate_ok(ms_worker *w, ms_conn *c, const ms_req *req)
 		allowed = STRIKES_MAX;
 	if (ms_strike(&x->strikes, now) > allowed) {
 		st->rate_closes++;
+		/* Persistent abuse: no close handshake (its close frame would be
+		 * behind whatever it keeps sending); the close frame, then FIN. */
 		ws_close(w, c, MS_WS_CLOSE_POLICY, "rate limit");
+		net_close(w, c, MS_CLOSE_FLUSH);
 		return false;
 	}
 	ms_net_send_error(w, c, req->has_id, req->id, 429, "rate limited");
