@@ -60,9 +60,6 @@
  * already closing keep the total up. */
 #define SHED_MAX 64
 #define SHED_SCAN_MS 10
-#ifndef SOCKET_URING_OP_GETSOCKOPT
-#define SOCKET_URING_OP_GETSOCKOPT 2 /* linux 6.7; liburing 2.3 lacks it */
-#endif
 
 struct ms_outq_node {
 	ms_outq_node *next;
@@ -592,21 +589,15 @@ static void arm_accept(ms_worker *w, int l)
  * cannot return addresses, and a direct descriptor has no fd for
  * getpeername(2). SOCKET_URING_OP_GETSOCKOPT (6.7) takes SOL_SOCKET options
  * only, which SO_PEERNAME is; the kernel wants optlen no larger than the
- * address, hence the listener's family decides it. The sqe fields (level,
- * optname, optlen, optval) are not in liburing 2.3's struct: they overlay
- * addr, file_index and addr3. */
+ * address, hence the listener's family decides it. */
 static void submit_peer(ms_worker *w, ms_conn *c)
 {
 	struct io_uring_sqe *sqe = sqe_get(w);
 	unsigned len = w->listen_v4[c->kind] ? sizeof(struct sockaddr_in)
 					     : sizeof(struct sockaddr_in6);
 	memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
-	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, c->fidx, NULL, 0, 0);
-	sqe->cmd_op = SOCKET_URING_OP_GETSOCKOPT;
-	sqe->addr = (uint64_t)SOL_SOCKET | (uint64_t)SO_PEERNAME << 32;
-	sqe->file_index = len;
-	sqe->addr3 = (uint64_t)(uintptr_t)&w->peer[c->idx];
-	sqe->flags |= IOSQE_FIXED_FILE;
+	ms_ring_prep_sockopt(sqe, SOCKET_URING_OP_GETSOCKOPT, c->fidx, SOL_SOCKET, SO_PEERNAME,
+			     &w->peer[c->idx], len);
 	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_PEER, c->idx, c->gen));
 	c->flags |= MS_CONN_F_PEER;
 	c->inflight++;
