@@ -341,7 +341,7 @@ int main(int argc, char **argv)
 	}
 	int npublic = (cfg.listen.len ? 1 : 0) + (cfg.tls_listen.len ? 1 : 0);
 	nopts.admin_kind = cfg.admin_listen.len ? npublic : -1;
-	for (int k = 0; k < MS_MAX_LISTENERS; k++)
+	for (int k = 0; k < MS_MAX_CTX; k++)
 		nopts.kinds[k] = k == nopts.tls_kind ? "tls" : k == nopts.admin_kind ? "admin" :
 				 k < npublic ? "plain" : NULL;
 	/* limits (issue 7): process-wide, so exact across workers */
@@ -354,13 +354,37 @@ int main(int argc, char **argv)
 	ms_info("at most %u connections per source address may be handshaking at once "
 		"(--max-handshakes-per-ip)", handshakes);
 	ms_net_configure(&nopts);
+	/* A context per listener, the same on every worker (metrics count by
+	 * context index): plain, TLS, admin. */
+	ms_ctx ctxs[3];
+	ms_addr *addrs[3];
+	int nctx = 0;
+	if (cfg.listen.len)
+		addrs[nctx++] = &cfg.listen;
+	if (cfg.tls_listen.len)
+		addrs[nctx++] = &cfg.tls_listen;
+	if (cfg.admin_listen.len)
+		addrs[nctx++] = &cfg.admin_listen;
+	for (int k = 0; k < nctx; k++) {
+		bool admin = k == nopts.admin_kind;
+		ctxs[k] = (ms_ctx){
+			.h = &ms_net_handlers,
+			.ext_size = ms_net_ext_size(),
+			.name = nopts.kinds[k],
+			/* Both per-address limits key on the peer address (with
+			 * --proxy-protocol the header's source counts instead);
+			 * the admin listener has its own budget and no limits. */
+			.flags = admin ? MS_CTX_KEEP_LISTENING : cfg.proxy_protocol ? 0 : MS_CTX_PEER,
+			.reserve = admin ? cfg.admin_max_conns : 0,
+		};
+	}
 
 	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, cfg.mailbox_slots);
 	ms_chat *chat = ms_chat_create(&cfg, cfg.cores);
-	static ms_handlers handlers;
-	handlers = ms_net_handlers;
-	handlers.on_msg = ms_chat_on_msg;
-	handlers.on_flush = ms_chat_on_flush;
+	static const ms_worker_hooks hooks = {
+		.on_msg = ms_chat_on_msg,
+		.on_flush = ms_chat_on_flush,
+	};
 	ms_chat_worker *cws[MS_MAX_WORKERS];
 
 	sigset_t sigs;
@@ -375,31 +399,29 @@ int main(int argc, char **argv)
 	uint32_t started = 0;
 	for (uint32_t i = 0; i < cfg.cores; i++) {
 		int fds[3], nfd = 0;
-		ms_addr *addrs[3];
-		int na = 0;
-		if (cfg.listen.len)
-			addrs[na++] = &cfg.listen;
-		if (cfg.tls_listen.len)
-			addrs[na++] = &cfg.tls_listen;
-		if (cfg.admin_listen.len && i == 0)
-			addrs[na++] = &cfg.admin_listen; /* worker 0 alone serves the admin listener */
-		for (int k = 0; k < na; k++) {
+		for (int k = 0; k < nctx; k++) {
+			if (addrs[k] == &cfg.admin_listen && i != 0) {
+				fds[nfd++] = -1; /* worker 0 alone serves the admin listener */
+				continue;
+			}
 			int fd = make_listener(&cfg, addrs[k]);
 			if (fd < 0) {
 				ms_err("listen %s: %s", addrs[k]->text, strerror(-fd));
 				while (nfd)
-					close(fds[--nfd]);
+					if (fds[--nfd] >= 0)
+						close(fds[nfd]);
 				goto stop;
 			}
 			fds[nfd++] = fd;
 		}
 		int cpu = plan.cpu[i];
 		cws[i] = ms_chat_worker_create(chat, i);
-		workers[i] = ms_worker_create(&cfg, i, cpu, fds, nfd, &handlers,
-					      ms_net_ext_size(), cws[i], hub);
-		if (workers[i] && i == 0 && nopts.admin_kind >= 0) {
-			ms_worker_keep_listening(workers[i], nopts.admin_kind);
-			ms_worker_reserve(workers[i], nopts.admin_kind, cfg.admin_max_conns);
+		workers[i] = ms_worker_create(&cfg, i, cpu, &hooks, cws[i], hub);
+		for (int k = 0; k < nctx; k++) {
+			if (workers[i] && ms_worker_ctx_add(workers[i], &ctxs[k]) == k && fds[k] >= 0)
+				ms_worker_listen(workers[i], k, fds[k]);
+			else if (fds[k] >= 0)
+				close(fds[k]);
 		}
 		if (!workers[i] || (ret = ms_worker_start(workers[i])) != 0) {
 			ms_err("worker %u failed to start: %s", i, strerror(workers[i] ? -ret : ENOMEM));

@@ -11,7 +11,7 @@
 
 enum ms_op {
 	MS_OP_NONE = 0,
-	MS_OP_ACCEPT,   /* index = listener */
+	MS_OP_ACCEPT,   /* index = context of the listener */
 	MS_OP_RECV,
 	MS_OP_SEND,
 	MS_OP_SHUTDOWN,

@@ -1180,10 +1180,9 @@ static void h_free(ms_worker *w, ms_conn *c)
 	}
 }
 
-static void drain_one(ms_worker *w, ms_conn *c, void *arg)
+/* Core skips connections already closing. */
+static void h_drain(ms_worker *w, ms_conn *c)
 {
-	if (ms_conn_closing(c))
-		return;
 	if (c->state == ST_OPEN)
 		ws_close(w, c, MS_WS_CLOSE_GOING_AWAY, "server shutting down");
 	else if (c->state == ST_HTTP)
@@ -1191,11 +1190,6 @@ static void drain_one(ms_worker *w, ms_conn *c, void *arg)
 		 * the health/metrics answer on the admin listener) rather than a
 		 * reset; one that does not come within a second gets a 408. */
 		ms_conn_timeout(w, c, 1);
-}
-
-static void h_drain(ms_worker *w)
-{
-	ms_worker_foreach(w, drain_one, NULL);
 }
 
 static void h_shed(ms_worker *w, ms_conn *c)
@@ -1215,7 +1209,7 @@ static bool h_evict(ms_worker *w, ms_conn *c)
 	return true;
 }
 
-const ms_handlers ms_net_handlers = {
+const ms_conn_handlers ms_net_handlers = {
 	.on_open = h_open,
 	.on_data = h_data,
 	.on_eof = h_eof,

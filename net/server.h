@@ -1,7 +1,7 @@
 /*
  * The public listeners' protocol layer: HTTP/1.1 upgrade, identity (JWT or
  * dev mode), routes, and the RFC 6455 session on each connection, plugged
- * into the workers through ms_handlers. Chat requests are parsed here and
+ * into the workers as the handler table of their contexts. Chat requests are parsed here and
  * handed to the chat core through ms_chat_hooks (net/ does not depend on
  * shard/; main wires the two). Runs on each worker's thread.
  */
@@ -47,7 +47,7 @@ typedef struct ms_net_opts {
 	int tls_kind;               /* listener index whose connections are TLS, -1: none */
 	int admin_kind;             /* listener index of the admin listener, -1: none */
 	ms_str api_key;             /* server API bearer key; n == 0: API disabled */
-	const char *kinds[MS_MAX_LISTENERS]; /* transport name per listener (metrics) */
+	const char *kinds[MS_MAX_CTX]; /* transport name per listener (metrics) */
 	/* limits (issue 7): process-wide tables, NULL = no limit */
 	struct ms_climit *per_ip;   /* --max-conns-per-ip */
 	struct ms_climit *per_user; /* --max-conns-per-user */
@@ -58,8 +58,8 @@ typedef struct ms_net_opts {
 void ms_net_configure(const ms_net_opts *o);
 const ms_net_opts *ms_net_options(void);
 
-/* Handlers for the public listeners (on_msg/on_flush left to the caller). */
-extern const ms_handlers ms_net_handlers;
+/* Handlers for the public and admin listeners' contexts. */
+extern const ms_conn_handlers ms_net_handlers;
 
 /* Bytes of per-connection state the handlers keep inline in each slot. */
 size_t ms_net_ext_size(void);
