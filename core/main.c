@@ -24,6 +24,7 @@
 #include "core/numa.h"
 #include "core/worker.h"
 #include "core/metrics.h"
+#include "net/admin.h"
 #include "net/limits.h"
 #include "net/server.h"
 #include "shard/chat.h"
@@ -83,9 +84,9 @@ static int read_secret(const char *path, ms_str *out)
 	return n ? 0 : -EINVAL;
 }
 
-/* The HS256 secrets and the API key into o, then ms_config_check on them.
- * Returns 0, or -EINVAL after one line on stderr. */
-static int load_secrets(const ms_config *cfg, ms_net_opts *o)
+/* The HS256 secrets into o and the API key into *api_key, then
+ * ms_config_check on them. Returns 0, or -EINVAL after one line on stderr. */
+static int load_secrets(const ms_config *cfg, ms_net_opts *o, ms_str *api_key)
 {
 	ms_config_secret jwt[2], api;
 	char from[3][280];
@@ -108,13 +109,13 @@ static int load_secrets(const ms_config *cfg, ms_net_opts *o)
 	for (int k = 0; k < o->nsecrets; k++)
 		jwt[k] = (ms_config_secret){ o->secrets[k].p, o->secrets[k].n, from[k] };
 	if (cfg->api_key_file[0]) {
-		if ((ret = read_secret(cfg->api_key_file, &o->api_key)) != 0) {
+		if ((ret = read_secret(cfg->api_key_file, api_key)) != 0) {
 			fprintf(stderr, "mezon-sock: --api-key-file %s: %s\n", cfg->api_key_file,
 				ret == -EINVAL ? "empty or larger than 4096 bytes" : strerror(-ret));
 			return -EINVAL;
 		}
 		snprintf(from[2], sizeof(from[2]), "--api-key-file %s", cfg->api_key_file);
-		api = (ms_config_secret){ o->api_key.p, o->api_key.n, from[2] };
+		api = (ms_config_secret){ api_key->p, api_key->n, from[2] };
 	}
 	return ms_config_check(cfg, jwt, o->nsecrets, cfg->api_key_file[0] ? &api : NULL);
 }
@@ -284,8 +285,9 @@ int main(int argc, char **argv)
 	}
 	/* Secrets are read and judged before anything is logged, so a refusal
 	 * is the one line on stderr. */
-	static ms_net_opts nopts;
-	if (load_secrets(&cfg, &nopts) != 0)
+	static ms_net_opts nopts, nopts_tls;
+	static ms_admin_opts aopts;
+	if (load_secrets(&cfg, &nopts, &aopts.api_key) != 0)
 		return 2;
 	static ms_numa_plan plan;
 	if (cpu_plan(&cfg, &plan) != 0)
@@ -314,6 +316,7 @@ int main(int argc, char **argv)
 			(cfg.max_conns + 19871) / 19872);
 
 	nopts.chat = &ms_chat_hooks_impl;
+	aopts.api = &ms_chat_admin_api;
 	if (!cfg.api_key_file[0] && cfg.admin_listen.len)
 		ms_info("server API disabled (no --api-key-file); /metrics and /healthz on the admin listener");
 	ms_tls_ctx *tls = NULL;
@@ -334,16 +337,7 @@ int main(int argc, char **argv)
 		}
 		ms_info("TLS: %s certificate, SHA-256 fingerprint %s",
 			cfg.cert[0] ? cfg.cert : "self-signed localhost", fp);
-		nopts.tls = tls;
-		nopts.tls_kind = cfg.listen.len ? 1 : 0; /* listener order: plain, TLS, admin */
-	} else {
-		nopts.tls_kind = -1;
 	}
-	int npublic = (cfg.listen.len ? 1 : 0) + (cfg.tls_listen.len ? 1 : 0);
-	nopts.admin_kind = cfg.admin_listen.len ? npublic : -1;
-	for (int k = 0; k < MS_MAX_CTX; k++)
-		nopts.kinds[k] = k == nopts.tls_kind ? "tls" : k == nopts.admin_kind ? "admin" :
-				 k < npublic ? "plain" : NULL;
 	/* limits (issue 7): process-wide, so exact across workers */
 	if (cfg.max_conns_per_ip)
 		nopts.per_ip = ms_climit_create(cfg.max_conns_per_ip);
@@ -353,30 +347,24 @@ int main(int argc, char **argv)
 	nopts.per_handshake = ms_climit_create(handshakes);
 	ms_info("at most %u connections per source address may be handshaking at once "
 		"(--max-handshakes-per-ip)", handshakes);
-	ms_net_configure(&nopts);
+	nopts_tls = nopts;
+	nopts_tls.tls = tls; /* the TLS listener: the same handlers with TLS on */
 	/* A context per listener, the same on every worker (metrics count by
 	 * context index): plain, TLS, admin. */
 	ms_ctx ctxs[3];
 	ms_addr *addrs[3];
 	int nctx = 0;
-	if (cfg.listen.len)
-		addrs[nctx++] = &cfg.listen;
-	if (cfg.tls_listen.len)
-		addrs[nctx++] = &cfg.tls_listen;
-	if (cfg.admin_listen.len)
-		addrs[nctx++] = &cfg.admin_listen;
-	for (int k = 0; k < nctx; k++) {
-		bool admin = k == nopts.admin_kind;
-		ctxs[k] = (ms_ctx){
-			.h = &ms_net_handlers,
-			.ext_size = ms_net_ext_size(),
-			.name = nopts.kinds[k],
-			/* Both per-address limits key on the peer address (with
-			 * --proxy-protocol the header's source counts instead);
-			 * the admin listener has its own budget and no limits. */
-			.flags = admin ? MS_CTX_KEEP_LISTENING : cfg.proxy_protocol ? 0 : MS_CTX_PEER,
-			.reserve = admin ? cfg.admin_max_conns : 0,
-		};
+	if (cfg.listen.len) {
+		addrs[nctx] = &cfg.listen;
+		ctxs[nctx++] = ms_net_context(&cfg, &nopts);
+	}
+	if (cfg.tls_listen.len) {
+		addrs[nctx] = &cfg.tls_listen;
+		ctxs[nctx++] = ms_net_context(&cfg, &nopts_tls);
+	}
+	if (cfg.admin_listen.len) {
+		addrs[nctx] = &cfg.admin_listen;
+		ctxs[nctx++] = ms_admin_context(&aopts, cfg.admin_max_conns);
 	}
 
 	ms_mbox_hub *hub = ms_mbox_hub_create(cfg.cores, cfg.mailbox_slots);
@@ -455,7 +443,7 @@ int main(int argc, char **argv)
 		ms_info("admin on http://%s%s%s:%u/metrics (server API %s)",
 			a->ss.ss_family == AF_INET6 ? "[" : "", host,
 			a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a),
-			nopts.api_key.n ? "on" : "off");
+			aopts.api_key.n ? "on" : "off");
 	}
 
 	for (;;) {
@@ -510,6 +498,6 @@ stop:
 	for (int k = 0; k < nopts.nsecrets; k++)
 		if (nopts.secrets[k].p != cfg.secret)
 			free((void *)nopts.secrets[k].p);
-	free((void *)nopts.api_key.p);
+	free((void *)aopts.api_key.p);
 	return started == cfg.cores ? 0 : 1;
 }
