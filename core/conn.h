@@ -1,8 +1,8 @@
 /*
  * Connections and their per-worker pool.
  *
- * A connection lives on the worker that accepted it, in a slot of that
- * worker's preallocated pool, addressed by (index, generation).
+ * A connection lives on the worker that accepted or connected it, in a slot
+ * of that worker's preallocated pool, addressed by (index, generation).
  * Reusing a slot bumps the generation, so a late completion or a stale
  * handle is recognised and dropped. The slot is the hot part: what the loop
  * touches per event (88 bytes) followed by the protocol state of its
@@ -37,7 +37,8 @@ enum {
 	MS_CONN_F_XFORM = 1 << 9,    /* output is transformed (encrypted) before sending */
 	MS_CONN_F_HELD = 1 << 10,    /* input paused (worker overloaded): recv cancelled,
 	                              * what came is kept unparsed in spill */
-	MS_CONN_F_OPENING = 1 << 11, /* not yet opened: its peer address being read */
+	MS_CONN_F_OPENING = 1 << 11, /* not yet opened: its peer address being read
+	                              * (accepted) or its connect in progress (outbound) */
 	MS_CONN_F_SHED = 1 << 12,    /* closed at the pending-output cap or as slow (on_shed) */
 	MS_CONN_F_OVER = 1 << 13,    /* on the over-backpressure list */
 	MS_CONN_F_RESUME = 1 << 14,  /* on the resume list (paused input to parse again) */

@@ -103,6 +103,9 @@ static const family families[] = {
 	{ "mezon_admin_evictions_total", "counter",
 	  "idle admin connections closed to make room for a new one (--admin-max-conns)",
 	  ST(admin_evictions), 0 },
+	{ "mezon_connects_total", "counter", "outbound connections attempted", ST(connects), 0 },
+	{ "mezon_connect_failures_total", "counter",
+	  "outbound connects that failed (refused, timed out, unreachable)", ST(connect_failures), 0 },
 };
 
 /* Errors by kind: one family with a kind label. */

@@ -29,6 +29,9 @@
 #ifndef SOCKET_URING_OP_GETSOCKOPT
 #define SOCKET_URING_OP_GETSOCKOPT 2
 #endif
+#ifndef SOCKET_URING_OP_SETSOCKOPT
+#define SOCKET_URING_OP_SETSOCKOPT 3
+#endif
 
 #define MS_RING_BGID 1 /* provided-buffer group of recv */
 

@@ -6,10 +6,11 @@
  * dispatched by op kind from user_data (core/udata.h), then by the
  * connection's context (its handler table). Connection lifetime:
  *
- *   accept (+ peer address) ──► open ──(on_data...)──► close(FLUSH): drain output queue
- *                                                           │ then shutdown(SHUT_WR), read
- *                                                           ▼ to EOF (or 2 s): "linger"
- *                                 close(ABORT) ──► DEAD: cancel ops in flight
+ *   accept (+ peer address) ──┐
+ *                             ├──► open ──(on_data...)──► close(FLUSH): drain output queue
+ *   connect: socket, connect ─┘                             │ then shutdown(SHUT_WR), read
+ *     │ refused / timed out: on_connect_error               ▼ to EOF (or 2 s): "linger"
+ *     └──────────────────────────────► close(ABORT) ──► DEAD: cancel ops in flight
  *                                                           │ inflight == 0
  *                                                           ▼
  *                                      close_direct, on_free, slot freed at iteration end
@@ -28,6 +29,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -79,7 +81,7 @@ typedef struct wctx {
 	bool armed;                /* its accept is in flight */
 	bool v4;                   /* its listener is AF_INET (peer address size) */
 	uint32_t live;             /* its slots in use */
-	uint32_t *rsv, nrsv;       /* reserve > 0: its slots in accept order
+	uint32_t *rsv, nrsv;       /* reserve > 0: its slots in accept/connect order
 	                            * (at most 2 * reserve) */
 } wctx;
 
@@ -206,10 +208,11 @@ static inline bool reserved(const ms_worker *w, const ms_conn *c)
 	return w->ctx[c->kind].def.reserve != 0;
 }
 
-/* A slot holding a connection not yet freed. */
+/* A slot holding a connection not yet freed (an outbound one has no
+ * descriptor until its socket is made). */
 static inline bool slot_live(const ms_conn *c)
 {
-	return !(c->flags & MS_CONN_F_FREED) && c->fidx >= 0;
+	return !(c->flags & MS_CONN_F_FREED) && (c->fidx >= 0 || (c->flags & MS_CONN_F_OPENING));
 }
 
 static struct io_uring_sqe *sqe_get(ms_worker *w)
@@ -733,6 +736,9 @@ static void teardown(ms_worker *w, ms_conn *c)
 		submit_cancel(w, ms_udata(MS_OP_RECV, c->idx, c->gen));
 	if (c->flags & MS_CONN_F_SEND)
 		submit_cancel(w, ms_udata(MS_OP_SEND, c->idx, c->gen));
+	if ((c->flags & MS_CONN_F_OPENING) && c->fidx >= 0 &&
+	    (w->ctx[c->kind].def.flags & MS_CTX_OUTBOUND))
+		submit_cancel(w, ms_udata(MS_OP_CONNECT, c->idx, c->gen));
 	maybe_finish(w, c);
 }
 
@@ -764,7 +770,9 @@ void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
 	if (c->flags & MS_CONN_F_DEAD)
 		return;
 	mark_closing(w, c);
-	if (mode == MS_CLOSE_ABORT) {
+	/* Not open yet (an outbound connect in progress): nothing can be
+	 * flushed, and nothing waits for our FIN. */
+	if (mode == MS_CLOSE_ABORT || (c->flags & MS_CONN_F_OPENING)) {
 		teardown(w, c);
 		return;
 	}
@@ -968,8 +976,9 @@ static void resume_paused(ms_worker *w)
 		ms_conn *c = ms_pool_at(&w->pool, w->resumeq[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_RESUME;
 		c->paused &= (uint8_t)~MS_PAUSE_PROTO;
-		if (c->paused || (c->flags & (MS_CONN_F_CLOSING | MS_CONN_F_FREED | MS_CONN_F_HELD)))
-			continue;
+		if (c->paused || (c->flags & (MS_CONN_F_CLOSING | MS_CONN_F_FREED | MS_CONN_F_HELD |
+					      MS_CONN_F_OPENING)))
+			continue; /* one still connecting reads once it is open */
 		/* Even with nothing kept here: the protocol layer may keep
 		 * decrypted input of its own. */
 		uint8_t none;
@@ -1097,7 +1106,7 @@ static uint32_t public_live(const ms_worker *w)
 /* Over the --max-conns share (connections open or handshaking; closing
  * ones sit in the slack), or overloaded (mailbox backlog, queued output):
  * the protocol layer answers 503 and closes. A context with a reserve is
- * never over: it has its own budget (rsv_admit). */
+ * never over: it has its own budget (rsv_admit, ms_worker_connect). */
 static void open_conn(ms_worker *w, ms_conn *c)
 {
 	bool over = false;
@@ -1256,9 +1265,114 @@ static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 		open_conn(w, c);
 }
 
+/* ---- outbound connections ------------------------------------------------ */
+
+/* Outbound sockets get what accepted ones inherit from their listener:
+ * small requests and replies must not wait for Nagle. */
+static const int one = 1;
+
+/* The connect failed (or timed out) before on_open: tell the protocol
+ * layer, then close; on_free follows at the end of the iteration. */
+static void connect_failed(ms_worker *w, ms_conn *c, int err)
+{
+	w->st.connect_failures++;
+	ms_debug("conn %u: connect failed: %s", c->idx, strerror(-err));
+	if (H(w, c)->on_connect_error)
+		H(w, c)->on_connect_error(w, c, err);
+	teardown(w, c);
+}
+
+int ms_worker_connect(ms_worker *w, int ctx, const struct sockaddr *addr, socklen_t len,
+		      uint32_t timeout_s, ms_conn **out)
+{
+	if (ctx < 0 || ctx >= w->nctx || !(w->ctx[ctx].def.flags & MS_CTX_OUTBOUND) || !addr ||
+	    len > sizeof(w->peer[0]) ||
+	    !((addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) ||
+	      (addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6))))
+		return -EINVAL;
+	if (w->drain_closed)
+		return -ESHUTDOWN; /* the loop ends once the connections are gone */
+	wctx *x = &w->ctx[ctx];
+	if (x->nrsv >= 2 * x->def.reserve || rsv_open(w, x) >= x->def.reserve)
+		return -EAGAIN;
+	ms_conn *c = conn_new(w, ctx, -1);
+	if (!c)
+		return -EAGAIN; /* the pool holds every reserve: not reached */
+	/* The address lives in the peer slot: ms_conn_peer() names it, and
+	 * the connect reads it when it is issued, after the socket is made. */
+	memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
+	memcpy(&w->peer[c->idx], addr, len);
+	c->flags |= MS_CONN_F_OPENING;
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_socket_direct_alloc(sqe, addr->sa_family, SOCK_STREAM, 0, 0);
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_SOCKET, c->idx, c->gen));
+	c->inflight++;
+	if (timeout_s)
+		ms_wheel_set(&w->wheel, &w->pool, c, w->now_s + timeout_s + 1);
+	w->st.connects++;
+	*out = c;
+	return 0;
+}
+
+/* The socket is made: TCP_NODELAY, then the connect. The index is known
+ * only now (allocated in the table like an accept's), so the two follow
+ * the socket's completion rather than being linked to it. The setsockopt
+ * is hard-linked: its failure (a kernel without socket commands) must not
+ * cancel the connect, and its success posts nothing. */
+static void on_socket(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
+{
+	c->inflight--;
+	if (cqe->res >= 0)
+		c->fidx = cqe->res;
+	if (c->flags & MS_CONN_F_DEAD) {
+		maybe_finish(w, c); /* closed meanwhile: the slot's close frees the socket */
+		return;
+	}
+	if (cqe->res < 0) {
+		connect_failed(w, c, cqe->res);
+		return;
+	}
+	struct io_uring_sqe *sqe = sqe_get(w);
+	ms_ring_prep_sockopt(sqe, SOCKET_URING_OP_SETSOCKOPT, c->fidx, IPPROTO_TCP, TCP_NODELAY,
+			     (void *)&one, sizeof(one));
+	sqe->flags |= IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_SETOPT, c->idx, c->gen));
+	const struct sockaddr *sa = (const struct sockaddr *)&w->peer[c->idx];
+	sqe = sqe_get(w);
+	io_uring_prep_connect(sqe, c->fidx, sa, sa->sa_family == AF_INET
+						 ? sizeof(struct sockaddr_in)
+						 : sizeof(struct sockaddr_in6));
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_CONNECT, c->idx, c->gen));
+	c->inflight++;
+}
+
+static void on_connect(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
+{
+	c->inflight--;
+	if (c->flags & MS_CONN_F_DEAD) {
+		maybe_finish(w, c); /* closed, or timed out (reported then) */
+		return;
+	}
+	if (cqe->res < 0) {
+		c->flags &= (uint16_t)~MS_CONN_F_OPENING; /* nothing left to cancel */
+		connect_failed(w, c, cqe->res);
+		return;
+	}
+	c->flags &= (uint16_t)~MS_CONN_F_OPENING;
+	c->last_active = w->now_s;
+	ms_wheel_set(&w->wheel, &w->pool, c, 0); /* the connect timeout is over */
+	open_conn(w, c);
+	if (c->out_head && !(c->flags & MS_CONN_F_DEAD))
+		mark_dirty(w, c); /* queued while connecting */
+	maybe_finish(w, c);
+}
+
 /* Completions about one connection (the rest: accepts, cancels, closes,
- * doorbells). */
-#define CONN_OPS (1u << MS_OP_RECV | 1u << MS_OP_SEND | 1u << MS_OP_SHUTDOWN | 1u << MS_OP_PEER)
+ * doorbells, failed setsockopts). */
+#define CONN_OPS                                                                            \
+	(1u << MS_OP_RECV | 1u << MS_OP_SEND | 1u << MS_OP_SHUTDOWN | 1u << MS_OP_PEER |    \
+	 1u << MS_OP_SOCKET | 1u << MS_OP_CONNECT)
 
 static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 {
@@ -1269,8 +1383,11 @@ static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 			on_accept(w, cqe, ms_udata_idx(u));
 		return;
 	}
-	if (!(op < 32 && (CONN_OPS >> op) & 1))
+	if (!(op < 32 && (CONN_OPS >> op) & 1)) {
+		if (op == MS_OP_SETOPT)
+			ms_debug("conn %u: setsockopt: %s", ms_udata_idx(u), strerror(-cqe->res));
 		return; /* cancel/close failures and doorbells: nothing to do */
+	}
 	uint32_t idx = ms_udata_idx(u);
 	ms_conn *c = idx < w->pool.fresh ? ms_pool_at(&w->pool, idx) : NULL;
 	if (!c || c->gen != ms_udata_gen(u) || (c->flags & MS_CONN_F_FREED)) {
@@ -1289,6 +1406,12 @@ static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 	case MS_OP_PEER:
 		on_peer(w, cqe, c);
 		break;
+	case MS_OP_SOCKET:
+		on_socket(w, cqe, c);
+		break;
+	case MS_OP_CONNECT:
+		on_connect(w, cqe, c);
+		break;
 	default:
 		c->inflight--;
 		maybe_finish(w, c);
@@ -1305,7 +1428,9 @@ static void flush_dirty(ms_worker *w)
 	for (uint32_t i = 0; i < w->ndirty; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->dirty[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_DIRTY;
-		if ((c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SEND)) || !c->out_head)
+		/* Output queued while connecting waits for the connect (on_connect
+		 * lists it again). */
+		if ((c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SEND | MS_CONN_F_OPENING)) || !c->out_head)
 			continue;
 		if (c->flags & MS_CONN_F_XFORM)
 			transform_pending(w, c);
@@ -1322,7 +1447,8 @@ static void rearm_stopped(ms_worker *w)
 	for (uint32_t i = 0; i < w->nrearm; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->rearm[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_REARM;
-		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV | MS_CONN_F_HELD | MS_CONN_F_MUTE)) &&
+		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV | MS_CONN_F_HELD | MS_CONN_F_MUTE |
+				  MS_CONN_F_OPENING)) &&
 		    !c->paused)
 			arm_recv(w, c);
 	}
@@ -1405,7 +1531,8 @@ static void free_closed(ms_worker *w)
 	for (uint32_t i = 0; i < w->nfreeq; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->freeq[i]);
 		wctx *x = &w->ctx[c->kind];
-		close_fidx(w, c->fidx);
+		if (c->fidx >= 0)
+			close_fidx(w, c->fidx); /* an outbound one may have none */
 		outq_release(w, c);
 		w->in_total -= c->spill.cap;
 		ms_spill_free(&c->spill);
@@ -1548,6 +1675,10 @@ static void fire_timer(void *arg, ms_conn *c)
 		return;
 	if (c->flags & MS_CONN_F_CLOSING) {
 		teardown(w, c); /* linger or flush took too long */
+		return;
+	}
+	if ((c->flags & MS_CONN_F_OPENING) && (w->ctx[c->kind].def.flags & MS_CTX_OUTBOUND)) {
+		connect_failed(w, c, -ETIMEDOUT); /* teardown cancels the connect */
 		return;
 	}
 	H(w, c)->on_timeout(w, c);
@@ -1887,10 +2018,11 @@ static void set_start_state(ms_worker *w, int state)
 	pthread_mutex_unlock(&w->lock);
 }
 
-/* Whether context x holds its reserve on this worker: where it listens. */
+/* Whether context x holds its reserve on this worker: an outbound one
+ * always, a listening one where it listens. */
 static bool holds_reserve(const wctx *x)
 {
-	return x->def.reserve && x->listen_fd >= 0;
+	return x->def.reserve && (x->listen_fd >= 0 || (x->def.flags & MS_CTX_OUTBOUND));
 }
 
 static void *thread_main(void *arg)
@@ -1993,7 +2125,8 @@ static void *thread_main(void *arg)
 int ms_worker_ctx_add(ms_worker *w, const ms_ctx *ctx)
 {
 	if (!ctx->h || !ctx->h->on_open || !ctx->h->on_data || !ctx->h->on_eof ||
-	    !ctx->h->on_timeout || ctx->reserve > 1024)
+	    !ctx->h->on_timeout || ctx->reserve > 1024 ||
+	    ((ctx->flags & MS_CTX_OUTBOUND) && !ctx->reserve))
 		return -EINVAL;
 	if (w->nctx == MS_MAX_CTX)
 		return -ENOSPC;
@@ -2010,7 +2143,7 @@ int ms_worker_listen(ms_worker *w, int ctx, int fd)
 	if (ctx < 0 || ctx >= w->nctx || fd < 0)
 		return -EINVAL;
 	wctx *x = &w->ctx[ctx];
-	if (x->listen_fd >= 0)
+	if (x->listen_fd >= 0 || (x->def.flags & MS_CTX_OUTBOUND))
 		return -EINVAL;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -2128,7 +2261,7 @@ void ms_worker_destroy(ms_worker *w)
 	ms_worker_join(w);
 	for (uint32_t i = 0; i < w->pool.fresh; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, i);
-		if (c->fidx >= 0) {
+		if (c->fidx >= 0 || slot_live(c)) {
 			outq_release(w, c);
 			ms_spill_free(&c->spill);
 			if (c->sendctx)

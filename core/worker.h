@@ -91,6 +91,9 @@ typedef struct ms_worker_stats {
 	/* admission */
 	uint64_t handshake_ip_rejects; /* over --max-handshakes-per-ip (503 / TLS: closed) */
 	uint64_t admin_evictions; /* connections of a reserved context (admin) evicted for a new one */
+	/* outbound connections (ms_worker_connect) */
+	uint64_t connects;         /* attempted */
+	uint64_t connect_failures; /* ended in on_connect_error (refused, timed out, ...) */
 } ms_worker_stats;
 
 /* Latency histograms kept per worker (merged on dump, DESIGN §9). */
@@ -114,8 +117,8 @@ extern const char *const ms_hist_names[MS_HIST_COUNT];
  * connection: those are a context's, ms_conn_handlers). Every member may be
  * NULL. All run on the worker thread. */
 typedef struct ms_worker_hooks {
-	/* Before the loop (the pool and ring are ready) / after it. A
-	 * non-zero return fails ms_worker_start. */
+	/* Before the loop (the pool and ring are ready: ms_worker_connect
+	 * works) / after it. A non-zero return fails ms_worker_start. */
 	int (*on_start)(ms_worker *w);
 	void (*on_stop)(ms_worker *w);
 	/* A mailbox message from worker `from` (possibly this one). */
@@ -125,15 +128,16 @@ typedef struct ms_worker_hooks {
 	void (*on_flush)(ms_worker *w);
 } ms_worker_hooks;
 
-/* One kind of socket's callbacks (a listener's): the handler table of a
- * context (ms_ctx). A connection's context is fixed
+/* One kind of socket's callbacks (a listener's, or an outbound protocol's):
+ * the handler table of a context (ms_ctx). A connection's context is fixed
  * when it is accepted or connected, and core dispatches its events through
  * that context's table (one array index). Every callback runs on the
  * worker thread that owns the connection. */
 typedef struct ms_conn_handlers {
-	/* The connection is ready: over_cap says the worker is at its
-	 * --max-conns share or overloaded (contexts without a reserve only);
-	 * answer (503) and close. */
+	/* The connection is ready. Accepted: over_cap says the worker is at
+	 * its --max-conns share or overloaded (contexts without a reserve
+	 * only); answer (503) and close. Outbound: the connect succeeded
+	 * (over_cap is false); output queued before it goes out now. */
 	void (*on_open)(ms_worker *w, ms_conn *c, bool over_cap);
 	/* Input buf[0..len) (earlier unconsumed input first). Returns the
 	 * bytes consumed; the rest is kept and offered again with the next
@@ -145,14 +149,22 @@ typedef struct ms_conn_handlers {
 	 * handler is still answering; it closes the connection itself (its
 	 * deadline still runs). */
 	bool (*on_eof)(ms_worker *w, ms_conn *c, int err);
-	/* The deadline set with ms_conn_timeout() passed. */
+	/* The deadline set with ms_conn_timeout() passed (never before
+	 * on_open: an outbound connect's deadline is its connect timeout). */
 	void (*on_timeout)(ms_worker *w, ms_conn *c);
 	/* The slot is being freed: release what the protocol layer holds.
-	 * May be NULL. */
+	 * Follows every connection that was accepted or connected, opened or
+	 * not. May be NULL. */
 	void (*on_free)(ms_worker *w, ms_conn *c);
+	/* Outbound only: the connect failed before on_open: -ECONNREFUSED,
+	 * -ETIMEDOUT (its connect timeout passed), -ENETUNREACH, ... (a socket
+	 * that could not be made: that -errno). c is closing; on_free follows.
+	 * Not called for a connection the protocol layer closed itself while
+	 * it was connecting. May be NULL. */
+	void (*on_connect_error)(ms_worker *w, ms_conn *c, int err);
 	/* Graceful shutdown reached the point where connections close: called
-	 * once for each of the context's connections not already closing.
-	 * NULL: core closes each (MS_CLOSE_FLUSH). */
+	 * once for each of the context's connections not already closing
+	 * (connecting ones included). NULL: core closes each (MS_CLOSE_FLUSH). */
 	void (*on_drain)(ms_worker *w, ms_conn *c);
 	/* For connections marked with ms_conn_set_transform(): turn plaintext
 	 * p[0..n) (at most MS_XFORM_CHUNK bytes, everything queued since the
@@ -188,13 +200,16 @@ enum {
 	 * IORING_OP_URING_CMD getsockopt(SO_PEERNAME)): for per-address
 	 * limits; ms_conn_peer() is NULL otherwise. */
 	MS_CTX_PEER = 1 << 1,
+	/* Its connections are made with ms_worker_connect(); it has no
+	 * listener. Its reserve is held on every worker. */
+	MS_CTX_OUTBOUND = 1 << 2,
 };
 
 /* A socket context (uSockets' term): a handler table, the bytes of
  * protocol state each of its connections keeps inline (ms_conn_ext()), and
  * how core admits them. The plain and the TLS public listener are two
  * contexts with the same handlers and different args; the admin listener
- * is a context of its own. */
+ * and each outbound protocol are contexts of their own. */
 typedef struct ms_ctx {
 	const ms_conn_handlers *h; /* borrowed; outlives the worker */
 	size_t ext_size;           /* inline state per connection (zeroed at accept/connect) */
@@ -207,7 +222,9 @@ typedef struct ms_ctx {
 	 * room in the pool and the descriptor table for as many again while
 	 * they close. A listening context's accepts then go one at a time;
 	 * with n open, a new one makes the oldest that on_evict lets go close,
-	 * and with all 2n held, new connections wait in the listen backlog. */
+	 * and with all 2n held, new connections wait in the listen backlog.
+	 * An outbound context must have one: ms_worker_connect() refuses past
+	 * n open or 2n held. */
 	uint32_t reserve;
 } ms_ctx;
 
@@ -218,14 +235,14 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 			    const ms_worker_hooks *hooks, void *app, ms_mbox_hub *hub);
 /* Add a context (copied; what it points to is borrowed). Returns its
  * index, the `kind` of its connections (0, 1, ... in the order added), or
- * -EINVAL (no handlers, a reserve over 1024) or -ENOSPC (MS_MAX_CTX
- * reached). Every worker of a process should
+ * -EINVAL (no handlers, a reserve over 1024, an outbound context without
+ * one) or -ENOSPC (MS_MAX_CTX reached). Every worker of a process should
  * get the same contexts in the same order, so an index means the same
  * context everywhere (metrics). Before ms_worker_start. */
 int ms_worker_ctx_add(ms_worker *w, const ms_ctx *ctx);
 /* Accept the connections of SO_REUSEPORT listener fd into context ctx
  * (one listener per context; fd passes to the worker, which closes it).
- * Returns 0 or -EINVAL (no such context, already listening).
+ * Returns 0 or -EINVAL (no such context, outbound, already listening).
  * Before ms_worker_start. */
 int ms_worker_listen(ms_worker *w, int ctx, int fd);
 
@@ -254,6 +271,24 @@ const char *ms_worker_ctx_name(const ms_worker *w, int ctx);
 /* The arg of c's context (ms_ctx.arg): its handlers' configuration. */
 void *ms_conn_ctx_arg(const ms_worker *w, const ms_conn *c);
 
+/* Open an outbound connection of context ctx (MS_CTX_OUTBOUND) to addr
+ * (AF_INET or AF_INET6), on this worker's ring: a socket made as a direct
+ * descriptor in the same table as accepted ones (IORING_OP_SOCKET), with
+ * TCP_NODELAY, then IORING_OP_CONNECT; the connection gets a slot and a
+ * handle like an accepted one, and the same receive, send, close and
+ * timer paths. On success *out is the connection, not yet open: its ext
+ * is zeroed for the caller to fill, output may be queued (it is sent once
+ * connected), and exactly one of on_open (connected) or on_connect_error
+ * (-errno; -ETIMEDOUT once timeout_s seconds passed, at the timer wheel's
+ * whole-second ticks, so up to one second later; 0: no timeout) follows, unless
+ * the caller closes it first; on_free follows in every case. Outbound
+ * connections never count against --max-conns or its admission, nor are
+ * they refused while overloaded. Returns 0, or -EINVAL (not an outbound
+ * context, a bad address), -EAGAIN (the context's reserve is in use),
+ * -ESHUTDOWN (the worker is closing its connections). Worker thread only
+ * (e.g. from on_start or any handler). */
+int ms_worker_connect(ms_worker *w, int ctx, const struct sockaddr *addr, socklen_t len,
+		      uint32_t timeout_s, ms_conn **out);
 
 
 /* A worker's figures at one moment (metrics, histogram dumps). */
@@ -377,7 +412,8 @@ static inline uint32_t ms_conn_pending(const ms_conn *c)
 }
 
 enum ms_close_mode {
-	MS_CLOSE_FLUSH, /* send what is queued, FIN, read to EOF (2 s), close */
+	MS_CLOSE_FLUSH, /* send what is queued, FIN, read to EOF (2 s), close;
+	                 * not open yet (connecting): as ABORT */
 	MS_CLOSE_ABORT, /* drop queued output and close now */
 };
 /* Close c. No more on_data after this call; on_free follows once every
@@ -385,12 +421,14 @@ enum ms_close_mode {
 void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode);
 bool ms_conn_closing(const ms_conn *c);
 
-/* Fire on_timeout after `seconds` (0 cancels). One deadline per connection. */
+/* Fire on_timeout after `seconds` (0 cancels). One deadline per connection
+ * (while an outbound one connects, it is the connect timeout). */
 void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds);
 
 /* c's peer address (AF_INET or AF_INET6), or NULL when unknown: the worker
  * reads it (one IORING_OP_URING_CMD getsockopt(SO_PEERNAME) before on_open)
- * in contexts with MS_CTX_PEER. */
+ * in contexts with MS_CTX_PEER; an outbound connection's is the address it
+ * connects to. */
 const struct sockaddr *ms_conn_peer(ms_worker *w, ms_conn *c);
 /* Replace it (the source address of a PROXY protocol header). */
 void ms_conn_set_peer(ms_worker *w, ms_conn *c, const struct sockaddr *sa, socklen_t len);
