@@ -1,12 +1,13 @@
 /*
  * Connections and their per-worker pool.
  *
- * A connection lives on the worker that accepted it, in a slot of that
- * worker's preallocated pool, addressed by (index, generation). Reusing a
- * slot bumps the generation, so a late completion or a stale handle is
- * recognised and dropped. The slot is the hot part: what the loop touches per
- * event (88 bytes) followed by `ext_size` bytes the protocol layer owns
- * (ms_conn_ext()); everything larger hangs off pointers allocated only while
+ * A connection lives on the worker that accepted or connected it, in a slot
+ * of that worker's preallocated pool, addressed by (index, generation).
+ * Reusing a slot bumps the generation, so a late completion or a stale
+ * handle is recognised and dropped. The slot is the hot part: what the loop
+ * touches per event (88 bytes) followed by the protocol state of its
+ * context (ms_conn_ext(); slots are sized for the largest context's
+ * ext_size); everything larger hangs off pointers allocated only while
  * used (spilled input, queued output), so an idle connection costs one slot.
  *
  * Only the owning worker's thread touches a connection. Fields marked
@@ -36,7 +37,8 @@ enum {
 	MS_CONN_F_XFORM = 1 << 9,    /* output is transformed (encrypted) before sending */
 	MS_CONN_F_HELD = 1 << 10,    /* input paused (worker overloaded): recv cancelled,
 	                              * what came is kept unparsed in spill */
-	MS_CONN_F_PEER = 1 << 11,    /* peer address being read; not yet opened */
+	MS_CONN_F_OPENING = 1 << 11, /* not yet opened: its peer address being read
+	                              * (accepted) or its connect in progress (outbound) */
 	MS_CONN_F_SHED = 1 << 12,    /* closed at the pending-output cap or as slow (on_shed) */
 	MS_CONN_F_OVER = 1 << 13,    /* on the over-backpressure list */
 	MS_CONN_F_RESUME = 1 << 14,  /* on the resume list (paused input to parse again) */
@@ -63,7 +65,7 @@ typedef struct ms_conn {
 	uint32_t deadline;     /* core: worker second of the timeout, 0 = none */
 	uint32_t last_active;  /* core: worker second of the last input */
 	uint32_t out_bytes;    /* core: queued output not yet sent */
-	uint8_t kind;          /* core: index of the listener that accepted it */
+	uint8_t kind;          /* core: index of its context (ms_ctx): its handlers */
 	uint8_t send_nodes;    /* core: queue nodes the send in flight covers */
 	uint8_t paused;        /* core: MS_PAUSE_* reasons input waits */
 	uint8_t _pad;

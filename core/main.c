@@ -24,6 +24,7 @@
 #include "core/numa.h"
 #include "core/worker.h"
 #include "core/metrics.h"
+#include "net/admin.h"
 #include "net/limits.h"
 #include "net/server.h"
 #include "shard/chat.h"
@@ -83,9 +84,9 @@ static int read_secret(const char *path, ms_str *out)
 	return n ? 0 : -EINVAL;
 }
 
-/* The HS256 secrets and the API key into o, then ms_config_check on them.
- * Returns 0, or -EINVAL after one line on stderr. */
-static int load_secrets(const ms_config *cfg, ms_net_opts *o)
+/* The HS256 secrets into o and the API key into *api_key, then
+ * ms_config_check on them. Returns 0, or -EINVAL after one line on stderr. */
+static int load_secrets(const ms_config *cfg, ms_net_opts *o, ms_str *api_key)
 {
 	ms_config_secret jwt[2], api;
 	char from[3][280];
@@ -108,13 +109,13 @@ static int load_secrets(const ms_config *cfg, ms_net_opts *o)
 	for (int k = 0; k < o->nsecrets; k++)
 		jwt[k] = (ms_config_secret){ o->secrets[k].p, o->secrets[k].n, from[k] };
 	if (cfg->api_key_file[0]) {
-		if ((ret = read_secret(cfg->api_key_file, &o->api_key)) != 0) {
+		if ((ret = read_secret(cfg->api_key_file, api_key)) != 0) {
 			fprintf(stderr, "mezon-sock: --api-key-file %s: %s\n", cfg->api_key_file,
 				ret == -EINVAL ? "empty or larger than 4096 bytes" : strerror(-ret));
 			return -EINVAL;
 		}
 		snprintf(from[2], sizeof(from[2]), "--api-key-file %s", cfg->api_key_file);
-		api = (ms_config_secret){ o->api_key.p, o->api_key.n, from[2] };
+		api = (ms_config_secret){ api_key->p, api_key->n, from[2] };
 	}
 	return ms_config_check(cfg, jwt, o->nsecrets, cfg->api_key_file[0] ? &api : NULL);
 }
@@ -234,12 +235,20 @@ static void dump_at_exit(const ms_config *cfg, ms_worker **w, uint32_t n)
  * and released in reverse. Only the main thread writes them, before the
  * workers start and after they end; meanwhile the workers read cfg. */
 static ms_config cfg;
-static ms_net_opts nopts;    /* net/'s options: secrets, listener kinds, limits */
+static ms_net_opts nopts;    /* the plain listener's options: secrets, hooks, limits */
+static ms_net_opts nopts_tls; /* the TLS listener's: the same with TLS on */
+static ms_admin_opts aopts;  /* the admin listener's: the API key and the chat's API */
 static ms_numa_plan plan;    /* each worker's CPU */
 static ms_tls_ctx *tls;      /* with --tls-listen */
 static ms_mbox_hub *hub;
 static ms_chat *chat;
-static ms_handlers handlers;
+static const ms_worker_hooks hooks = {
+	.on_msg = ms_chat_on_msg,
+	.on_flush = ms_chat_on_flush,
+};
+static ms_ctx ctxs[3];        /* one per listener, in this order: plain, TLS, admin */
+static ms_addr *addrs[3];
+static int nctx;
 static ms_chat_worker *cws[MS_MAX_WORKERS];
 static ms_worker *workers[MS_MAX_WORKERS];
 static uint32_t started;     /* workers[0..started) are running */
@@ -294,19 +303,12 @@ static int make_tls(void)
 	return 0;
 }
 
-/* net/'s options (the secrets are in already): the chat hooks, which
- * listener is which, and the process-wide admission tables. */
+/* The listeners' options (the secrets are in already): the chat hooks,
+ * the chat's server API, and the process-wide admission tables. */
 static void configure_net(void)
 {
 	nopts.chat = &ms_chat_hooks_impl;
-	nopts.tls = tls;
-	/* listener order: plain, TLS, admin */
-	nopts.tls_kind = cfg.tls_listen.len ? (cfg.listen.len ? 1 : 0) : -1;
-	int npublic = (cfg.listen.len ? 1 : 0) + (cfg.tls_listen.len ? 1 : 0);
-	nopts.admin_kind = cfg.admin_listen.len ? npublic : -1;
-	for (int k = 0; k < MS_MAX_LISTENERS; k++)
-		nopts.kinds[k] = k == nopts.tls_kind ? "tls" : k == nopts.admin_kind ? "admin" :
-				 k < npublic ? "plain" : NULL;
+	aopts.api = &ms_chat_admin_api;
 	/* Process-wide tables, not per worker, so a limit is exact however
 	 * the kernel spreads one address's connections over the workers. */
 	if (cfg.max_conns_per_ip)
@@ -317,12 +319,14 @@ static void configure_net(void)
 	nopts.per_handshake = ms_climit_create(handshakes);
 	ms_info("at most %u connections per source address may be handshaking at once "
 		"(--max-handshakes-per-ip)", handshakes);
-	ms_net_configure(&nopts);
+	nopts_tls = nopts;
+	nopts_tls.tls = tls; /* the TLS listener: the same handlers with TLS on */
 }
 
-/* Everything the workers share: TLS, net/'s options, the mailboxes, the
- * chat state and the handler table. Returns 0, or -1 after one line on
- * stderr. */
+/* Everything the workers share: TLS, net/'s options, one context per
+ * listener (the same on every worker: metrics count by context index:
+ * plain, TLS, admin), the mailboxes and the chat state. Returns 0, or -1
+ * after one line on stderr. */
 static int build_contexts(void)
 {
 	/* With --numa-node the main thread's allocations (hub, chat tables,
@@ -333,11 +337,20 @@ static int build_contexts(void)
 	if (make_tls() != 0)
 		return -1;
 	configure_net();
+	if (cfg.listen.len) {
+		addrs[nctx] = &cfg.listen;
+		ctxs[nctx++] = ms_net_context(&cfg, &nopts);
+	}
+	if (cfg.tls_listen.len) {
+		addrs[nctx] = &cfg.tls_listen;
+		ctxs[nctx++] = ms_net_context(&cfg, &nopts_tls);
+	}
+	if (cfg.admin_listen.len) {
+		addrs[nctx] = &cfg.admin_listen;
+		ctxs[nctx++] = ms_admin_context(&aopts, cfg.admin_max_conns);
+	}
 	hub = ms_mbox_hub_create(cfg.cores, cfg.mailbox_slots);
 	chat = ms_chat_create(&cfg, cfg.cores);
-	handlers = ms_net_handlers;
-	handlers.on_msg = ms_chat_on_msg;
-	handlers.on_flush = ms_chat_on_flush;
 	return 0;
 }
 
@@ -357,31 +370,29 @@ static int start_workers(void)
 
 	for (uint32_t i = 0; i < cfg.cores; i++) {
 		int fds[3], nfd = 0;
-		ms_addr *addrs[3];
-		int na = 0;
-		if (cfg.listen.len)
-			addrs[na++] = &cfg.listen;
-		if (cfg.tls_listen.len)
-			addrs[na++] = &cfg.tls_listen;
-		if (cfg.admin_listen.len && i == 0)
-			addrs[na++] = &cfg.admin_listen; /* worker 0 alone serves the admin listener */
-		for (int k = 0; k < na; k++) {
+		for (int k = 0; k < nctx; k++) {
+			if (addrs[k] == &cfg.admin_listen && i != 0) {
+				fds[nfd++] = -1; /* worker 0 alone serves the admin listener */
+				continue;
+			}
 			int fd = make_listener(&cfg, addrs[k]);
 			if (fd < 0) {
 				ms_err("listen %s: %s", addrs[k]->text, strerror(-fd));
 				while (nfd)
-					close(fds[--nfd]);
+					if (fds[--nfd] >= 0)
+						close(fds[nfd]);
 				return -1;
 			}
 			fds[nfd++] = fd;
 		}
 		int cpu = plan.cpu[i];
 		cws[i] = ms_chat_worker_create(chat, i);
-		workers[i] = ms_worker_create(&cfg, i, cpu, fds, nfd, &handlers,
-					      ms_net_ext_size(), cws[i], hub);
-		if (workers[i] && i == 0 && nopts.admin_kind >= 0) {
-			ms_worker_keep_listening(workers[i], nopts.admin_kind);
-			ms_worker_reserve(workers[i], nopts.admin_kind, cfg.admin_max_conns);
+		workers[i] = ms_worker_create(&cfg, i, cpu, &hooks, cws[i], hub);
+		for (int k = 0; k < nctx; k++) {
+			if (workers[i] && ms_worker_ctx_add(workers[i], &ctxs[k]) == k && fds[k] >= 0)
+				ms_worker_listen(workers[i], k, fds[k]);
+			else if (fds[k] >= 0)
+				close(fds[k]);
 		}
 		if (!workers[i] || (ret = ms_worker_start(workers[i])) != 0) {
 			ms_err("worker %u failed to start: %s", i, strerror(workers[i] ? -ret : ENOMEM));
@@ -407,7 +418,7 @@ static void announce_listeners(void)
 	}
 	if (cfg.admin_listen.len)
 		ms_info("admin on http://%s/metrics (server API %s)",
-			ms_addr_format(&cfg.admin_listen, at), nopts.api_key.n ? "on" : "off");
+			ms_addr_format(&cfg.admin_listen, at), aopts.api_key.n ? "on" : "off");
 }
 
 /* Until SIGTERM or SIGINT: SIGUSR1 dumps the histograms, and once a
@@ -474,7 +485,7 @@ static void report_and_release(void)
 	for (int k = 0; k < nopts.nsecrets; k++)
 		if (nopts.secrets[k].p != cfg.secret)
 			free((void *)nopts.secrets[k].p);
-	free((void *)nopts.api_key.p);
+	free((void *)aopts.api_key.p);
 }
 
 int main(int argc, char **argv)
@@ -484,7 +495,7 @@ int main(int argc, char **argv)
 		return ret > 0 ? 0 : 2;
 	/* Flags, secrets and CPUs are judged before anything is logged, so
 	 * a refusal is the one line on stderr. */
-	if (ms_config_check_flags(&cfg) != 0 || load_secrets(&cfg, &nopts) != 0 ||
+	if (ms_config_check_flags(&cfg) != 0 || load_secrets(&cfg, &nopts, &aopts.api_key) != 0 ||
 	    cpu_plan(&cfg, &plan) != 0)
 		return 2;
 	announce_config();

@@ -103,6 +103,9 @@ static const family families[] = {
 	{ "mezon_admin_evictions_total", "counter",
 	  "idle admin connections closed to make room for a new one (--admin-max-conns)",
 	  ST(admin_evictions), 0 },
+	{ "mezon_connects_total", "counter", "outbound connections attempted", ST(connects), 0 },
+	{ "mezon_connect_failures_total", "counter",
+	  "outbound connects that failed (refused, timed out, unreachable)", ST(connect_failures), 0 },
 };
 
 /* Errors by kind: one family with a kind label. */
@@ -153,7 +156,7 @@ static uint64_t field(const ms_worker_snap *s, size_t off, int is32)
 }
 
 char *ms_metrics_text(const ms_worker_snap *snaps, uint32_t n,
-		      const char *const kinds[MS_MAX_LISTENERS], size_t *len)
+		      const char *const kinds[MS_MAX_CTX], size_t *len)
 {
 	buf b = { malloc(16384), 0, 16384 };
 	if (!b.p)
@@ -168,7 +171,7 @@ char *ms_metrics_text(const ms_worker_snap *snaps, uint32_t n,
 	put(&b, "# HELP mezon_connections open connections by transport\n"
 		"# TYPE mezon_connections gauge\n");
 	for (uint32_t i = 0; i < n; i++)
-		for (int l = 0; l < MS_MAX_LISTENERS; l++)
+		for (int l = 0; l < MS_MAX_CTX; l++)
 			if (kinds[l])
 				put(&b, "mezon_connections{worker=\"%u\",transport=\"%s\"} %u\n",
 				    snaps[i].id, kinds[l], snaps[i].live_kind[l]);

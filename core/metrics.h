@@ -11,11 +11,11 @@
 
 #include "core/worker.h"
 
-/* Format snaps[0..n) (snaps[i] is worker i). kinds[l] names listener l's
+/* Format snaps[0..n) (snaps[i] is worker i). kinds[k] names context k's
  * transport ("plain", "tls", "admin"; NULL: not counted). Returns a
  * malloc'd NUL-terminated text (caller frees) and its length in *len. */
 char *ms_metrics_text(const ms_worker_snap *snaps, uint32_t n,
-		      const char *const kinds[MS_MAX_LISTENERS], size_t *len);
+		      const char *const kinds[MS_MAX_CTX], size_t *len);
 
 /* Merge snaps[0..n)'s histograms over the workers; log one summary line
  * per histogram ("why": dump, exit) and, with dir, write each in

@@ -25,7 +25,32 @@
 #define IORING_SETUP_DEFER_TASKRUN (1U << 13)
 #endif
 
+/* Socket commands of IORING_OP_URING_CMD (linux 6.7). */
+#ifndef SOCKET_URING_OP_GETSOCKOPT
+#define SOCKET_URING_OP_GETSOCKOPT 2
+#endif
+#ifndef SOCKET_URING_OP_SETSOCKOPT
+#define SOCKET_URING_OP_SETSOCKOPT 3
+#endif
+
 #define MS_RING_BGID 1 /* provided-buffer group of recv */
+
+/* getsockopt/setsockopt (op: SOCKET_URING_OP_*) on direct descriptor fidx:
+ * a direct descriptor has no fd for the system calls. The sqe fields of
+ * these commands (level, optname, optlen, optval) are not in liburing
+ * 2.3's struct: they overlay addr, file_index and addr3. optval must stay
+ * valid until the completion. getsockopt takes SOL_SOCKET options only. */
+static inline void ms_ring_prep_sockopt(struct io_uring_sqe *sqe, unsigned op, int fidx,
+					int level, int optname, void *optval,
+					unsigned optlen)
+{
+	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, fidx, NULL, 0, 0);
+	sqe->cmd_op = op;
+	sqe->addr = (uint64_t)(uint32_t)level | (uint64_t)(uint32_t)optname << 32;
+	sqe->file_index = optlen;
+	sqe->addr3 = (uint64_t)(uintptr_t)optval;
+	sqe->flags |= IOSQE_FIXED_FILE;
+}
 
 typedef struct ms_ring_opts {
 	unsigned sq_entries;

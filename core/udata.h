@@ -11,7 +11,7 @@
 
 enum ms_op {
 	MS_OP_NONE = 0,
-	MS_OP_ACCEPT,   /* index = listener */
+	MS_OP_ACCEPT,   /* index = context of the listener */
 	MS_OP_RECV,
 	MS_OP_SEND,
 	MS_OP_SHUTDOWN,
@@ -19,6 +19,9 @@ enum ms_op {
 	MS_OP_CLOSE,
 	MS_OP_WAKE,     /* MSG_RING doorbell */
 	MS_OP_PEER,     /* getsockopt(SO_PEERNAME) of a new connection */
+	MS_OP_SOCKET,   /* outbound: the socket made (direct descriptor) */
+	MS_OP_CONNECT,  /* outbound: its connect */
+	MS_OP_SETOPT,   /* setsockopt on a connection; completions only report failures */
 };
 
 #define MS_UDATA_IDX_MAX 0xffffffu

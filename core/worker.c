@@ -3,15 +3,17 @@
  *
  * Everything a worker owns is touched by its thread only; other threads
  * reach it through the stop flag and a MSG_RING doorbell. Completions are
- * dispatched by op kind from user_data (core/udata.h). Connection lifetime:
+ * dispatched by op kind from user_data (core/udata.h), then by the
+ * connection's context (its handler table). Connection lifetime:
  *
- *   accept ──► open ──(on_data...)──► close(FLUSH): drain output queue
- *                                       │ then shutdown(SHUT_WR), read to EOF
- *                                       ▼ (or 2 s), i.e. "linger"
- *                     close(ABORT) ──► DEAD: cancel recv/send in flight
- *                                       │ inflight == 0
- *                                       ▼
- *                         close_direct, on_free, slot freed at iteration end
+ *   accept (+ peer address) ──┐
+ *                             ├──► open ──(on_data...)──► close(FLUSH): drain output queue
+ *   connect: socket, connect ─┘                             │ then shutdown(SHUT_WR), read
+ *     │ refused / timed out: on_connect_error               ▼ to EOF (or 2 s): "linger"
+ *     └──────────────────────────────► close(ABORT) ──► DEAD: cancel ops in flight
+ *                                                           │ inflight == 0
+ *                                                           ▼
+ *                                      close_direct, on_free, slot freed at iteration end
  *
  * Output: a connection's queue is a list of (packet, range) nodes. Small
  * writes append to a private tail buffer, so everything a connection got in
@@ -27,6 +29,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -61,9 +64,6 @@
  * already closing keep the total up. */
 #define SHED_MAX 64
 #define SHED_SCAN_MS 10
-#ifndef SOCKET_URING_OP_GETSOCKOPT
-#define SOCKET_URING_OP_GETSOCKOPT 2 /* linux 6.7; liburing 2.3 lacks it */
-#endif
 
 struct ms_outq_node {
 	ms_outq_node *next;
@@ -74,6 +74,18 @@ struct ms_outq_node {
 	uint32_t stamp; /* oldest publish in it not yet timed (ms_pkt_stamp), 0 = none */
 };
 
+/* A context on this worker: its definition and what core keeps for it. */
+typedef struct wctx {
+	const ms_conn_handlers *h; /* first: what dispatch reads per event */
+	ms_ctx def;
+	int listen_fd;             /* -1: none, or closed by the drain */
+	bool armed;                /* its accept is in flight */
+	bool v4;                   /* its listener is AF_INET (peer address size) */
+	uint32_t live;             /* its slots in use */
+	uint32_t *rsv, nrsv;       /* reserve > 0: its slots in accept/connect order
+	                            * (at most 2 * reserve) */
+} wctx;
+
 typedef struct sendctx {
 	struct sendctx *next;
 	struct msghdr msg;
@@ -82,13 +94,12 @@ typedef struct sendctx {
 
 struct ms_worker {
 	const ms_config *cfg;
-	const ms_handlers *h;
+	wctx ctx[MS_MAX_CTX]; /* by c->kind */
+	int nctx;
+	const ms_worker_hooks *hooks;
 	void *app;
 	uint32_t id;
 	int cpu;
-	int listen_fd[MS_MAX_LISTENERS];
-	int nlisten;
-	size_t ext_size;
 	pthread_t thread;
 
 	ms_ring ring;
@@ -99,6 +110,7 @@ struct ms_worker {
 	uint32_t cap;       /* connections served; above it: 503 */
 	uint32_t live;      /* allocated slots */
 	uint32_t nclosing;  /* public connections closing, not yet freed */
+	uint32_t nreserved; /* slots held by contexts with a reserve (not public) */
 
 	uint32_t *dirty, ndirty;
 	uint32_t *rearm, nrearm;
@@ -110,7 +122,6 @@ struct ms_worker {
 	ms_outq_node *free_nodes;
 	sendctx *free_ctx;
 
-	bool accept_armed[MS_MAX_LISTENERS];
 	bool accept_parked; /* no slot or table entry: re-arm when one frees */
 	uint32_t accept_retry_at; /* after an unexpected accept error: back off */
 	uint8_t *xform_buf;  /* MS_XFORM_CHUNK bytes: gathered plaintext */
@@ -125,9 +136,7 @@ struct ms_worker {
 	uint32_t drain_round, drain_seen;
 	bool drain_arrived, drain_closed, drain_left, kick;
 	uint32_t next_trim;         /* idle: second of the next trim (0: at once) */
-	uint32_t keep_listen;       /* listeners that stay open while draining (bits) */
 	struct collect *collects;   /* snapshot rounds this worker started, unanswered */
-	uint32_t live_kind[MS_MAX_LISTENERS];
 
 	uint64_t start_ns;
 	uint64_t now_ns;
@@ -138,8 +147,7 @@ struct ms_worker {
 	ms_hist hist[MS_HIST_COUNT]; /* latency histograms, this worker's samples */
 	/* admission limits and overload */
 	struct sockaddr_in6 *peer; /* per slot; sin6_family 0 = unknown */
-	bool need_peer;            /* read each new connection's address */
-	bool listen_v4[MS_MAX_LISTENERS];
+	bool no_peer;              /* this kernel cannot read peer addresses (MS_CTX_PEER) */
 	bool input_paused;         /* mailbox high-water: input is held */
 	uint64_t out_total;        /* queued output bytes, all connections */
 	uint64_t in_total;         /* kept unparsed input bytes (core's and the protocol's) */
@@ -151,10 +159,6 @@ struct ms_worker {
 	bool over_hard;            /* a listed connection passed the hard cap */
 	uint64_t pending_share;    /* this worker's --max-pending-total */
 	uint64_t shed_scan_ns;     /* no shed scan before this */
-	/* The reserved (admin) listener's own budget (ms_worker_reserve). */
-	int rsv_kind;              /* its listener index, -1: none */
-	uint32_t rsv_max;          /* its open connections before one is evicted */
-	uint32_t *rsv, nrsv;       /* its slots in accept order (at most 2 * rsv_max) */
 	uint32_t table_max;        /* descriptor table entries allowed (RLIMIT_NOFILE) */
 
 	pthread_mutex_t lock; /* start handshake only */
@@ -193,6 +197,26 @@ static void *slot_array(ms_worker *w, size_t elem)
 	return p;
 }
 
+/* c's handler table: one array index on the per-event path. */
+static inline const ms_conn_handlers *H(const ms_worker *w, const ms_conn *c)
+{
+	return w->ctx[c->kind].h;
+}
+
+/* Whether c's context has a reserve (admin, outbound): outside the
+ * --max-conns share, its admission and its closing count. */
+static inline bool reserved(const ms_worker *w, const ms_conn *c)
+{
+	return w->ctx[c->kind].def.reserve != 0;
+}
+
+/* A slot holding a connection not yet freed (an outbound one has no
+ * descriptor until its socket is made). */
+static inline bool slot_live(const ms_conn *c)
+{
+	return !(c->flags & MS_CONN_F_FREED) && (c->fidx >= 0 || (c->flags & MS_CONN_F_OPENING));
+}
+
 static struct io_uring_sqe *sqe_get(ms_worker *w)
 {
 	struct io_uring_sqe *sqe = ms_ring_sqe(&w->ring, &w->st.enters);
@@ -212,6 +236,14 @@ const ms_config *ms_worker_config(const ms_worker *w) { return w->cfg; }
 ms_worker_stats *ms_worker_stats_of(ms_worker *w) { return &w->st; }
 bool ms_worker_draining(const ms_worker *w) { return w->draining; }
 uint32_t ms_worker_now(const ms_worker *w) { return w->now_s; }
+const char *ms_worker_ctx_name(const ms_worker *w, int ctx)
+{
+	return ctx >= 0 && ctx < w->nctx ? w->ctx[ctx].def.name : NULL;
+}
+void *ms_conn_ctx_arg(const ms_worker *w, const ms_conn *c)
+{
+	return w->ctx[c->kind].def.arg;
+}
 uint32_t ms_worker_now_ms(const ms_worker *w)
 {
 	return (uint32_t)((w->now_ns - w->start_ns) / 1000000u);
@@ -280,7 +312,7 @@ void ms_worker_foreach(ms_worker *w, void (*fn)(ms_worker *, ms_conn *, void *),
 {
 	for (uint32_t i = 0; i < w->pool.fresh; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, i);
-		if (c->fidx >= 0 && !(c->flags & MS_CONN_F_FREED))
+		if (slot_live(c))
 			fn(w, c, arg);
 	}
 }
@@ -512,7 +544,7 @@ static void transform_pending(ms_worker *w, ms_conn *c)
 				n = next;
 			}
 		}
-		w->h->on_transform(w, c, w->xform_buf, len);
+		H(w, c)->on_transform(w, c, w->xform_buf, len);
 	}
 	c->flags |= MS_CONN_F_XFORM;
 }
@@ -571,22 +603,23 @@ static void arm_recv(ms_worker *w, ms_conn *c)
 	c->inflight++;
 }
 
-/* The reserved (admin) listener accepts one connection per arming: a
- * multishot accept would post its whole backlog at once (330 idle
- * connections in one batch), more than its budget can take before the
+/* A listening context with a reserve (admin) accepts one connection per
+ * arming: a multishot accept would post its whole backlog at once (330
+ * idle connections in one batch), more than its budget can take before the
  * connections it evicts are freed. One at a time, the rest wait in the
  * kernel's backlog until a slot is free, and none is dropped; an SQE per
  * admin connection costs nothing at its rates. */
 static void arm_accept(ms_worker *w, int l)
 {
+	wctx *x = &w->ctx[l];
 	struct io_uring_sqe *sqe = sqe_get(w);
-	if (l == w->rsv_kind)
-		io_uring_prep_accept_direct(sqe, w->listen_fd[l], NULL, NULL, 0,
+	if (x->def.reserve)
+		io_uring_prep_accept_direct(sqe, x->listen_fd, NULL, NULL, 0,
 					    IORING_FILE_INDEX_ALLOC - 1);
 	else
-		io_uring_prep_multishot_accept_direct(sqe, w->listen_fd[l], NULL, NULL, 0);
+		io_uring_prep_multishot_accept_direct(sqe, x->listen_fd, NULL, NULL, 0);
 	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_ACCEPT, (uint32_t)l, 0));
-	w->accept_armed[l] = true;
+	x->armed = true;
 	w->accept_parked = false;
 }
 
@@ -594,23 +627,17 @@ static void arm_accept(ms_worker *w, int l)
  * cannot return addresses, and a direct descriptor has no fd for
  * getpeername(2). SOCKET_URING_OP_GETSOCKOPT (6.7) takes SOL_SOCKET options
  * only, which SO_PEERNAME is; the kernel wants optlen no larger than the
- * address, hence the listener's family decides it. The sqe fields (level,
- * optname, optlen, optval) are not in liburing 2.3's struct: they overlay
- * addr, file_index and addr3. */
+ * address, hence the listener's family decides it. */
 static void submit_peer(ms_worker *w, ms_conn *c)
 {
 	struct io_uring_sqe *sqe = sqe_get(w);
-	unsigned len = w->listen_v4[c->kind] ? sizeof(struct sockaddr_in)
-					     : sizeof(struct sockaddr_in6);
+	unsigned len = w->ctx[c->kind].v4 ? sizeof(struct sockaddr_in)
+					  : sizeof(struct sockaddr_in6);
 	memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
-	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, c->fidx, NULL, 0, 0);
-	sqe->cmd_op = SOCKET_URING_OP_GETSOCKOPT;
-	sqe->addr = (uint64_t)SOL_SOCKET | (uint64_t)SO_PEERNAME << 32;
-	sqe->file_index = len;
-	sqe->addr3 = (uint64_t)(uintptr_t)&w->peer[c->idx];
-	sqe->flags |= IOSQE_FIXED_FILE;
+	ms_ring_prep_sockopt(sqe, SOCKET_URING_OP_GETSOCKOPT, c->fidx, SOL_SOCKET, SO_PEERNAME,
+			     &w->peer[c->idx], len);
 	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_PEER, c->idx, c->gen));
-	c->flags |= MS_CONN_F_PEER;
+	c->flags |= MS_CONN_F_OPENING;
 	c->inflight++;
 }
 
@@ -695,7 +722,7 @@ static void maybe_finish(ms_worker *w, ms_conn *c)
  * to LINGER_SECONDS, must not make the server refuse the next ones. */
 static void mark_closing(ms_worker *w, ms_conn *c)
 {
-	if (!(c->flags & MS_CONN_F_CLOSING) && (int)c->kind != w->rsv_kind)
+	if (!(c->flags & MS_CONN_F_CLOSING) && !reserved(w, c))
 		w->nclosing++;
 	c->flags |= MS_CONN_F_CLOSING;
 }
@@ -711,6 +738,9 @@ static void teardown(ms_worker *w, ms_conn *c)
 		submit_cancel(w, ms_udata(MS_OP_RECV, c->idx, c->gen));
 	if (c->flags & MS_CONN_F_SEND)
 		submit_cancel(w, ms_udata(MS_OP_SEND, c->idx, c->gen));
+	if ((c->flags & MS_CONN_F_OPENING) && c->fidx >= 0 &&
+	    (w->ctx[c->kind].def.flags & MS_CTX_OUTBOUND))
+		submit_cancel(w, ms_udata(MS_OP_CONNECT, c->idx, c->gen));
 	maybe_finish(w, c);
 }
 
@@ -750,7 +780,9 @@ void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
 		w->in_total -= c->spill.cap;
 		ms_spill_free(&c->spill);
 	}
-	if (mode == MS_CLOSE_ABORT) {
+	/* Not open yet (an outbound connect in progress): nothing can be
+	 * flushed, and nothing waits for our FIN. */
+	if (mode == MS_CLOSE_ABORT || (c->flags & MS_CONN_F_OPENING)) {
 		teardown(w, c);
 		return;
 	}
@@ -822,7 +854,7 @@ static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 	w->fed[c->idx] = it << 16 | (kib < 0xffff ? kib : 0xffff);
 	w->need_hint = 0;
 	w->delivering = c;
-	size_t used = w->h->on_data(w, c, buf, len);
+	size_t used = H(w, c)->on_data(w, c, buf, len);
 	w->delivering = NULL;
 	if (c->flags & MS_CONN_F_CLOSING) {
 		ms_spill_free(&c->spill); /* no more input is parsed */
@@ -956,8 +988,9 @@ static void resume_paused(ms_worker *w)
 		ms_conn *c = ms_pool_at(&w->pool, w->resumeq[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_RESUME;
 		c->paused &= (uint8_t)~MS_PAUSE_PROTO;
-		if (c->paused || (c->flags & (MS_CONN_F_CLOSING | MS_CONN_F_FREED | MS_CONN_F_HELD)))
-			continue;
+		if (c->paused || (c->flags & (MS_CONN_F_CLOSING | MS_CONN_F_FREED | MS_CONN_F_HELD |
+					      MS_CONN_F_OPENING)))
+			continue; /* one still connecting reads once it is open */
 		/* Even with nothing kept here: the protocol layer may keep
 		 * decrypted input of its own. */
 		uint8_t none;
@@ -1018,11 +1051,11 @@ static void on_recv(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 			if (res != 0 || !(c->flags & MS_CONN_F_FLUSH) || (c->flags & MS_CONN_F_LINGER) ||
 			    !(c->out_head || (c->flags & MS_CONN_F_SEND)))
 				teardown(w, c);
-		} else if (res == 0 && w->h->on_eof(w, c, res)) {
+		} else if (res == 0 && H(w, c)->on_eof(w, c, res)) {
 			/* Kept: the handler answers, then closes. */
 		} else {
 			if (res != 0)
-				w->h->on_eof(w, c, res);
+				H(w, c)->on_eof(w, c, res);
 			if (!(c->flags & MS_CONN_F_CLOSING))
 				ms_conn_close(w, c, res == 0 ? MS_CLOSE_FLUSH : MS_CLOSE_ABORT);
 			if ((c->flags & MS_CONN_F_FLUSH) && !(c->flags & MS_CONN_F_RECV) &&
@@ -1076,20 +1109,20 @@ static void on_send(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 	maybe_finish(w, c);
 }
 
-/* Slots the public listeners hold (the reserved listener's count apart). */
+/* Slots the public contexts hold (those of contexts with a reserve apart). */
 static uint32_t public_live(const ms_worker *w)
 {
-	return w->live - w->nrsv;
+	return w->live - w->nreserved;
 }
 
 /* Over the --max-conns share (connections open or handshaking; closing
  * ones sit in the slack), or overloaded (mailbox backlog, queued output):
- * the protocol layer answers 503 and closes. The reserved listener is
- * never over: it has its own budget (rsv_admit). */
+ * the protocol layer answers 503 and closes. A context with a reserve is
+ * never over: it has its own budget (rsv_admit, ms_worker_connect). */
 static void open_conn(ms_worker *w, ms_conn *c)
 {
 	bool over = false;
-	if ((int)c->kind != w->rsv_kind) {
+	if (!reserved(w, c)) {
 		over = public_live(w) - w->nclosing > w->cap;
 		if (!over && ms_worker_overloaded(w)) {
 			over = true;
@@ -1099,12 +1132,12 @@ static void open_conn(ms_worker *w, ms_conn *c)
 			w->st.rejects++;
 	}
 	arm_recv(w, c);
-	w->h->on_open(w, c, over);
+	H(w, c)->on_open(w, c, over);
 }
 
 static void on_peer(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 {
-	c->flags &= (uint16_t)~MS_CONN_F_PEER;
+	c->flags &= (uint16_t)~MS_CONN_F_OPENING;
 	c->inflight--;
 	if (c->flags & MS_CONN_F_CLOSING) {
 		teardown(w, c);
@@ -1124,36 +1157,42 @@ static void on_peer(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
 			ms_warn("peer address: %s; --max-handshakes-per-ip not applied",
 				strerror(-cqe->res));
 			memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
-			w->need_peer = false;
+			w->no_peer = true;
 		}
 		open_conn(w, c);
 	}
 	maybe_finish(w, c);
 }
 
-/* An accept on the reserved listener: whether its budget has room. With
- * rsv_max of its connections open (not closing), the oldest that the
- * protocol layer lets go (on_evict: not waiting on an answer) is closed
- * first, so a new one (a health check) is answered at once. The scan walks
- * the listener's own list of at most 2 * rsv_max slots, only on that
- * listener's accepts: a few dozen entries, never the pool. With every slot
- * held (rsv_max closing), there is no room: false. */
-static bool rsv_admit(ms_worker *w)
+/* Connections of x not closing (x's list holds at most 2 * reserve). */
+static uint32_t rsv_open(const ms_worker *w, const wctx *x)
 {
-	if (w->nrsv >= 2 * w->rsv_max)
-		return false;
 	uint32_t open = 0;
-	for (uint32_t i = 0; i < w->nrsv; i++)
-		open += !(ms_pool_at(&w->pool, w->rsv[i])->flags & MS_CONN_F_CLOSING);
-	if (open < w->rsv_max)
+	for (uint32_t i = 0; i < x->nrsv; i++)
+		open += !(ms_pool_at(&w->pool, x->rsv[i])->flags & MS_CONN_F_CLOSING);
+	return open;
+}
+
+/* An accept on a listening context with a reserve: whether its budget has
+ * room. With `reserve` of its connections open (not closing), the oldest
+ * that the protocol layer lets go (on_evict: not waiting on an answer) is
+ * closed first, so a new one (a health check) is answered at once. The
+ * scan walks the context's own list of at most 2 * reserve slots, only on
+ * that listener's accepts: a few dozen entries, never the pool. With every
+ * slot held (reserve closing), there is no room: false. */
+static bool rsv_admit(ms_worker *w, wctx *x)
+{
+	if (x->nrsv >= 2 * x->def.reserve)
+		return false;
+	if (rsv_open(w, x) < x->def.reserve)
 		return true;
-	for (uint32_t i = 0; i < w->nrsv; i++) {
-		ms_conn *c = ms_pool_at(&w->pool, w->rsv[i]);
+	for (uint32_t i = 0; i < x->nrsv; i++) {
+		ms_conn *c = ms_pool_at(&w->pool, x->rsv[i]);
 		if (c->flags & MS_CONN_F_CLOSING)
 			continue;
 		bool gone = true;
-		if (w->h->on_evict)
-			gone = w->h->on_evict(w, c);
+		if (x->h->on_evict)
+			gone = x->h->on_evict(w, c);
 		else
 			ms_conn_close(w, c, MS_CLOSE_ABORT);
 		if (gone) {
@@ -1164,21 +1203,44 @@ static bool rsv_admit(ms_worker *w)
 	return true; /* none let go (all busy): this one is served over the budget */
 }
 
-static void rsv_remove(ms_worker *w, uint32_t idx)
+static void rsv_remove(ms_worker *w, wctx *x, uint32_t idx)
 {
-	for (uint32_t i = 0; i < w->nrsv; i++)
-		if (w->rsv[i] == idx) {
-			memmove(&w->rsv[i], &w->rsv[i + 1], (w->nrsv - i - 1) * sizeof(w->rsv[0]));
-			w->nrsv--;
+	for (uint32_t i = 0; i < x->nrsv; i++)
+		if (x->rsv[i] == idx) {
+			memmove(&x->rsv[i], &x->rsv[i + 1], (x->nrsv - i - 1) * sizeof(x->rsv[0]));
+			x->nrsv--;
+			w->nreserved--;
 			return;
 		}
 }
 
+/* A slot for a new connection of context l. NULL when the pool is full. */
+static ms_conn *conn_new(ms_worker *w, int l, int fidx)
+{
+	wctx *x = &w->ctx[l];
+	ms_conn *c = ms_pool_alloc(&w->pool);
+	if (!c)
+		return NULL;
+	c->fidx = fidx;
+	c->kind = (uint8_t)l;
+	c->last_active = w->now_s;
+	w->live++;
+	x->live++;
+	if (w->live > w->st.max_conns)
+		w->st.max_conns = w->live;
+	if (x->def.reserve) {
+		x->rsv[x->nrsv++] = c->idx;
+		w->nreserved++;
+	}
+	return c;
+}
+
 static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 {
+	wctx *x = &w->ctx[l];
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
-		w->accept_armed[l] = false;
-		if ((int)l != w->rsv_kind)
+		x->armed = false;
+		if (!x->def.reserve)
 			w->st.accept_stops++; /* its accept is one-shot by design */
 	}
 	if (cqe->res < 0) {
@@ -1191,50 +1253,153 @@ static void on_accept(ms_worker *w, struct io_uring_cqe *cqe, uint32_t l)
 		return;
 	}
 	int fidx = cqe->res;
-	bool rsv = (int)l == w->rsv_kind;
-	if (rsv && !rsv_admit(w)) {
+	bool rsv = x->def.reserve != 0;
+	if (rsv && !rsv_admit(w, x)) {
 		close_fidx(w, fidx);
 		return;
 	}
-	/* Accepted while draining (raced the listener's close, or the kept
+	/* Accepted while draining (raced the listener's close, or a kept
 	 * admin listener): served, so it gets an answer (503 / health). The
-	 * public listeners share the pool up to the cap and its slack only,
-	 * so the reserved listener's slots stay free for it. */
+	 * public contexts share the pool up to the cap and its slack only, so
+	 * the reserves' slots stay free for their contexts. */
 	bool room = rsv || public_live(w) < w->cap + ACCEPT_SLACK;
-	ms_conn *c = room ? ms_pool_alloc(&w->pool) : NULL;
+	ms_conn *c = room ? conn_new(w, (int)l, fidx) : NULL;
 	if (!c) {
 		close_fidx(w, fidx);
 		w->st.rejects++;
 		w->accept_parked = true;
 		return;
 	}
-	c->fidx = fidx;
-	c->kind = (uint8_t)l;
-	c->last_active = w->now_s;
-	w->live++;
-	w->live_kind[c->kind]++;
 	w->st.accepts++;
-	if (w->live > w->st.max_conns)
-		w->st.max_conns = w->live;
-	if (rsv)
-		w->rsv[w->nrsv++] = c->idx;
-	if (w->need_peer && !rsv)
+	if ((x->def.flags & MS_CTX_PEER) && !w->no_peer)
 		submit_peer(w, c); /* opened when the address is in */
 	else
 		open_conn(w, c);
 }
+
+/* ---- outbound connections ------------------------------------------------ */
+
+/* Outbound sockets get what accepted ones inherit from their listener:
+ * small requests and replies must not wait for Nagle. */
+static const int one = 1;
+
+/* The connect failed (or timed out) before on_open: tell the protocol
+ * layer, then close; on_free follows at the end of the iteration. */
+static void connect_failed(ms_worker *w, ms_conn *c, int err)
+{
+	w->st.connect_failures++;
+	ms_debug("conn %u: connect failed: %s", c->idx, strerror(-err));
+	if (H(w, c)->on_connect_error)
+		H(w, c)->on_connect_error(w, c, err);
+	teardown(w, c);
+}
+
+int ms_worker_connect(ms_worker *w, int ctx, const struct sockaddr *addr, socklen_t len,
+		      uint32_t timeout_s, ms_conn **out)
+{
+	if (ctx < 0 || ctx >= w->nctx || !(w->ctx[ctx].def.flags & MS_CTX_OUTBOUND) || !addr ||
+	    len > sizeof(w->peer[0]) ||
+	    !((addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) ||
+	      (addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6))))
+		return -EINVAL;
+	if (w->drain_closed)
+		return -ESHUTDOWN; /* the loop ends once the connections are gone */
+	wctx *x = &w->ctx[ctx];
+	if (x->nrsv >= 2 * x->def.reserve || rsv_open(w, x) >= x->def.reserve)
+		return -EAGAIN;
+	ms_conn *c = conn_new(w, ctx, -1);
+	if (!c)
+		return -EAGAIN; /* the pool holds every reserve: not reached */
+	/* The address lives in the peer slot: ms_conn_peer() names it, and
+	 * the connect reads it when it is issued, after the socket is made. */
+	memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
+	memcpy(&w->peer[c->idx], addr, len);
+	c->flags |= MS_CONN_F_OPENING;
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_socket_direct_alloc(sqe, addr->sa_family, SOCK_STREAM, 0, 0);
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_SOCKET, c->idx, c->gen));
+	c->inflight++;
+	if (timeout_s)
+		ms_wheel_set(&w->wheel, &w->pool, c, w->now_s + timeout_s + 1);
+	w->st.connects++;
+	*out = c;
+	return 0;
+}
+
+/* The socket is made: TCP_NODELAY, then the connect. The index is known
+ * only now (allocated in the table like an accept's), so the two follow
+ * the socket's completion rather than being linked to it. The setsockopt
+ * is hard-linked: its failure (a kernel without socket commands) must not
+ * cancel the connect, and its success posts nothing. */
+static void on_socket(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
+{
+	c->inflight--;
+	if (cqe->res >= 0)
+		c->fidx = cqe->res;
+	if (c->flags & MS_CONN_F_DEAD) {
+		maybe_finish(w, c); /* closed meanwhile: the slot's close frees the socket */
+		return;
+	}
+	if (cqe->res < 0) {
+		connect_failed(w, c, cqe->res);
+		return;
+	}
+	struct io_uring_sqe *sqe = sqe_get(w);
+	ms_ring_prep_sockopt(sqe, SOCKET_URING_OP_SETSOCKOPT, c->fidx, IPPROTO_TCP, TCP_NODELAY,
+			     (void *)&one, sizeof(one));
+	sqe->flags |= IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_SETOPT, c->idx, c->gen));
+	const struct sockaddr *sa = (const struct sockaddr *)&w->peer[c->idx];
+	sqe = sqe_get(w);
+	io_uring_prep_connect(sqe, c->fidx, sa, sa->sa_family == AF_INET
+						 ? sizeof(struct sockaddr_in)
+						 : sizeof(struct sockaddr_in6));
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(sqe, ms_udata(MS_OP_CONNECT, c->idx, c->gen));
+	c->inflight++;
+}
+
+static void on_connect(ms_worker *w, struct io_uring_cqe *cqe, ms_conn *c)
+{
+	c->inflight--;
+	if (c->flags & MS_CONN_F_DEAD) {
+		maybe_finish(w, c); /* closed, or timed out (reported then) */
+		return;
+	}
+	if (cqe->res < 0) {
+		c->flags &= (uint16_t)~MS_CONN_F_OPENING; /* nothing left to cancel */
+		connect_failed(w, c, cqe->res);
+		return;
+	}
+	c->flags &= (uint16_t)~MS_CONN_F_OPENING;
+	c->last_active = w->now_s;
+	ms_wheel_set(&w->wheel, &w->pool, c, 0); /* the connect timeout is over */
+	open_conn(w, c);
+	if (c->out_head && !(c->flags & MS_CONN_F_DEAD))
+		mark_dirty(w, c); /* queued while connecting */
+	maybe_finish(w, c);
+}
+
+/* Completions about one connection (the rest: accepts, cancels, closes,
+ * doorbells, failed setsockopts). */
+#define CONN_OPS                                                                            \
+	(1u << MS_OP_RECV | 1u << MS_OP_SEND | 1u << MS_OP_SHUTDOWN | 1u << MS_OP_PEER |    \
+	 1u << MS_OP_SOCKET | 1u << MS_OP_CONNECT)
 
 static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 {
 	uint64_t u = io_uring_cqe_get_data64(cqe);
 	enum ms_op op = ms_udata_op(u);
 	if (op == MS_OP_ACCEPT) {
-		if (ms_udata_idx(u) < (uint32_t)w->nlisten)
+		if (ms_udata_idx(u) < (uint32_t)w->nctx)
 			on_accept(w, cqe, ms_udata_idx(u));
 		return;
 	}
-	if (op != MS_OP_RECV && op != MS_OP_SEND && op != MS_OP_SHUTDOWN && op != MS_OP_PEER)
+	if (!(op < 32 && (CONN_OPS >> op) & 1)) {
+		if (op == MS_OP_SETOPT)
+			ms_debug("conn %u: setsockopt: %s", ms_udata_idx(u), strerror(-cqe->res));
 		return; /* cancel/close failures and doorbells: nothing to do */
+	}
 	uint32_t idx = ms_udata_idx(u);
 	ms_conn *c = idx < w->pool.fresh ? ms_pool_at(&w->pool, idx) : NULL;
 	if (!c || c->gen != ms_udata_gen(u) || (c->flags & MS_CONN_F_FREED)) {
@@ -1243,15 +1408,26 @@ static void dispatch(ms_worker *w, struct io_uring_cqe *cqe)
 			ms_ring_buf_put(&w->ring, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		return;
 	}
-	if (op == MS_OP_RECV) {
+	switch (op) {
+	case MS_OP_RECV:
 		on_recv(w, cqe, c);
-	} else if (op == MS_OP_SEND) {
+		break;
+	case MS_OP_SEND:
 		on_send(w, cqe, c);
-	} else if (op == MS_OP_PEER) {
+		break;
+	case MS_OP_PEER:
 		on_peer(w, cqe, c);
-	} else {
+		break;
+	case MS_OP_SOCKET:
+		on_socket(w, cqe, c);
+		break;
+	case MS_OP_CONNECT:
+		on_connect(w, cqe, c);
+		break;
+	default:
 		c->inflight--;
 		maybe_finish(w, c);
+		break;
 	}
 }
 
@@ -1264,7 +1440,9 @@ static void flush_dirty(ms_worker *w)
 	for (uint32_t i = 0; i < w->ndirty; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->dirty[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_DIRTY;
-		if ((c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SEND)) || !c->out_head)
+		/* Output queued while connecting waits for the connect (on_connect
+		 * lists it again). */
+		if ((c->flags & (MS_CONN_F_DEAD | MS_CONN_F_SEND | MS_CONN_F_OPENING)) || !c->out_head)
 			continue;
 		if (c->flags & MS_CONN_F_XFORM)
 			transform_pending(w, c);
@@ -1281,17 +1459,20 @@ static void rearm_stopped(ms_worker *w)
 	for (uint32_t i = 0; i < w->nrearm; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->rearm[i]);
 		c->flags &= (uint16_t)~MS_CONN_F_REARM;
-		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV | MS_CONN_F_HELD | MS_CONN_F_MUTE)) &&
+		if (!(c->flags & (MS_CONN_F_DEAD | MS_CONN_F_RECV | MS_CONN_F_HELD | MS_CONN_F_MUTE |
+				  MS_CONN_F_OPENING)) &&
 		    !c->paused)
 			arm_recv(w, c);
 	}
 	w->nrearm = 0;
 	if ((!w->accept_parked || w->pool.used < w->pool.cap) &&
 	    w->now_s >= w->accept_retry_at)
-		for (int l = 0; l < w->nlisten; l++)
-			if (!w->accept_armed[l] && w->listen_fd[l] >= 0 &&
-			    (l != w->rsv_kind || w->nrsv < 2 * w->rsv_max))
+		for (int l = 0; l < w->nctx; l++) {
+			const wctx *x = &w->ctx[l];
+			if (!x->armed && x->listen_fd >= 0 &&
+			    (!x->def.reserve || x->nrsv < 2 * x->def.reserve))
 				arm_accept(w, l);
+		}
 }
 
 /* Drop idx from a short list (connections over their output bound, or
@@ -1309,8 +1490,8 @@ static void unlist(uint32_t *list, uint32_t *n, uint32_t idx)
 static void shed_one(ms_worker *w, ms_conn *c)
 {
 	c->flags |= MS_CONN_F_SHED; /* its closing handshake may take a while */
-	if (w->h->on_shed)
-		w->h->on_shed(w, c);
+	if (H(w, c)->on_shed)
+		H(w, c)->on_shed(w, c);
 	else
 		ms_conn_close(w, c, MS_CLOSE_ABORT);
 }
@@ -1363,7 +1544,9 @@ static void free_closed(ms_worker *w)
 {
 	for (uint32_t i = 0; i < w->nfreeq; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, w->freeq[i]);
-		close_fidx(w, c->fidx);
+		wctx *x = &w->ctx[c->kind];
+		if (c->fidx >= 0)
+			close_fidx(w, c->fidx); /* an outbound one may have none */
 		outq_release(w, c);
 		w->in_total -= c->spill.cap;
 		ms_spill_free(&c->spill);
@@ -1372,15 +1555,16 @@ static void free_closed(ms_worker *w)
 		if (c->flags & MS_CONN_F_RESUME)
 			unlist(w->resumeq, &w->nresume, c->idx);
 		if (c->sendctx) {
-			sendctx *x = c->sendctx;
-			x->next = w->free_ctx;
-			w->free_ctx = x;
+			sendctx *sc = c->sendctx;
+			sc->next = w->free_ctx;
+			w->free_ctx = sc;
 			c->sendctx = NULL;
 		}
-		w->h->on_free(w, c);
+		if (x->h->on_free)
+			x->h->on_free(w, c);
 		memset(&w->peer[c->idx], 0, sizeof(w->peer[0]));
-		if ((int)c->kind == w->rsv_kind)
-			rsv_remove(w, c->idx);
+		if (x->def.reserve)
+			rsv_remove(w, x, c->idx);
 		else {
 			assert(w->nclosing > 0); /* every freed slot went through teardown */
 			w->nclosing--;
@@ -1388,7 +1572,7 @@ static void free_closed(ms_worker *w)
 		c->fidx = -1;
 		ms_pool_free(&w->pool, c);
 		w->live--;
-		w->live_kind[c->kind]--;
+		x->live--;
 		w->st.closes++;
 	}
 	w->nfreeq = 0;
@@ -1507,7 +1691,11 @@ static void fire_timer(void *arg, ms_conn *c)
 		teardown(w, c); /* linger or flush took too long */
 		return;
 	}
-	w->h->on_timeout(w, c);
+	if ((c->flags & MS_CONN_F_OPENING) && (w->ctx[c->kind].def.flags & MS_CTX_OUTBOUND)) {
+		connect_failed(w, c, -ETIMEDOUT); /* teardown cancels the connect */
+		return;
+	}
+	H(w, c)->on_timeout(w, c);
 }
 
 static void abort_conn(ms_worker *w, ms_conn *c, void *arg)
@@ -1521,12 +1709,13 @@ static void abort_conn(ms_worker *w, ms_conn *c, void *arg)
  * listener of the port, e.g. the next process's). */
 static void stop_listener(ms_worker *w, int l)
 {
-	if (w->listen_fd[l] < 0)
+	wctx *x = &w->ctx[l];
+	if (x->listen_fd < 0)
 		return;
-	if (w->accept_armed[l])
+	if (x->armed)
 		submit_cancel(w, ms_udata(MS_OP_ACCEPT, (uint32_t)l, 0));
-	close(w->listen_fd[l]); /* the accept in flight holds the file until cancelled */
-	w->listen_fd[l] = -1;
+	close(x->listen_fd); /* the accept in flight holds the file until cancelled */
+	x->listen_fd = -1;
 }
 
 /* Graceful shutdown, step 1: stop accepting (health checks now answer 503,
@@ -1541,8 +1730,8 @@ static void begin_drain(ms_worker *w)
 {
 	w->draining = true;
 	w->drain_deadline = w->now_s + w->cfg->drain_timeout;
-	for (int l = 0; l < w->nlisten; l++)
-		if (!(w->keep_listen & (1u << l)))
+	for (int l = 0; l < w->nctx; l++)
+		if (!(w->ctx[l].def.flags & MS_CTX_KEEP_LISTENING))
 			stop_listener(w, l);
 	if (!w->hub)
 		w->drain_round = DRAIN_ROUNDS;
@@ -1576,12 +1765,23 @@ static void drain_step(ms_worker *w)
 	}
 }
 
-/* Graceful shutdown, step 2 (barrier passed): close every connection. A
- * kept (admin) listener goes on answering until the worker exits. */
+static void drain_conn(ms_worker *w, ms_conn *c, void *arg)
+{
+	if (c->flags & MS_CONN_F_CLOSING)
+		return;
+	if (H(w, c)->on_drain)
+		H(w, c)->on_drain(w, c);
+	else
+		ms_conn_close(w, c, MS_CLOSE_FLUSH);
+}
+
+/* Graceful shutdown, step 2 (barrier passed): close every connection,
+ * each as its context says. A kept (admin) listener goes on answering
+ * until the worker exits. */
 static void finish_drain(ms_worker *w)
 {
 	w->drain_closed = true;
-	w->h->on_drain(w);
+	ms_worker_foreach(w, drain_conn, NULL);
 }
 
 /* ---- snapshots ------------------------------------------------------------ */
@@ -1596,35 +1796,14 @@ typedef struct collect {
 	ms_worker_snap snaps[];
 } collect;
 
-void ms_worker_keep_listening(ms_worker *w, int l)
-{
-	if (l >= 0 && l < MS_MAX_LISTENERS)
-		w->keep_listen |= 1u << l;
-}
-
-void ms_worker_reserve(ms_worker *w, int l, uint32_t n)
-{
-	if (l < 0 || l >= w->nlisten || n == 0)
-		return;
-	if (n > 1024)
-		n = 1024;
-	w->rsv_kind = l;
-	w->rsv_max = n;
-	/* The descriptor table (one per ring, capped at RLIMIT_NOFILE) holds
-	 * this budget twice over beside the public share and its slack. */
-	uint32_t keep = ACCEPT_SLACK + 2 * n;
-	uint32_t room = w->table_max > keep ? w->table_max - keep : 1;
-	if (w->cap > room)
-		w->cap = room;
-}
-
 void ms_worker_snapshot(ms_worker *w, ms_worker_snap *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->id = w->id;
 	out->live = w->live;
 	out->cap = w->cap;
-	memcpy(out->live_kind, w->live_kind, sizeof(out->live_kind));
+	for (int l = 0; l < w->nctx; l++)
+		out->live_kind[l] = w->ctx[l].live;
 	out->draining = w->draining;
 	out->st = w->st;
 	memcpy(out->hist, w->hist, sizeof(out->hist));
@@ -1704,8 +1883,8 @@ static void on_mail(void *arg, uint32_t from, ms_msg *m)
 	}
 	if (m->type >= 0xff00)
 		core_msg(w, from, m);
-	else
-		w->h->on_msg(w, from, m);
+	else if (w->hooks && w->hooks->on_msg)
+		w->hooks->on_msg(w, from, m);
 }
 
 /* Doorbell: a MSG_RING completion on the target's ring wakes its wait. The
@@ -1800,8 +1979,8 @@ static void run(ms_worker *w)
 			w->next_dump = w->now_s + w->cfg->hist_interval;
 			ms_worker_collect(w, dump_collected, NULL);
 		}
-		if (w->h->on_flush)
-			w->h->on_flush(w);
+		if (w->hooks && w->hooks->on_flush)
+			w->hooks->on_flush(w);
 		if (w->mbox) {
 			ms_mbox_drain(w->mbox, on_mail, w); /* what on_flush sent to us */
 			w->mail_ns = 0;
@@ -1853,6 +2032,13 @@ static void set_start_state(ms_worker *w, int state)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/* Whether context x holds its reserve on this worker: an outbound one
+ * always, a listening one where it listens. */
+static bool holds_reserve(const wctx *x)
+{
+	return x->def.reserve && (x->listen_fd >= 0 || (x->def.flags & MS_CTX_OUTBOUND));
+}
+
 static void *thread_main(void *arg)
 {
 	ms_worker *w = arg;
@@ -1871,8 +2057,24 @@ static void *thread_main(void *arg)
 	/* Memory from this CPU's node, or bound to --numa-node (core/numa.h). */
 	ms_numa_thread_policy(w->cfg->numa_node, w->cpu);
 	/* Everything below is allocated after pinning: first touch puts it on
-	 * this CPU's NUMA node. */
-	uint32_t slots = w->cap + ACCEPT_SLACK + 2 * w->rsv_max;
+	 * this CPU's NUMA node. The pool and the descriptor table (one per
+	 * ring, capped at RLIMIT_NOFILE) hold the public share and its slack,
+	 * and each reserve twice over; slots are sized for the largest
+	 * context's state. */
+	uint32_t rsv = 0;
+	size_t ext_size = 0;
+	for (int l = 0; l < w->nctx; l++) {
+		const wctx *x = &w->ctx[l];
+		if (holds_reserve(x))
+			rsv += 2 * x->def.reserve;
+		if (x->def.ext_size > ext_size)
+			ext_size = x->def.ext_size;
+	}
+	uint32_t keep = ACCEPT_SLACK + rsv;
+	uint32_t room = w->table_max > keep ? w->table_max - keep : 1;
+	if (w->cap > room)
+		w->cap = room;
+	uint32_t slots = w->cap + keep;
 	uint32_t cq = 2 * slots;
 	if (cq < 4096)
 		cq = 4096;
@@ -1896,7 +2098,7 @@ static void *thread_main(void *arg)
 		w->mbox = ms_mbox_create(w->hub, w->id);
 		ms_mbox_set_bell(w->hub, w->id, w->ring.ring.ring_fd);
 	}
-	ret = ms_pool_init(&w->pool, slots, w->ext_size);
+	ret = ms_pool_init(&w->pool, slots, ext_size);
 	if (!ret) {
 		w->dirty = slot_array(w, sizeof(uint32_t));
 		w->rearm = slot_array(w, sizeof(uint32_t));
@@ -1905,8 +2107,9 @@ static void *thread_main(void *arg)
 		w->resumeq = slot_array(w, sizeof(uint32_t));
 		w->fed = slot_array(w, sizeof(uint32_t));
 		w->peer = slot_array(w, sizeof(w->peer[0]));
-		if (w->rsv_max)
-			w->rsv = xmalloc(2 * w->rsv_max * sizeof(w->rsv[0]));
+		for (int l = 0; l < w->nctx; l++)
+			if (holds_reserve(&w->ctx[l]))
+				w->ctx[l].rsv = xmalloc(2 * w->ctx[l].def.reserve * sizeof(uint32_t));
 		w->xform_buf = xmalloc(MS_XFORM_CHUNK);
 		for (int i = 0; i < MS_HIST_COUNT; i++)
 			ms_hist_init(&w->hist[i]);
@@ -1914,49 +2117,66 @@ static void *thread_main(void *arg)
 		update_clock(w);
 		ms_wheel_init(&w->wheel, w->now_s);
 		w->next_dump = w->now_s + w->cfg->hist_interval;
-		ret = w->h->on_start ? w->h->on_start(w) : 0;
+		ret = w->hooks && w->hooks->on_start ? w->hooks->on_start(w) : 0;
 	}
 	if (ret) {
 		set_start_state(w, ret);
 		return NULL;
 	}
-	ms_info("worker %u: cpu %d, ring %s%s, %u connections (+%u to answer 503, +%u admin), "
+	ms_info("worker %u: cpu %d, ring %s%s, %u connections (+%u to answer 503, +%u reserved), "
 		"%u x %u B recv buffers", w->id, w->cpu,
 		(w->ring.setup_flags & IORING_SETUP_DEFER_TASKRUN) ? "defer_taskrun" :
 		(w->ring.setup_flags & IORING_SETUP_COOP_TASKRUN) ? "coop_taskrun" : "plain",
-		w->ring.min_timeout ? "+min_wait" : "", w->cap, ACCEPT_SLACK, w->rsv_max,
+		w->ring.min_timeout ? "+min_wait" : "", w->cap, ACCEPT_SLACK, rsv / 2,
 		w->cfg->recv_bufs, w->cfg->recv_buf_size);
 	set_start_state(w, 1);
 	run(w);
-	if (w->h->on_stop)
-		w->h->on_stop(w);
+	if (w->hooks && w->hooks->on_stop)
+		w->hooks->on_stop(w);
 	return NULL;
 }
 
+int ms_worker_ctx_add(ms_worker *w, const ms_ctx *ctx)
+{
+	if (!ctx->h || !ctx->h->on_open || !ctx->h->on_data || !ctx->h->on_eof ||
+	    !ctx->h->on_timeout || ctx->reserve > 1024 ||
+	    ((ctx->flags & MS_CTX_OUTBOUND) && !ctx->reserve))
+		return -EINVAL;
+	if (w->nctx == MS_MAX_CTX)
+		return -ENOSPC;
+	wctx *x = &w->ctx[w->nctx];
+	memset(x, 0, sizeof(*x));
+	x->h = ctx->h;
+	x->def = *ctx;
+	x->listen_fd = -1;
+	return w->nctx++;
+}
+
+int ms_worker_listen(ms_worker *w, int ctx, int fd)
+{
+	if (ctx < 0 || ctx >= w->nctx || fd < 0)
+		return -EINVAL;
+	wctx *x = &w->ctx[ctx];
+	if (x->listen_fd >= 0 || (x->def.flags & MS_CTX_OUTBOUND))
+		return -EINVAL;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	x->v4 = getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET;
+	x->listen_fd = fd;
+	return 0;
+}
+
 ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
-			    const int *listen_fds, int nlisten, const ms_handlers *h,
-			    size_t ext_size, void *app, ms_mbox_hub *hub)
+			    const ms_worker_hooks *hooks, void *app, ms_mbox_hub *hub)
 {
 	ms_worker *w = calloc(1, sizeof(*w));
 	if (!w)
 		return NULL;
 	w->cfg = cfg;
-	w->h = h;
+	w->hooks = hooks;
 	w->app = app;
 	w->id = id;
 	w->cpu = cpu;
-	if (nlisten > MS_MAX_LISTENERS)
-		nlisten = MS_MAX_LISTENERS;
-	for (int l = 0; l < MS_MAX_LISTENERS; l++)
-		w->listen_fd[l] = l < nlisten ? listen_fds[l] : -1;
-	for (int l = 0; l < nlisten; l++) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		w->listen_v4[l] = getsockname(listen_fds[l], (struct sockaddr *)&ss, &sl) == 0 &&
-				  ss.ss_family == AF_INET;
-	}
-	w->nlisten = nlisten;
-	w->ext_size = ext_size;
 	w->hub = hub;
 	uint32_t share = (cfg->max_conns + cfg->cores - 1) / cfg->cores;
 	struct rlimit rl;
@@ -1967,11 +2187,6 @@ ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
 		share = table_max - ACCEPT_SLACK;
 	w->cap = share;
 	w->table_max = table_max;
-	w->rsv_kind = -1;
-	/* Both per-address limits key on the peer address,
-	 * and --max-handshakes-per-ip is always on; with --proxy-protocol the
-	 * header's source counts instead. */
-	w->need_peer = !cfg->proxy_protocol;
 	uint64_t total = (uint64_t)cfg->max_pending_total << 20;
 	if (!total) {
 		long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
@@ -2060,12 +2275,13 @@ void ms_worker_destroy(ms_worker *w)
 	ms_worker_join(w);
 	for (uint32_t i = 0; i < w->pool.fresh; i++) {
 		ms_conn *c = ms_pool_at(&w->pool, i);
-		if (c->fidx >= 0) {
+		if (c->fidx >= 0 || slot_live(c)) {
 			outq_release(w, c);
 			ms_spill_free(&c->spill);
 			if (c->sendctx)
 				free(c->sendctx);
-			w->h->on_free(w, c);
+			if (H(w, c)->on_free)
+				H(w, c)->on_free(w, c);
 		}
 	}
 	free_caches(w);
@@ -2079,16 +2295,17 @@ void ms_worker_destroy(ms_worker *w)
 	ms_pool_array_free(&w->pool, w->fed, sizeof(uint32_t));
 	ms_pool_fini(&w->pool);
 	ms_ring_fini(&w->ring);
-	for (int l = 0; l < w->nlisten; l++)
-		if (w->listen_fd[l] >= 0)
-			close(w->listen_fd[l]);
+	for (int l = 0; l < w->nctx; l++) {
+		if (w->ctx[l].listen_fd >= 0)
+			close(w->ctx[l].listen_fd);
+		free(w->ctx[l].rsv);
+	}
 	while (w->collects) {
 		struct collect *k = w->collects;
 		w->collects = k->next;
 		free(k);
 	}
 	free(w->xform_buf);
-	free(w->rsv);
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->cond);
 	free(w);

@@ -1,8 +1,10 @@
 /*
- * Workers: one pinned thread per core, each with its own ring, listener,
+ * Workers: one pinned thread per core, each with its own ring, listeners,
  * connection pool and timer wheel; nothing shared but the read-only config
- * and the stop flag. The protocol layer plugs in through ms_handlers and
- * drives connections with the ms_conn_* calls below, on the worker thread.
+ * and the stop flag. The layers above plug in through socket contexts
+ * (ms_ctx: a handler table and per-connection state size per listener or
+ * outbound protocol) and worker hooks (ms_worker_hooks), and drive
+ * connections with the ms_conn_* calls below, on the worker thread.
  *
  * Loop (DESIGN §3): one enter (submit + wait) → every CQE → flush dirty
  * connections (one send each) → re-arm stopped multishot requests → timers →
@@ -89,7 +91,10 @@ typedef struct ms_worker_stats {
 	uint64_t conn_pauses;   /* times one connection's input was paused */
 	/* admission */
 	uint64_t handshake_ip_rejects; /* over --max-handshakes-per-ip (503 / TLS: closed) */
-	uint64_t admin_evictions; /* idle admin connections closed for a new one */
+	uint64_t admin_evictions; /* connections of a reserved context (admin) evicted for a new one */
+	/* outbound connections (ms_worker_connect) */
+	uint64_t connects;         /* attempted */
+	uint64_t connect_failures; /* ended in on_connect_error (refused, timed out, ...) */
 } ms_worker_stats;
 
 /* Latency histograms kept per worker (merged on dump, DESIGN §9). */
@@ -109,12 +114,31 @@ enum ms_hist_id {
 };
 extern const char *const ms_hist_names[MS_HIST_COUNT];
 
-typedef struct ms_handlers {
-	/* Runs on the worker thread before the loop / after it. */
+/* What the worker itself calls into the layers above (none per
+ * connection: those are a context's, ms_conn_handlers). Every member may be
+ * NULL. All run on the worker thread. */
+typedef struct ms_worker_hooks {
+	/* Before the loop (the pool and ring are ready: ms_worker_connect
+	 * works) / after it. A non-zero return fails ms_worker_start. */
 	int (*on_start)(ms_worker *w);
 	void (*on_stop)(ms_worker *w);
-	/* New connection. over_cap: the worker is at its --max-conns share;
-	 * answer (503) and close. */
+	/* A mailbox message from worker `from` (possibly this one). */
+	void (*on_msg)(ms_worker *w, uint32_t from, ms_msg *m);
+	/* Once per iteration after input, before output is flushed (batched
+	 * work such as coalesced presence events). */
+	void (*on_flush)(ms_worker *w);
+} ms_worker_hooks;
+
+/* One kind of socket's callbacks (a listener's, or an outbound protocol's):
+ * the handler table of a context (ms_ctx). A connection's context is fixed
+ * when it is accepted or connected, and core dispatches its events through
+ * that context's table (one array index). Every callback runs on the
+ * worker thread that owns the connection. */
+typedef struct ms_conn_handlers {
+	/* The connection is ready. Accepted: over_cap says the worker is at
+	 * its --max-conns share or overloaded (contexts without a reserve
+	 * only); answer (503) and close. Outbound: the connect succeeded
+	 * (over_cap is false); output queued before it goes out now. */
 	void (*on_open)(ms_worker *w, ms_conn *c, bool over_cap);
 	/* Input buf[0..len) (earlier unconsumed input first). Returns the
 	 * bytes consumed; the rest is kept and offered again with the next
@@ -126,21 +150,28 @@ typedef struct ms_handlers {
 	 * handler is still answering; it closes the connection itself (its
 	 * deadline still runs). */
 	bool (*on_eof)(ms_worker *w, ms_conn *c, int err);
-	/* The deadline set with ms_conn_timeout() passed. */
+	/* The deadline set with ms_conn_timeout() passed (never before
+	 * on_open: an outbound connect's deadline is its connect timeout). */
 	void (*on_timeout)(ms_worker *w, ms_conn *c);
-	/* The slot is being freed: release what the protocol layer holds. */
+	/* The slot is being freed: release what the protocol layer holds.
+	 * Follows every connection that was accepted or connected, opened or
+	 * not. May be NULL. */
 	void (*on_free)(ms_worker *w, ms_conn *c);
-	/* Graceful shutdown began: start closing every connection. */
-	void (*on_drain)(ms_worker *w);
-	/* A mailbox message from worker `from` (possibly this one). */
-	void (*on_msg)(ms_worker *w, uint32_t from, ms_msg *m);
-	/* Once per iteration after input, before output is flushed (batched
-	 * work such as coalesced presence events). May be NULL. */
-	void (*on_flush)(ms_worker *w);
+	/* Outbound only: the connect failed before on_open: -ECONNREFUSED,
+	 * -ETIMEDOUT (its connect timeout passed), -ENETUNREACH, ... (a socket
+	 * that could not be made: that -errno). c is closing; on_free follows.
+	 * Not called for a connection the protocol layer closed itself while
+	 * it was connecting. May be NULL. */
+	void (*on_connect_error)(ms_worker *w, ms_conn *c, int err);
+	/* Graceful shutdown reached the point where connections close: called
+	 * once for each of the context's connections not already closing
+	 * (connecting ones included). NULL: core closes each (MS_CLOSE_FLUSH). */
+	void (*on_drain)(ms_worker *w, ms_conn *c);
 	/* For connections marked with ms_conn_set_transform(): turn plaintext
 	 * p[0..n) (at most MS_XFORM_CHUNK bytes, everything queued since the
 	 * last send, gathered) into wire bytes written with ms_conn_write_raw().
-	 * Called when the connection's output is about to be sent. */
+	 * Called when the connection's output is about to be sent. May be NULL
+	 * in a context that never marks its connections. */
 	void (*on_transform)(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n);
 	/* Close c as a slow consumer; it is not offered again. Core calls it
 	 * when c's queued output stayed over --max-backpressure for
@@ -151,25 +182,71 @@ typedef struct ms_handlers {
 	 * point of the loop, never from inside an ms_conn_* call. May be NULL
 	 * (core aborts c). */
 	void (*on_shed)(ms_worker *w, ms_conn *c);
-	/* The budget of a reserved listener (ms_worker_reserve) is full and c
+	/* The reserve of a listening context (ms_ctx.reserve) is full and c
 	 * is the oldest of its open connections: close c and return true, or
 	 * return false to keep it (busy: an answer is on its way), and the
 	 * next oldest is offered. May be NULL (core aborts c). */
 	bool (*on_evict)(ms_worker *w, ms_conn *c);
-} ms_handlers;
+} ms_conn_handlers;
 
 #define MS_XFORM_CHUNK 16384 /* one TLS record of plaintext */
-#define MS_MAX_LISTENERS 4
+#define MS_MAX_CTX 8         /* contexts per worker (c->kind is the index) */
 
-/* Create worker `id` (not started). listen_fds[0..nlisten): its
- * SO_REUSEPORT listeners (ownership passes to the worker); a connection's
- * `kind` is the index of the listener that accepted it. cpu: CPU to pin
- * to, -1 for none.
- * ext_size: bytes of protocol state inline in each connection slot.
- * hub: the mailboxes shared by all workers (NULL: no cross-worker work). */
+enum {
+	/* Its listener stays open while the worker drains, until it exits
+	 * (the admin listener: health checks see 503 and metrics stay
+	 * readable for the whole drain). */
+	MS_CTX_KEEP_LISTENING = 1 << 0,
+	/* Read each accepted connection's peer address before on_open (one
+	 * IORING_OP_URING_CMD getsockopt(SO_PEERNAME)): for per-address
+	 * limits; ms_conn_peer() is NULL otherwise. */
+	MS_CTX_PEER = 1 << 1,
+	/* Its connections are made with ms_worker_connect(); it has no
+	 * listener. Its reserve is held on every worker. */
+	MS_CTX_OUTBOUND = 1 << 2,
+};
+
+/* A socket context (uSockets' term): a handler table, the bytes of
+ * protocol state each of its connections keeps inline (ms_conn_ext()), and
+ * how core admits them. The plain and the TLS public listener are two
+ * contexts with the same handlers and different args; the admin listener
+ * and each outbound protocol are contexts of their own. */
+typedef struct ms_ctx {
+	const ms_conn_handlers *h; /* borrowed; outlives the worker */
+	size_t ext_size;           /* inline state per connection (zeroed at accept/connect) */
+	void *arg;                 /* the handlers' configuration (ms_conn_ctx_arg); borrowed */
+	const char *name;          /* its connections' transport label in metrics; NULL: none */
+	uint32_t flags;            /* MS_CTX_* */
+	/* 0: accepted connections share the worker's --max-conns share and
+	 * its admission (over_cap). n > 0: a budget of its own, outside that
+	 * share and never refused by it: n open connections (1..1024), with
+	 * room in the pool and the descriptor table for as many again while
+	 * they close. A listening context's accepts then go one at a time;
+	 * with n open, a new one makes the oldest that on_evict lets go close,
+	 * and with all 2n held, new connections wait in the listen backlog.
+	 * An outbound context must have one: ms_worker_connect() refuses past
+	 * n open or 2n held. */
+	uint32_t reserve;
+} ms_ctx;
+
+/* Create worker `id` (not started). cpu: CPU to pin to, -1 for none.
+ * hooks: borrowed, may be NULL. hub: the mailboxes shared by all workers
+ * (NULL: no cross-worker work). Add its contexts and listeners next. */
 ms_worker *ms_worker_create(const ms_config *cfg, uint32_t id, int cpu,
-			    const int *listen_fds, int nlisten, const ms_handlers *h,
-			    size_t ext_size, void *app, ms_mbox_hub *hub);
+			    const ms_worker_hooks *hooks, void *app, ms_mbox_hub *hub);
+/* Add a context (copied; what it points to is borrowed). Returns its
+ * index, the `kind` of its connections (0, 1, ... in the order added), or
+ * -EINVAL (no handlers, a reserve over 1024, an outbound context without
+ * one) or -ENOSPC (MS_MAX_CTX reached). Every worker of a process should
+ * get the same contexts in the same order, so an index means the same
+ * context everywhere (metrics). Before ms_worker_start. */
+int ms_worker_ctx_add(ms_worker *w, const ms_ctx *ctx);
+/* Accept the connections of SO_REUSEPORT listener fd into context ctx
+ * (one listener per context; fd passes to the worker, which closes it).
+ * Returns 0 or -EINVAL (no such context, outbound, already listening).
+ * Before ms_worker_start. */
+int ms_worker_listen(ms_worker *w, int ctx, int fd);
+
 /* Start the thread; returns once its ring is set up (0) or failed (-errno). */
 int ms_worker_start(ms_worker *w);
 /* Ask for a graceful stop (any thread, async-signal-unsafe). */
@@ -190,24 +267,36 @@ ms_worker_stats *ms_worker_stats_of(ms_worker *w);
 bool ms_worker_draining(const ms_worker *w);
 /* Worker clock: whole seconds since the worker started (coarse). */
 uint32_t ms_worker_now(const ms_worker *w);
-/* Listener l stays open while the worker drains, until it exits (the
- * admin listener: health checks see 503 and metrics stay readable for the
- * whole drain). */
-void ms_worker_keep_listening(ms_worker *w, int l);
-/* Listener l (the admin listener) gets a budget of its own: n open
- * connections (1..1024), neither counted in the --max-conns share nor
- * refused by it, with room in the pool and the descriptor table for as
- * many again while they close. Its peer addresses are not read. When n are
- * open, a new connection makes the oldest that on_evict lets go close; with
- * all 2n slots held, new connections wait in the listen backlog until one
- * is freed. One listener per worker; before ms_worker_start. */
-void ms_worker_reserve(ms_worker *w, int l, uint32_t n);
+/* Context ctx's name (ms_ctx.name), or NULL for none or no such context. */
+const char *ms_worker_ctx_name(const ms_worker *w, int ctx);
+/* The arg of c's context (ms_ctx.arg): its handlers' configuration. */
+void *ms_conn_ctx_arg(const ms_worker *w, const ms_conn *c);
+
+/* Open an outbound connection of context ctx (MS_CTX_OUTBOUND) to addr
+ * (AF_INET or AF_INET6), on this worker's ring: a socket made as a direct
+ * descriptor in the same table as accepted ones (IORING_OP_SOCKET), with
+ * TCP_NODELAY, then IORING_OP_CONNECT; the connection gets a slot and a
+ * handle like an accepted one, and the same receive, send, close and
+ * timer paths. On success *out is the connection, not yet open: its ext
+ * is zeroed for the caller to fill, output may be queued (it is sent once
+ * connected), and exactly one of on_open (connected) or on_connect_error
+ * (-errno; -ETIMEDOUT once timeout_s seconds passed, at the timer wheel's
+ * whole-second ticks, so up to one second later; 0: no timeout) follows, unless
+ * the caller closes it first; on_free follows in every case. Outbound
+ * connections never count against --max-conns or its admission, nor are
+ * they refused while overloaded. Returns 0, or -EINVAL (not an outbound
+ * context, a bad address), -EAGAIN (the context's reserve is in use),
+ * -ESHUTDOWN (the worker is closing its connections). Worker thread only
+ * (e.g. from on_start or any handler). */
+int ms_worker_connect(ms_worker *w, int ctx, const struct sockaddr *addr, socklen_t len,
+		      uint32_t timeout_s, ms_conn **out);
+
 
 /* A worker's figures at one moment (metrics, histogram dumps). */
 typedef struct ms_worker_snap {
 	uint32_t id;
 	uint32_t live, cap;
-	uint32_t live_kind[MS_MAX_LISTENERS]; /* by listener index */
+	uint32_t live_kind[MS_MAX_CTX]; /* by context index */
 	bool draining;
 	uint64_t pending_out;  /* batch chains waiting on the mailbox overflow lists */
 	ms_worker_stats st;
@@ -324,7 +413,8 @@ static inline uint32_t ms_conn_pending(const ms_conn *c)
 }
 
 enum ms_close_mode {
-	MS_CLOSE_FLUSH, /* send what is queued, FIN, read to EOF (2 s), close */
+	MS_CLOSE_FLUSH, /* send what is queued, FIN, read to EOF (2 s), close;
+	                 * not open yet (connecting): as ABORT */
 	MS_CLOSE_ABORT, /* drop queued output and close now */
 };
 /* Close c. No more on_data after this call; on_free follows once every
@@ -332,12 +422,14 @@ enum ms_close_mode {
 void ms_conn_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode);
 bool ms_conn_closing(const ms_conn *c);
 
-/* Fire on_timeout after `seconds` (0 cancels). One deadline per connection. */
+/* Fire on_timeout after `seconds` (0 cancels). One deadline per connection
+ * (while an outbound one connects, it is the connect timeout). */
 void ms_conn_timeout(ms_worker *w, ms_conn *c, uint32_t seconds);
 
 /* c's peer address (AF_INET or AF_INET6), or NULL when unknown: the worker
  * reads it (one IORING_OP_URING_CMD getsockopt(SO_PEERNAME) before on_open)
- * for the per-address limits, on public listeners without --proxy-protocol. */
+ * in contexts with MS_CTX_PEER; an outbound connection's is the address it
+ * connects to. */
 const struct sockaddr *ms_conn_peer(ms_worker *w, ms_conn *c);
 /* Replace it (the source address of a PROXY protocol header). */
 void ms_conn_set_peer(ms_worker *w, ms_conn *c, const struct sockaddr *sa, socklen_t len);

@@ -25,15 +25,33 @@
 #include "net/internal.h"
 #include "net/json.h"
 #include "net/proto.h"
-#include "net/server.h"
 
-/* c->state of admin connections (server.c's ST_HTTP is 0 too; its
- * ST_OPEN/ST_CLOSING, 1 and 2, never apply to them). */
-enum { ST_READ = 0, ST_WAIT = 3, ST_CONTINUED = 4 /* sent 100 Continue, reading the body */ };
+/* c->state of admin connections. */
+enum {
+	ST_READ = 0,   /* reading the request */
+	ST_WAIT,       /* waiting on a cross-core answer; further input ignored */
+	ST_CONTINUED,  /* sent 100 Continue, reading the body */
+};
+
+/* Per-connection state (ms_conn_ext). */
+typedef struct admin_conn {
+	uint64_t t0; /* when the pending API request arrived (worker clock ns), 0 = none */
+} admin_conn;
 
 #define SCRAPES_MAX 64 /* /metrics requests waiting on one snapshot round */
+#define CLOSE_AFTER_DRAIN 1 /* seconds a connection still gets for its request */
 
-bool ms_admin_waiting(const ms_conn *c)
+static inline admin_conn *X(ms_conn *c)
+{
+	return ms_conn_ext(c);
+}
+
+static inline const ms_admin_opts *opts_of(ms_worker *w, ms_conn *c)
+{
+	return ms_conn_ctx_arg(w, c);
+}
+
+static bool waiting(const ms_conn *c)
 {
 	return c->state == ST_WAIT;
 }
@@ -44,11 +62,11 @@ static void answer(ms_worker *w, ms_conn *c, int status, const char *type,
 	if (ms_conn_closing(c))
 		return; /* answered already, or aborted */
 	c->state = ST_READ;
-	uint64_t *t0 = ms_net_admin_t0(c);
-	if (*t0) {
+	admin_conn *x = X(c);
+	if (x->t0) {
 		uint64_t now = ms_clock_ns();
-		ms_worker_record(w, MS_HIST_API, now > *t0 ? now - *t0 : 0);
-		*t0 = 0;
+		ms_worker_record(w, MS_HIST_API, now > x->t0 ? now - x->t0 : 0);
+		x->t0 = 0;
 	}
 	char head[256];
 	int h = snprintf(head, sizeof(head),
@@ -96,8 +114,13 @@ static __thread struct scrapes {
 
 static void metrics_done(ms_worker *w, const ms_worker_snap *snaps, uint32_t n, void *arg)
 {
+	/* Every worker has the same contexts in the same order: this one's
+	 * names label every worker's counts. */
+	const char *kinds[MS_MAX_CTX];
+	for (int k = 0; k < MS_MAX_CTX; k++)
+		kinds[k] = ms_worker_ctx_name(w, k);
 	size_t len;
-	char *text = ms_metrics_text(snaps, n, ms_net_options()->kinds, &len);
+	char *text = ms_metrics_text(snaps, n, kinds, &len);
 	for (uint32_t i = 0; i < scrapes.n; i++) {
 		ms_conn *c = ms_worker_conn(w, scrapes.refs[i]);
 		if (c)
@@ -125,9 +148,8 @@ static void metrics(ms_worker *w, ms_conn *c)
 /* ---- server API ------------------------------------------------------------ */
 
 /* Bearer key check in constant time (for keys of the right length). */
-static bool authorised(const ms_http_request *req)
+static bool authorised(ms_str key, const ms_http_request *req)
 {
-	ms_str key = ms_net_options()->api_key;
 	const ms_http_header *h = ms_http_header_get(req, "authorization");
 	if (!h || h->value.n != 7 + key.n || strncasecmp(h->value.p, "Bearer ", 7) != 0)
 		return false;
@@ -193,13 +215,13 @@ static const char *parse_body(const char *p, size_t n, api_req *r)
 static void api(ms_worker *w, ms_conn *c, const ms_http_request *req, const char *body,
 		size_t n)
 {
-	*ms_net_admin_t0(c) = ms_worker_now_ns(w);
-	const ms_net_opts *o = ms_net_options();
+	X(c)->t0 = ms_worker_now_ns(w);
+	const ms_admin_opts *o = opts_of(w, c);
 	if (!o->api_key.n) {
 		ms_admin_error(w, c, 403, "server API disabled: start with --api-key-file");
 		return;
 	}
-	if (!authorised(req)) {
+	if (!authorised(o->api_key, req)) {
 		ms_net__auth_failed(w, c, MS_AUTH_API_KEY, "server API");
 		ms_admin_error(w, c, 401, "bearer key required");
 		return;
@@ -212,7 +234,7 @@ static void api(ms_worker *w, ms_conn *c, const ms_http_request *req, const char
 		ms_admin_error(w, c, 503, "server shutting down");
 		return;
 	}
-	if (!o->chat) {
+	if (!o->api) {
 		ms_admin_error(w, c, 503, "chat core not available");
 		return;
 	}
@@ -230,7 +252,7 @@ static void api(ms_worker *w, ms_conn *c, const ms_http_request *req, const char
 			ms_admin_error(w, c, 400, "bad stream name");
 		} else {
 			c->state = ST_WAIT;
-			o->chat->api_publish(w, c, r.stream, r.data);
+			o->api->publish(w, c, r.stream, r.data);
 		}
 	} else if (str_is(req->path, "/api/dm")) {
 		if (!r.to.p || !r.data.p)
@@ -238,14 +260,14 @@ static void api(ms_worker *w, ms_conn *c, const ms_http_request *req, const char
 		else if (!ms_proto_uid(r.to, &uid))
 			ms_admin_error(w, c, 400, "bad user id");
 		else
-			o->chat->api_dm(w, c, uid, r.data);
+			o->api->dm(w, c, uid, r.data);
 	} else if (str_is(req->path, "/api/disconnect")) {
 		if (!r.user.p)
 			ms_admin_error(w, c, 400, "user required");
 		else if (!ms_proto_uid(r.user, &uid))
 			ms_admin_error(w, c, 400, "bad user id");
 		else
-			o->chat->api_disconnect(w, c, uid);
+			o->api->disconnect(w, c, uid);
 	} else {
 		ms_admin_error(w, c, 404, "no such API call");
 	}
@@ -278,7 +300,7 @@ static long content_length(const ms_http_request *req)
 	return got == -2 ? 0 : got;
 }
 
-size_t ms_admin_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
+static size_t on_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 {
 	if (c->state != ST_READ && c->state != ST_CONTINUED)
 		return len; /* one request per connection */
@@ -332,4 +354,87 @@ size_t ms_admin_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 		ms_admin_error(w, c, 404, "not found");
 	}
 	return len;
+}
+
+/* ---- handlers ---------------------------------------------------------------- */
+
+static void on_open(ms_worker *w, ms_conn *c, bool over_cap)
+{
+	/* Never over: the context has its own reserve. Accepted while draining
+	 * (the listener stays open): a short deadline, so it cannot hold the
+	 * drain up. The deadline is absolute: input does not move it. */
+	c->state = ST_READ;
+	ms_conn_timeout(w, c, ms_worker_draining(w) ? CLOSE_AFTER_DRAIN
+						    : ms_worker_config(w)->handshake_timeout);
+}
+
+/* A request waiting on a cross-core answer (metrics, publish): a client
+ * that half-closed after sending it still gets the answer. */
+static bool on_eof(ms_worker *w, ms_conn *c, int err)
+{
+	if (err == 0 && waiting(c))
+		return true;
+	ms_conn_close(w, c, err == 0 ? MS_CLOSE_FLUSH : MS_CLOSE_ABORT);
+	return false;
+}
+
+/* No whole request in time: 408; one waiting on its answer past the
+ * deadline (a round that never completed): closed. */
+static void on_timeout(ms_worker *w, ms_conn *c)
+{
+	if (c->state != ST_READ) {
+		ms_conn_close(w, c, MS_CLOSE_ABORT);
+		return;
+	}
+	ms_worker_stats *st = ms_worker_stats_of(w);
+	st->http_timeouts++;
+	st->http_4xx++;
+	char buf[256];
+	int n = ms_http_response(buf, sizeof(buf), 408, true, NULL, NULL);
+	if (n > 0)
+		ms_conn_write(w, c, buf, (size_t)n);
+	ms_conn_close(w, c, MS_CLOSE_FLUSH);
+}
+
+/* Shutdown: a request on its way gets its answer (the health check's 503,
+ * metrics) rather than a reset; one that does not come within a second
+ * gets a 408. One waiting on a cross-core answer keeps its deadline. */
+static void on_drain(ms_worker *w, ms_conn *c)
+{
+	if (c->state == ST_READ)
+		ms_conn_timeout(w, c, CLOSE_AFTER_DRAIN);
+}
+
+/* The reserve is full: an idle connection (not waiting on a cross-core
+ * answer such as a metrics round or a publish's seq) makes room for the
+ * new one, which may be the health check that must answer. */
+static bool on_evict(ms_worker *w, ms_conn *c)
+{
+	if (waiting(c))
+		return false;
+	ms_debug("conn %u: idle admin connection closed for a new one", c->idx);
+	ms_conn_close(w, c, MS_CLOSE_ABORT);
+	return true;
+}
+
+static const ms_conn_handlers admin_handlers = {
+	.on_open = on_open,
+	.on_data = on_data,
+	.on_eof = on_eof,
+	.on_timeout = on_timeout,
+	.on_drain = on_drain,
+	.on_evict = on_evict,
+	/* on_free: nothing is held beyond the slot; on_shed: core aborts. */
+};
+
+ms_ctx ms_admin_context(const ms_admin_opts *o, uint32_t max_conns)
+{
+	return (ms_ctx){
+		.h = &admin_handlers,
+		.ext_size = sizeof(admin_conn),
+		.arg = (void *)o,
+		.name = "admin",
+		.flags = MS_CTX_KEEP_LISTENING,
+		.reserve = max_conns,
+	};
 }

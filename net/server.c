@@ -24,7 +24,6 @@
 #include <time.h>
 
 #include "core/log.h"
-#include "net/admin.h"
 #include "net/http.h"
 #include "net/internal.h"
 #include "net/jwt.h"
@@ -37,13 +36,6 @@ enum { ROUTE_NONE = 0, ROUTE_CHAT, ROUTE_ECHO, ROUTE_ROOM };
 /* net_conn.lim: what the connection holds in the limit tables, and
  * whether its PROXY header is still awaited. */
 enum { L_IP_HELD = 1, L_USER_HELD = 2, L_PROXY_WAIT = 4, L_HS_HELD = 8 };
-
-static ms_net_opts opts;
-
-void ms_net_configure(const ms_net_opts *o)
-{
-	opts = *o;
-}
 
 #define CLOSE_WAIT_SECONDS 5 /* for the peer's close frame after ours */
 /* Work one connection may make its worker do per input delivery (core
@@ -76,10 +68,7 @@ typedef struct net_conn {
 	uint32_t frag_len, frag_cap;
 	uint8_t *frag;   /* fragmented message being gathered */
 	uint64_t uid;
-	union {
-		void *chat;        /* chat routes: the chat core's per-connection state */
-		uint64_t admin_t0; /* admin listener: when the API request arrived (ns) */
-	} u;
+	void *chat;      /* chat routes: the chat core's per-connection state */
 	struct net_claims *claims; /* token's streams and dm claims, NULL = neither */
 	struct tls_conn *tls; /* wss connections only */
 	/* What the connection may cost (/ws only): --rate-limit, --rate-bytes,
@@ -134,19 +123,15 @@ static void net_close(ms_worker *w, ms_conn *c, enum ms_close_mode mode)
 	ms_conn_close(w, c, mode);
 }
 
-const ms_net_opts *ms_net_options(void)
-{
-	return &opts;
-}
-
-size_t ms_net_ext_size(void)
-{
-	return sizeof(net_conn);
-}
-
 static inline net_conn *X(ms_conn *c)
 {
 	return ms_conn_ext(c);
+}
+
+/* c's listener's configuration (its context's arg). */
+static inline const ms_net_opts *O(ms_worker *w, ms_conn *c)
+{
+	return ms_conn_ctx_arg(w, c);
 }
 
 /* ---- output helpers ------------------------------------------------------ */
@@ -258,12 +243,7 @@ uint64_t ms_net_uid(ms_conn *c)
 
 void **ms_net_chat_slot(ms_conn *c)
 {
-	return &X(c)->u.chat;
-}
-
-uint64_t *ms_net_admin_t0(ms_conn *c)
-{
-	return &X(c)->u.admin_t0;
+	return &X(c)->chat;
 }
 
 bool ms_net_stream_allowed(ms_conn *c, ms_str stream)
@@ -361,11 +341,6 @@ void ms_net_kick(ms_worker *w, ms_conn *c, const char *reason)
  * another user than the connection's. */
 #define JWT_OTHER_USER (-1000)
 
-/* Failures logged per worker and second, beyond a burst: each is a write(2)
- * on the worker thread, and a client can fail an auth op per frame. */
-#define AUTH_LOG_RATE 20
-#define AUTH_LOG_BURST 100
-
 static int auth_reason(int jwt)
 {
 	switch (jwt) {
@@ -388,60 +363,20 @@ static int auth_reason(int jwt)
 	}
 }
 
-void ms_net__auth_failed(ms_worker *w, ms_conn *c, int reason, const char *where)
-{
-	static __thread struct {
-		bool init;
-		uint32_t unlogged; /* failures over the budget since the last line */
-		ms_bucket b;
-	} lg;
-	ms_worker_stats *st = ms_worker_stats_of(w);
-	uint32_t now = ms_worker_now_ms(w);
-	if ((unsigned)reason >= MS_AUTH_REASONS)
-		reason = MS_AUTH_OTHER;
-	st->auth_failures++;
-	st->auth_fail[reason]++;
-	ms_rate rate = ms_rate_msgs(AUTH_LOG_RATE, AUTH_LOG_BURST);
-	if (!lg.init) {
-		ms_bucket_init(&lg.b, &rate, now);
-		lg.init = true;
-	}
-	if (ms_log_level < MS_LOG_INFO)
-		return;
-	if (!ms_bucket_take(&lg.b, &rate, 1, now)) {
-		lg.unlogged++;
-		return;
-	}
-	/* The peer's address is known where the worker reads it (per-IP
-	 * limits, PROXY headers). */
-	char addr[80] = "";
-	ms_lkey k;
-	const struct sockaddr *sa = ms_conn_peer(w, c);
-	if (sa && ms_lkey_addr(&k, sa)) {
-		memcpy(addr, " from ", 6);
-		ms_lkey_addr_text(&k, addr + 6, sizeof(addr) - 6);
-	}
-	char more[64] = "";
-	if (lg.unlogged)
-		snprintf(more, sizeof(more), " (and %u earlier not logged)", lg.unlogged);
-	lg.unlogged = 0;
-	ms_info("authentication failed: %s at %s%s, conn %u%s", ms_auth_reason_names[reason],
-		where, addr, c->idx, more);
-}
-
 /* Verify a token against the configured secrets. On success stores the
  * identity and claims in x (replacing earlier ones) and returns MS_JWT_OK;
  * else an MS_JWT_* code, or JWT_OTHER_USER when same_sub and the token is
  * another user's. */
-static int adopt_token(net_conn *x, const char *tok, size_t n, bool same_sub)
+static int adopt_token(const ms_net_opts *o, net_conn *x, const char *tok, size_t n,
+		       bool same_sub)
 {
-	if (opts.nsecrets == 0)
+	if (o->nsecrets == 0)
 		return MS_JWT_BAD_SIG;
 	char *scratch = malloc(n + 1);
 	if (!scratch)
 		abort();
 	ms_jwt_claims cl;
-	int r = ms_jwt_verify(tok, n, opts.secrets, opts.nsecrets, (int64_t)time(NULL),
+	int r = ms_jwt_verify(tok, n, o->secrets, o->nsecrets, (int64_t)time(NULL),
 			      scratch, n + 1, &cl);
 	if (r == MS_JWT_OK && same_sub && cl.sub != x->uid)
 		r = JWT_OTHER_USER;
@@ -527,7 +462,7 @@ static bool rate_ok(ms_worker *w, ms_conn *c, const ms_req *req)
 			 * per-user table (--max-conns-per-user 0), per connection. */
 			if (x->lim & L_USER_HELD) {
 				ms_lkey k = ms_lkey_uid(x->uid);
-				ok = ms_climit_take(opts.per_user, &k, USER_BYTES, &rb, n,
+				ok = ms_climit_take(O(w, c)->per_user, &k, USER_BYTES, &rb, n,
 						    (uint32_t)(ms_worker_now_ns(w) / 1000000));
 			} else {
 				ok = ms_bucket_take(&x->rl_bytes, &rb, n, now);
@@ -544,7 +479,7 @@ static bool rate_ok(ms_worker *w, ms_conn *c, const ms_req *req)
 			/* Per user too: a join or leave is a presence event to every
 			 * member, and reconnecting must not buy a fresh burst. */
 			ms_lkey k = ms_lkey_uid(x->uid);
-			ok = ms_climit_take(opts.per_user, &k, USER_JOINS, &rj, 1,
+			ok = ms_climit_take(O(w, c)->per_user, &k, USER_JOINS, &rj, 1,
 					    (uint32_t)(ms_worker_now_ns(w) / 1000000));
 		} else {
 			ok = ms_bucket_take(&x->rl_join, &rj, 1, now);
@@ -605,7 +540,7 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 					  "dev mode connection: nothing to refresh");
 			return;
 		}
-		int r = adopt_token(x, req.token.p, req.token.n, true);
+		int r = adopt_token(O(w, c), x, req.token.p, req.token.n, true);
 		if (r != MS_JWT_OK) {
 			char where[48];
 			snprintf(where, sizeof(where), "auth op of user %llu", (unsigned long long)x->uid);
@@ -620,11 +555,13 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 		arm_timer(w, c, ms_worker_config(w)->idle_timeout / 2);
 		/* After the reply: the client learns the token was taken before
 		 * it learns which streams the token no longer allows. */
-		if (opts.chat && opts.chat->reauth)
-			opts.chat->reauth(w, c);
+		const ms_chat_hooks *chat = O(w, c)->chat;
+		if (chat && chat->reauth)
+			chat->reauth(w, c);
 		return;
 	}
-	if (!opts.chat) {
+	const ms_chat_hooks *chat = O(w, c)->chat;
+	if (!chat) {
 		ms_net_send_error(w, c, req.has_id, req.id, 503, "chat core not available");
 		return;
 	}
@@ -634,7 +571,7 @@ static void chat_request(ms_worker *w, ms_conn *c, uint8_t opcode, const uint8_t
 		ms_net_send_error(w, c, req.has_id, req.id, 503, "server shutting down");
 		return;
 	}
-	opts.chat->request(w, c, &req);
+	chat->request(w, c, &req);
 }
 
 static void on_message(ms_worker *w, ms_conn *c, uint8_t opcode, uint8_t *p,
@@ -650,10 +587,12 @@ static void on_message(ms_worker *w, ms_conn *c, uint8_t opcode, uint8_t *p,
 	case ROUTE_CHAT:
 		chat_request(w, c, opcode, p, len);
 		break;
-	case ROUTE_ROOM:
-		if (opts.chat && !ms_worker_draining(w))
-			opts.chat->room_message(w, c, opcode, p, len);
+	case ROUTE_ROOM: {
+		const ms_chat_hooks *chat = O(w, c)->chat;
+		if (chat && !ms_worker_draining(w))
+			chat->room_message(w, c, opcode, p, len);
 		break;
+	}
 	default:
 		break;
 	}
@@ -810,7 +749,7 @@ static void handshake_done(ms_worker *w, ms_conn *c)
 		return;
 	x->lim &= (uint8_t)~L_HS_HELD;
 	if (sa && ms_lkey_addr(&k, sa))
-		ms_climit_release(opts.per_handshake, &k);
+		ms_climit_release(O(w, c)->per_handshake, &k);
 }
 
 /* An upgrade's token (PROTOCOL.md "Identity"): ?token=, else
@@ -858,7 +797,7 @@ static bool identify(ms_worker *w, ms_conn *c, const ms_http_request *req, int r
 	if (cfg->dev && route != ROUTE_CHAT)
 		return true;
 	if (tok.n) {
-		int r = adopt_token(x, tok.p, tok.n, false);
+		int r = adopt_token(O(w, c), x, tok.p, tok.n, false);
 		if (r == MS_JWT_OK)
 			return true;
 		ms_net__auth_failed(w, c, auth_reason(r), route_names[route]);
@@ -925,10 +864,11 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 	if (!identify(w, c, &req, route, upgrade_token(&req, &mezon)))
 		return len;
 	const char *subproto = mezon ? "mezon.v1" : NULL;
+	const ms_net_opts *o = O(w, c);
 	if (route == ROUTE_CHAT) {
-		if (opts.per_user) {
+		if (o->per_user) {
 			ms_lkey k = ms_lkey_uid(x->uid);
-			if (ms_climit_acquire(opts.per_user, &k) != 0) {
+			if (ms_climit_acquire(o->per_user, &k) != 0) {
 				ms_worker_stats_of(w)->user_rejects++;
 				respond_503(w, c, "too many connections for this user\n");
 				return len;
@@ -948,23 +888,18 @@ static size_t on_http(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 	c->state = ST_OPEN;
 	handshake_done(w, c);
 	x->route = (uint8_t)route;
-	if (opts.chat && route == ROUTE_CHAT) {
+	if (o->chat && route == ROUTE_CHAT) {
 		x->opened = 1;
-		opts.chat->open(w, c, x->uid);
-	} else if (opts.chat && route == ROUTE_ROOM) {
+		o->chat->open(w, c, x->uid);
+	} else if (o->chat && route == ROUTE_ROOM) {
 		x->opened = 1;
-		opts.chat->room_open(w, c);
+		o->chat->room_open(w, c);
 	}
 	arm_timer(w, c, cfg->idle_timeout / 2);
 	return (size_t)r + on_frames(w, c, buf + r, len - (size_t)r);
 }
 
 /* ---- handlers -------------------------------------------------------------- */
-
-static bool is_tls(ms_conn *c)
-{
-	return opts.tls && c->kind == opts.tls_kind;
-}
 
 /* Count c under its source address (the PROXY header's, else the peer's):
  * for --max-conns-per-ip while it lives, for --max-handshakes-per-ip until
@@ -977,9 +912,10 @@ static bool admit_ip(ms_worker *w, ms_conn *c)
 	if (!sa || !ms_lkey_addr(&k, sa))
 		return true;
 	ms_worker_stats *st = ms_worker_stats_of(w);
+	const ms_net_opts *o = O(w, c);
 	const char *flag = NULL, *body = NULL;
-	if (opts.per_ip) {
-		if (ms_climit_acquire(opts.per_ip, &k) == 0) {
+	if (o->per_ip) {
+		if (ms_climit_acquire(o->per_ip, &k) == 0) {
 			X(c)->lim |= L_IP_HELD;
 		} else {
 			st->ip_rejects++;
@@ -987,8 +923,8 @@ static bool admit_ip(ms_worker *w, ms_conn *c)
 			body = "too many connections from this address\n";
 		}
 	}
-	if (!flag && opts.per_handshake) {
-		if (ms_climit_acquire(opts.per_handshake, &k) == 0) {
+	if (!flag && o->per_handshake) {
+		if (ms_climit_acquire(o->per_handshake, &k) == 0) {
 			X(c)->lim |= L_HS_HELD;
 		} else {
 			st->handshake_ip_rejects++;
@@ -1000,7 +936,7 @@ static bool admit_ip(ms_worker *w, ms_conn *c)
 		return true; /* h_free gives back what is held */
 	char text[64];
 	ms_debug("conn %u: over %s for %s", c->idx, flag, ms_lkey_addr_text(&k, text, sizeof(text)));
-	if (is_tls(c))
+	if (o->tls)
 		ms_conn_close(w, c, MS_CLOSE_ABORT);
 	else
 		respond_503(w, c, body);
@@ -1010,17 +946,10 @@ static bool admit_ip(ms_worker *w, ms_conn *c)
 static void h_open(ms_worker *w, ms_conn *c, bool over_cap)
 {
 	c->state = ST_HTTP;
-	/* Accepted while draining (raced the listener's close, or the admin
-	 * listener): a short deadline, so it cannot hold the drain up. */
+	/* Accepted while draining (raced the listener's close): a short
+	 * deadline, so it cannot hold the drain up. */
 	uint32_t deadline = ms_worker_draining(w) ? 1 : ms_worker_config(w)->handshake_timeout;
-	if (c->kind == opts.admin_kind) {
-		/* No client admission (capacity, overload, per-IP, PROXY header)
-		 * on the admin listener: health checks and metrics must answer
-		 * exactly when the worker is full or overloaded. */
-		ms_conn_timeout(w, c, deadline);
-		return;
-	}
-	bool tls = is_tls(c);
+	ms_tls_ctx *tls = O(w, c)->tls; /* TLS is a property of the listener's context */
 	if (over_cap) {
 		/* A 503 needs a TLS session first: over capacity, TLS just closes. */
 		if (tls)
@@ -1038,7 +967,7 @@ static void h_open(ms_worker *w, ms_conn *c, bool over_cap)
 		return;
 	if (tls) {
 		tls_conn *t = calloc(1, sizeof(*t));
-		if (!t || !(t->t = ms_tls_new(opts.tls))) {
+		if (!t || !(t->t = ms_tls_new(tls))) {
 			free(t);
 			ms_conn_close(w, c, MS_CLOSE_ABORT);
 			return;
@@ -1051,8 +980,6 @@ static void h_open(ms_worker *w, ms_conn *c, bool over_cap)
 
 static size_t plain_data(ms_worker *w, ms_conn *c, uint8_t *buf, size_t len)
 {
-	if (c->kind == opts.admin_kind)
-		return ms_admin_data(w, c, buf, len);
 	if (c->state == ST_HTTP)
 		return on_http(w, c, buf, len);
 	return on_frames(w, c, buf, len);
@@ -1185,10 +1112,6 @@ static void h_transform(ms_worker *w, ms_conn *c, const uint8_t *p, size_t n)
 
 static bool h_eof(ms_worker *w, ms_conn *c, int err)
 {
-	/* An admin request waiting on a cross-core answer (metrics, publish):
-	 * a client that half-closed after sending it still gets the answer. */
-	if (err == 0 && c->kind == opts.admin_kind && ms_admin_waiting(c))
-		return true;
 	/* Peer gone without a close handshake: nothing more to say. */
 	net_close(w, c, err == 0 ? MS_CLOSE_FLUSH : MS_CLOSE_ABORT);
 	return false;
@@ -1232,18 +1155,19 @@ static void h_timeout(ms_worker *w, ms_conn *c)
 static void h_free(ms_worker *w, ms_conn *c)
 {
 	net_conn *x = X(c);
-	if (x->opened && opts.chat)
-		opts.chat->close(w, c);
+	const ms_net_opts *o = O(w, c);
+	if (x->opened && o->chat)
+		o->chat->close(w, c);
 	frag_free(w, x);
 	if (x->lim & L_USER_HELD) {
 		ms_lkey k = ms_lkey_uid(x->uid);
-		ms_climit_release(opts.per_user, &k);
+		ms_climit_release(o->per_user, &k);
 	}
 	handshake_done(w, c);
 	ms_lkey k;
 	const struct sockaddr *sa = ms_conn_peer(w, c);
 	if ((x->lim & L_IP_HELD) && sa && ms_lkey_addr(&k, sa))
-		ms_climit_release(opts.per_ip, &k);
+		ms_climit_release(o->per_ip, &k);
 	x->lim = 0;
 	free(x->claims);
 	x->claims = NULL;
@@ -1256,22 +1180,15 @@ static void h_free(ms_worker *w, ms_conn *c)
 	}
 }
 
-static void drain_one(ms_worker *w, ms_conn *c, void *arg)
+/* Shutdown: an open WebSocket gets 1001; a request on its way gets its
+ * answer (503 while draining) rather than a reset, and one that does not
+ * come within a second gets a 408. Core skips connections already closing. */
+static void h_drain(ms_worker *w, ms_conn *c)
 {
-	if (ms_conn_closing(c))
-		return;
 	if (c->state == ST_OPEN)
 		ws_close(w, c, MS_WS_CLOSE_GOING_AWAY, "server shutting down");
 	else if (c->state == ST_HTTP)
-		/* A request on its way gets its answer (503 while draining, or
-		 * the health/metrics answer on the admin listener) rather than a
-		 * reset; one that does not come within a second gets a 408. */
 		ms_conn_timeout(w, c, 1);
-}
-
-static void h_drain(ms_worker *w)
-{
-	ms_worker_foreach(w, drain_one, NULL);
 }
 
 static void h_shed(ms_worker *w, ms_conn *c)
@@ -1279,19 +1196,7 @@ static void h_shed(ms_worker *w, ms_conn *c)
 	slow_close(w, c);
 }
 
-/* The admin listener's budget is full: an idle connection (not waiting on
- * a cross-core answer such as a metrics round or a publish's seq) makes
- * room for the new one, which may be the health check that must answer. */
-static bool h_evict(ms_worker *w, ms_conn *c)
-{
-	if (ms_admin_waiting(c))
-		return false;
-	ms_debug("conn %u: idle admin connection closed for a new one", c->idx);
-	ms_conn_close(w, c, MS_CLOSE_ABORT);
-	return true;
-}
-
-const ms_handlers ms_net_handlers = {
+static const ms_conn_handlers net_handlers = {
 	.on_open = h_open,
 	.on_data = h_data,
 	.on_eof = h_eof,
@@ -1300,5 +1205,18 @@ const ms_handlers ms_net_handlers = {
 	.on_drain = h_drain,
 	.on_transform = h_transform,
 	.on_shed = h_shed,
-	.on_evict = h_evict,
 };
+
+ms_ctx ms_net_context(const ms_config *cfg, const ms_net_opts *o)
+{
+	return (ms_ctx){
+		.h = &net_handlers,
+		.ext_size = sizeof(net_conn),
+		.arg = (void *)o,
+		.name = o->tls ? "tls" : "plain",
+		/* Both per-address limits key on the peer address, and
+		 * --max-handshakes-per-ip is always on; with --proxy-protocol
+		 * the header's source counts instead. */
+		.flags = cfg->proxy_protocol ? 0 : MS_CTX_PEER,
+	};
+}

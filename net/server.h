@@ -1,9 +1,11 @@
 /*
  * The public listeners' protocol layer: HTTP/1.1 upgrade, identity (JWT or
  * dev mode), routes, and the RFC 6455 session on each connection, plugged
- * into the workers through ms_handlers. Chat requests are parsed here and
- * handed to the chat core through ms_chat_hooks (net/ does not depend on
- * shard/; main wires the two). Runs on each worker's thread.
+ * into the workers as a socket context per listener (ms_net_context): the
+ * plain and the TLS listener share these handlers, and TLS is a property
+ * of the context. Chat requests are parsed here and handed to the chat
+ * core through ms_chat_hooks (net/ does not depend on shard/; main wires
+ * the two). Runs on each worker's thread.
  */
 #ifndef MS_NET_SERVER_H
 #define MS_NET_SERVER_H
@@ -31,39 +33,27 @@ typedef struct ms_chat_hooks {
 			     const uint8_t *p, size_t n);
 	/* A connection that was opened is going away: release everything. */
 	void (*close)(ms_worker *w, ms_conn *c);
-	/* Server API calls from the admin listener (connection c, answered
-	 * with ms_admin_reply/ms_admin_error, now or after a cross-core step).
-	 * Messages carry "from":"server". */
-	void (*api_publish)(ms_worker *w, ms_conn *c, ms_str stream, ms_str data);
-	void (*api_dm)(ms_worker *w, ms_conn *c, uint64_t to, ms_str data);
-	void (*api_disconnect)(ms_worker *w, ms_conn *c, uint64_t uid);
 } ms_chat_hooks;
 
+/* A public listener's configuration: its context's arg, read-only once the
+ * workers start. The plain and the TLS listener each have one (usually
+ * copies differing in tls); what the pointers name is shared. */
 typedef struct ms_net_opts {
 	ms_str secrets[2];          /* HS256 keys (rotation); none in dev mode */
 	int nsecrets;
 	const ms_chat_hooks *chat;  /* NULL: chat requests get a 503 reply */
-	ms_tls_ctx *tls;            /* shared TLS context, or NULL */
-	int tls_kind;               /* listener index whose connections are TLS, -1: none */
-	int admin_kind;             /* listener index of the admin listener, -1: none */
-	ms_str api_key;             /* server API bearer key; n == 0: API disabled */
-	const char *kinds[MS_MAX_LISTENERS]; /* transport name per listener (metrics) */
-	/* Admission limits, NULL = no limit: process-wide tables, since one
-	 * address's or user's connections may land on any worker. */
+	ms_tls_ctx *tls;            /* this listener speaks TLS with it; NULL: plain */
+	/* Process-wide tables (exact across workers), NULL = no limit. */
 	struct ms_climit *per_ip;   /* --max-conns-per-ip */
 	struct ms_climit *per_user; /* --max-conns-per-user */
 	struct ms_climit *per_handshake; /* --max-handshakes-per-ip (always on) */
 } ms_net_opts;
 
-/* Set once by main before the workers start; read-only afterwards. */
-void ms_net_configure(const ms_net_opts *o);
-const ms_net_opts *ms_net_options(void);
-
-/* Handlers for the public listeners (on_msg/on_flush left to the caller). */
-extern const ms_handlers ms_net_handlers;
-
-/* Bytes of per-connection state the handlers keep inline in each slot. */
-size_t ms_net_ext_size(void);
+/* A public listener's context: these handlers over *o (borrowed: it must
+ * outlive the workers), named "tls" or "plain" by o->tls, sharing the
+ * --max-conns share; the peer address of each connection is read for the
+ * per-address limits unless --proxy-protocol brings it. */
+ms_ctx ms_net_context(const ms_config *cfg, const ms_net_opts *o);
 
 /* ---- for the chat core ------------------------------------------------ */
 
@@ -72,9 +62,6 @@ uint64_t ms_net_uid(ms_conn *c);
 /* A pointer-sized slot the chat core owns in each connection (NULL at
  * open). */
 void **ms_net_chat_slot(ms_conn *c);
-/* Admin connections only (same storage as the chat slot, which they never
- * use): when the pending API request arrived, worker clock ns; 0 = none. */
-uint64_t *ms_net_admin_t0(ms_conn *c);
 /* Whether the connection's identity may join/publish to `stream`: dev mode
  * allows all; otherwise the token's streams claim (user:<sub> always). */
 bool ms_net_stream_allowed(ms_conn *c, ms_str stream);

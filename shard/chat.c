@@ -837,7 +837,10 @@ const ms_chat_hooks ms_chat_hooks_impl = {
 	.room_open = h_room_open,
 	.room_message = h_room_message,
 	.close = h_close,
-	.api_publish = h_api_publish,
-	.api_dm = h_api_dm,
-	.api_disconnect = h_api_disconnect,
+};
+
+const ms_admin_api ms_chat_admin_api = {
+	.publish = h_api_publish,
+	.dm = h_api_dm,
+	.disconnect = h_api_disconnect,
 };

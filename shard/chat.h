@@ -25,6 +25,7 @@
 #include "core/config.h"
 #include "core/mailbox.h"
 #include "core/worker.h"
+#include "net/admin.h"
 #include "net/server.h"
 
 #define MS_STREAM_SHARDS 128
@@ -40,8 +41,10 @@ void ms_chat_destroy(ms_chat *chat);
 ms_chat_worker *ms_chat_worker_create(ms_chat *chat, uint32_t id);
 void ms_chat_worker_destroy(ms_chat_worker *cw);
 
-/* Hooks for net/ (ms_net_opts.chat). */
+/* Hooks for net/: the public listeners' (ms_net_opts.chat) and the server
+ * API's (ms_admin_opts.api). */
 extern const ms_chat_hooks ms_chat_hooks_impl;
+extern const ms_admin_api ms_chat_admin_api;
 
 /* Worker handlers: mailbox messages, and the per-iteration flush
  * (coalesced presence events). */

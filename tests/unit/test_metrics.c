@@ -15,7 +15,7 @@
 
 #include "core/metrics.h"
 
-static const char *const kinds[MS_MAX_LISTENERS] = { "plain", "tls", "admin", NULL };
+static const char *const kinds[MS_MAX_CTX] = { "plain", "tls", "admin", NULL };
 
 static ms_worker_snap *make(uint32_t n)
 {
