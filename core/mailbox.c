@@ -269,6 +269,7 @@ void ms_mbox_flush(ms_mbox *mb, void (*wake)(void *arg, uint32_t to), void *arg)
 			/* Unlink before the push: once pushed, the batch is the
 			 * receiver's (it may already be freed). */
 			batch *c = q->ov_head, *next = c->qnext;
+			uint32_t msgs = c->chain_msgs; /* read before the push, like next */
 			c->qnext = NULL;
 			tsan_release(c);
 			if (!ck_ring_enqueue_spsc(&p->ring, p->buf, c)) {
@@ -279,7 +280,7 @@ void ms_mbox_flush(ms_mbox *mb, void (*wake)(void *arg, uint32_t to), void *arg)
 			if (!q->ov_head)
 				q->ov_tail = NULL;
 			q->ov_len--;
-			q->ov_msgs -= c->chain_msgs;
+			q->ov_msgs -= msgs;
 			mb->st.batches++;
 			pushed = true;
 		}
