@@ -827,6 +827,17 @@ static void queue_resume(ms_worker *w, ms_conn *c);
  * protocol layer bounds frames and requests per call on top). */
 #define FEED_KIB 64
 
+/* Count n more bytes handed to c (or, for a closing one, read from it) in
+ * this iteration; returns the KiB counted so far (n = 0: just read). */
+static uint32_t feed(ms_worker *w, ms_conn *c, size_t n)
+{
+	uint32_t it = (uint32_t)w->st.iterations & 0xffff, fed = w->fed[c->idx];
+	uint32_t kib = (fed >> 16 == it ? fed & 0xffff : 0) + (uint32_t)((n + 1023) / 1024);
+	if (n)
+		w->fed[c->idx] = it << 16 | (kib < 0xffff ? kib : 0xffff);
+	return kib;
+}
+
 static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 {
 	/* A peer that sends without reading what we answer: stop taking its
@@ -836,9 +847,7 @@ static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 		c->paused |= MS_PAUSE_OUTPUT;
 		w->st.conn_pauses++;
 	}
-	uint32_t it = (uint32_t)w->st.iterations & 0xffff, fed = w->fed[c->idx];
-	uint32_t kib = fed >> 16 == it ? fed & 0xffff : 0;
-	if (!c->paused && kib >= FEED_KIB) {
+	if (!c->paused && feed(w, c, 0) >= FEED_KIB) {
 		c->paused |= MS_PAUSE_PROTO; /* yield: resumed next iteration */
 		queue_resume(w, c);
 		w->st.conn_pauses++;
@@ -850,8 +859,7 @@ static void deliver(ms_worker *w, ms_conn *c, uint8_t *p, size_t n)
 	uint32_t cap = c->spill.cap;
 	size_t len;
 	uint8_t *buf = ms_spill_join(&c->spill, p, n, &len);
-	kib += (uint32_t)((len + 1023) / 1024);
-	w->fed[c->idx] = it << 16 | (kib < 0xffff ? kib : 0xffff);
+	feed(w, c, len);
 	w->need_hint = 0;
 	w->delivering = c;
 	size_t used = H(w, c)->on_data(w, c, buf, len);
@@ -968,10 +976,7 @@ static void resume_input(ms_worker *w)
  * output and the linger timer closes it. */
 static void discard(ms_worker *w, ms_conn *c, size_t n)
 {
-	uint32_t it = (uint32_t)w->st.iterations & 0xffff, fed = w->fed[c->idx];
-	uint32_t kib = (fed >> 16 == it ? fed & 0xffff : 0) + (uint32_t)((n + 1023) / 1024);
-	w->fed[c->idx] = it << 16 | (kib < 0xffff ? kib : 0xffff);
-	if (kib >= FEED_KIB && !(c->flags & MS_CONN_F_MUTE)) {
+	if (feed(w, c, n) >= FEED_KIB && !(c->flags & MS_CONN_F_MUTE)) {
 		c->flags |= MS_CONN_F_MUTE;
 		if (c->flags & MS_CONN_F_RECV)
 			submit_cancel(w, ms_udata(MS_OP_RECV, c->idx, c->gen));
